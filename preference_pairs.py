@@ -1,0 +1,27 @@
+"""Step 2: sample completions of train-review prefixes from the SFT model, score them with the sentiment
+classifier (reward = P(POSITIVE)) and write chosen/rejected pairs under generations/.
+
+    python preference_pairs.py --config configs/tiny/pairs.yaml
+    python preference_pairs.py --config configs/gpt2-large/pairs.yaml
+
+Outputs: completions.jsonl (every sample with its reward), pairs.jsonl (prompt, chosen, rejected, rewards) and
+run_config.json (the config that made them). An interrupted run continues with the prompts it had not finished.
+"""
+
+from sentiment_dpo.cli import run_script
+
+
+def main(args):
+    from sentiment_dpo.sampling import make_preference_pairs
+
+    make_preference_pairs(args)
+
+
+def dataclass_types():
+    from sentiment_dpo.configs import PairsArguments
+
+    return (PairsArguments,)
+
+
+if __name__ == "__main__":
+    run_script(main, dataclass_types())

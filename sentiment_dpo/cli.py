@@ -1,0 +1,129 @@
+"""What every top-level script shares: parsing a YAML config plus CLI overrides, logging, and clean errors.
+
+A script is `run_script(main, dataclass_types)`: parse with TRL's `TrlParser` (unknown keys are errors), call
+`main(*configs)`, and turn a `PipelineError` (bad input, unreachable hub) into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from urllib.parse import urlparse
+
+logger = logging.getLogger(__name__)
+
+EXIT_BAD_INPUT = 2
+
+
+class PipelineError(Exception):
+    """A problem the user can fix (bad config, missing file, no hub access): reported as one line, exit code 2."""
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level, force=True
+    )
+    # The libraries log a lot at INFO; their warnings are what a user needs to see.
+    for noisy in ("transformers", "datasets", "accelerate", "httpx", "huggingface_hub", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_warning()
+    transformers.utils.logging.disable_progress_bar()
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple:
+    """Fill `dataclass_types` from `--config file.yaml` and then the command line (the command line wins).
+
+    Unknown keys in the YAML file or on the command line are errors, as is a field that fails validation.
+    """
+    import yaml
+    from trl import TrlParser
+
+    class _Parser(TrlParser):
+        def error(self, message: str):  # argparse would print its usage and exit; one line is enough
+            raise PipelineError(message)
+
+    argv = list(sys.argv[1:] if args is None else args)
+    parser = _Parser(dataclass_types)
+    if "--config" in argv:
+        config_index = argv.index("--config") + 1
+        if config_index >= len(argv):
+            raise PipelineError("--config needs a YAML file path")
+        config_path = Path(argv[config_index])
+        if not config_path.is_file():
+            raise PipelineError(f"config file {config_path} does not exist")
+        try:
+            config = yaml.safe_load(config_path.read_text())
+        except yaml.YAMLError as error:
+            raise PipelineError(f"{config_path} is not valid YAML: {' '.join(str(error).split())}") from None
+        if not isinstance(config, dict):
+            raise PipelineError(f"{config_path} must hold a YAML mapping of config keys")
+        known = {action.dest for action in parser._actions} | {"env"}
+        unknown = sorted(key for key in config if key not in known)
+        if unknown:
+            raise PipelineError(f"{config_path}: unknown config key(s): {', '.join(unknown)}")
+    try:
+        return tuple(parser.parse_args_and_config(args=argv, fail_with_unknown_args=True))
+    except PipelineError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise PipelineError(f"invalid configuration: {' '.join(str(error).split())}") from None
+
+
+def run_script(main: Callable[..., object], dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> None:
+    """Entry point of a top-level script: parse, run, and exit 2 with one line on a `PipelineError`."""
+    setup_logging()
+    try:
+        configs = parse_config(dataclass_types, args)
+        main(*configs)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to continue from the last checkpoint", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def hub_is_reachable(timeout_s: float = 5.0) -> bool:
+    """Whether a TCP connection to the Hugging Face Hub opens; fails fast on a machine without network."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(hub_endpoint())
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def require_source(name_or_path: str | None, what: str, field_name: str) -> str:
+    """Check that a model or dataset can be loaded: a local path that exists, or a hub id with the hub reachable.
+
+    Without this, a machine with no network waits through the hub client's retries and then prints a traceback.
+    """
+    if not name_or_path:
+        raise PipelineError(f"{field_name} is not set: give the {what} as a local path or a Hugging Face Hub id")
+    if Path(name_or_path).exists():
+        return name_or_path
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_local:
+        raise PipelineError(f"{field_name}: {what} path '{name_or_path}' does not exist")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return name_or_path  # the libraries will look in the local cache only
+    if not hub_is_reachable():
+        raise PipelineError(
+            f"{field_name}: cannot reach the Hugging Face Hub ({hub_endpoint()}) to load the {what} "
+            f"'{name_or_path}', and no local folder has that name; connect to the internet, set HF_HUB_OFFLINE=1 "
+            "to use a copy in the local cache, or run the embedded offline default (make demo)"
+        )
+    return name_or_path

@@ -1,0 +1,206 @@
+"""Config dataclasses of the four scripts, filled by `TrlParser` from a YAML file and the command line.
+
+The training scripts extend TRL's own classes (`ScriptArguments`, `SFTConfig`, `DPOConfig`, `ModelConfig`);
+the sampling scripts (`preference_pairs.py`, `eval.py`) share `SamplingArguments`. Defaults are the full-scale
+experiment (GPT-2 Large on IMDb); `configs/tiny/` sets the embedded offline default.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from trl import ScriptArguments
+
+from .cli import PipelineError
+
+DEFAULT_WANDB_PROJECT = "dpo-imdb-sentiment"
+DEFAULT_CLASSIFIER = "siebert/sentiment-roberta-large-english"
+DEFAULT_DATASET = "stanfordnlp/imdb"
+
+
+@dataclass
+class TrackingArguments:
+    """Where runs are tracked and what happens to an output folder that already holds a run."""
+
+    wandb_project: str = field(
+        default=DEFAULT_WANDB_PROJECT,
+        metadata={"help": "wandb project. Without an API key wandb runs offline; `report_to: none` turns it off."},
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace an output folder that holds a run made with a different config."},
+    )
+
+
+@dataclass
+class SFTScriptArguments(ScriptArguments, TrackingArguments):
+    """Data and initialisation for `sft.py` (the training itself is TRL's `SFTConfig`)."""
+
+    dataset_name: str | None = field(
+        default=DEFAULT_DATASET,
+        metadata={"help": "Hub id or local folder of the review dataset (columns `text` and `label`)."},
+    )
+    text_column: str = field(default="text", metadata={"help": "Column with the review text."})
+    from_scratch: bool = field(
+        default=False,
+        metadata={
+            "help": "Initialise the weights randomly from the model's config instead of loading pretrained ones "
+            "(the embedded default trains a small GPT-2 from scratch)."
+        },
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many training reviews (for quick runs)."}
+    )
+
+    def __post_init__(self):
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise PipelineError(f"max_train_samples must be positive, got {self.max_train_samples}")
+
+
+@dataclass
+class SamplingArguments(TrackingArguments):
+    """What `preference_pairs.py` and `eval.py` share: prompts, sampling and the sentiment classifier."""
+
+    classifier_name_or_path: str = field(
+        default=DEFAULT_CLASSIFIER,
+        metadata={"help": "Sentiment classifier; the reward is its probability of the label named POSITIVE."},
+    )
+    dataset_name: str = field(default=DEFAULT_DATASET, metadata={"help": "Hub id or local folder of the reviews."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name, if any."})
+    text_column: str = field(default="text", metadata={"help": "Column with the review text."})
+    label_column: str = field(default="label", metadata={"help": "Column with the review's class (0 or 1)."})
+    num_prompts: int = field(default=1000, metadata={"help": "Number of review prefixes, balanced over classes."})
+    min_prefix_tokens: int = field(default=2, metadata={"help": "Shortest prompt prefix, in policy tokens."})
+    max_prefix_tokens: int = field(default=8, metadata={"help": "Longest prompt prefix, in policy tokens."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Longest completion, in tokens."})
+    temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature. No top-k or top-p truncation is ever applied."}
+    )
+    score_prompt: bool = field(
+        default=True,
+        metadata={"help": "Score prompt + completion (the whole review) rather than the completion alone."},
+    )
+    generation_batch_size: int = field(default=64, metadata={"help": "Sequences sampled per forward pass."})
+    classifier_batch_size: int = field(default=64, metadata={"help": "Texts scored per classifier forward pass."})
+    classifier_max_length: int = field(default=512, metadata={"help": "Classifier input truncation, in tokens."})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Precision of the models while sampling and scoring: auto (bfloat16 on a GPU that has it, "
+            "else float32), float32, bfloat16 or float16.",
+            "choices": ["auto", "float32", "bfloat16", "float16"],
+        },
+    )
+    seed: int = field(default=42, metadata={"help": "Seed for prompt selection, prefix lengths and sampling."})
+    report_to: str = field(
+        default="wandb", metadata={"help": "wandb or none.", "choices": ["wandb", "none"]}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow models that ship their own Python code (off: safe by default)."}
+    )
+
+    def __post_init__(self):
+        positive = ("num_prompts", "max_new_tokens", "generation_batch_size", "classifier_batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise PipelineError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 1 <= self.min_prefix_tokens <= self.max_prefix_tokens:
+            raise PipelineError(
+                "prefix lengths need 1 <= min_prefix_tokens <= max_prefix_tokens, got "
+                f"{self.min_prefix_tokens} and {self.max_prefix_tokens}"
+            )
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise PipelineError(f"temperature must be a positive number, got {self.temperature}")
+
+
+@dataclass
+class PairsArguments(SamplingArguments):
+    """`preference_pairs.py`: sample from the SFT model on train prefixes, score, and pair the completions."""
+
+    model_name_or_path: str | None = field(default=None, metadata={"help": "The SFT model to sample from."})
+    dataset_split: str = field(default="train", metadata={"help": "Split the prompts come from."})
+    completions_per_prompt: int = field(default=4, metadata={"help": "Completions sampled per prompt (N)."})
+    pair_mode: str = field(
+        default="all",
+        metadata={
+            "help": "all: every N(N-1)/2 pair of completions with different rewards (the paper's 6 for N=4); "
+            "best_vs_worst: one pair per prompt.",
+            "choices": ["all", "best_vs_worst"],
+        },
+    )
+    output_dir: str = field(
+        default="generations/gpt2-large", metadata={"help": "Folder for completions.jsonl, pairs.jsonl, config."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.completions_per_prompt < 2:
+            raise PipelineError(f"completions_per_prompt must be at least 2 to make pairs, got {self.completions_per_prompt}")
+
+
+@dataclass
+class DPOScriptArguments(TrackingArguments):
+    """`dpo.py`: the pairs to train on and the sweep (the shared training settings are TRL's `DPOConfig`)."""
+
+    pairs_file: str = field(
+        default="generations/gpt2-large/pairs.jsonl",
+        metadata={"help": "JSONL of prompt/chosen/rejected written by preference_pairs.py."},
+    )
+    sweep: list[str] = field(
+        default_factory=lambda: ["beta=0.05", "beta=0.1", "beta=1.0"],
+        metadata={
+            "help": "One run per entry, each a comma-separated list of DPOConfig overrides, e.g. `beta=0.1` or "
+            "`beta=0.1,loss_type=ipo` or `beta=0.1,loss_type=robust,label_smoothing=0.1`. Each run trains into "
+            "output_dir/<entry> and is its own wandb run in one group."
+        },
+    )
+    sweep_name: str | None = field(
+        default=None, metadata={"help": "wandb group of the sweep; defaults to the output folder's name."}
+    )
+    max_train_pairs: int | None = field(default=None, metadata={"help": "Use only this many pairs (quick runs)."})
+
+    def __post_init__(self):
+        if not self.sweep:
+            raise PipelineError("sweep is empty: give at least one run, e.g. beta=0.1")
+        if self.max_train_pairs is not None and self.max_train_pairs < 1:
+            raise PipelineError(f"max_train_pairs must be positive, got {self.max_train_pairs}")
+
+
+@dataclass
+class EvalArguments(SamplingArguments):
+    """`eval.py`: sample from the SFT model and every DPO checkpoint on held-out prefixes; reward and KL."""
+
+    sft_model_path: str | None = field(default=None, metadata={"help": "The SFT model, also the KL reference."})
+    dpo_output_dir: str | None = field(default=None, metadata={"help": "The sweep folder written by dpo.py."})
+    dataset_split: str = field(default="test", metadata={"help": "Held-out split the prompts come from."})
+    num_prompts: int = field(default=500, metadata={"help": "Held-out prefixes, balanced over classes."})
+    samples_per_prompt: int = field(default=4, metadata={"help": "Completions sampled per prompt and model."})
+    include_checkpoints: bool = field(
+        default=True, metadata={"help": "Evaluate every saved checkpoint, not only each run's final model."}
+    )
+    kl_batch_size: int = field(default=32, metadata={"help": "Sequences per forward pass of the KL computation."})
+    output_dir: str = field(default="runs/gpt2-large/eval", metadata={"help": "Folder for frontier.csv and the plot."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.samples_per_prompt < 1 or self.kl_batch_size < 1:
+            raise PipelineError("samples_per_prompt and kl_batch_size must be at least 1")
+
+
+@dataclass
+class EmbeddedAssetsArguments:
+    """`python -m sentiment_dpo.embedded`: build the offline default's data, tokenizer, GPT-2 config, classifier."""
+
+    output_dir: str = field(default=".cache/embedded", metadata={"help": "Where the assets are built (cached)."})
+    test_fraction: float = field(default=0.1, metadata={"help": "Share of movies held out as the test split."})
+    vocab_size: int = field(default=4096, metadata={"help": "Byte-level BPE vocabulary size."})
+    n_layer: int = field(default=4, metadata={"help": "GPT-2 layers of the policy sft.py trains from scratch."})
+    n_embd: int = field(default=256, metadata={"help": "GPT-2 width."})
+    n_head: int = field(default=4, metadata={"help": "GPT-2 attention heads."})
+    n_positions: int = field(default=128, metadata={"help": "GPT-2 context length."})
+    classifier_epochs: float = field(default=2.0, metadata={"help": "Epochs of classifier training."})
+    classifier_hidden_size: int = field(default=128, metadata={"help": "Width of the small RoBERTa classifier."})
+    classifier_layers: int = field(default=2, metadata={"help": "Layers of the small RoBERTa classifier."})
+    seed: int = field(default=0, metadata={"help": "Seed of the split and of the classifier's training."})
+    rebuild: bool = field(default=False, metadata={"help": "Build again even if the cached assets are complete."})

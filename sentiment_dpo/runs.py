@@ -1,0 +1,191 @@
+"""Output folders that can be trusted: the config that made them, a finished marker, atomic writes, JSONL I/O.
+
+Each stage writes into a folder that records its config (`run_config.json`, with library versions and the git
+commit) and, once finished, `stage_complete.json` with the hash of that config. Re-running a finished stage with
+the same config does nothing; pointing a stage at a folder made with another config is an error unless
+`--overwrite true` is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .cli import PipelineError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "run_config.json"
+COMPLETE_FILE = "stage_complete.json"
+
+# Settings that change where or how a run is reported or saved, not what it computes.
+NOT_IN_FINGERPRINT = frozenset({
+    "output_dir", "overwrite", "report_to", "wandb_project", "run_name", "logging_dir", "logging_steps",
+    "logging_first_step", "logging_strategy", "save_steps", "save_strategy", "save_total_limit", "disable_tqdm",
+    "dataloader_num_workers", "resume_from_checkpoint", "push_to_hub", "hub_model_id", "hub_token", "hub_strategy",
+    "hub_private_repo", "sweep", "sweep_name", "generation_batch_size", "classifier_batch_size", "kl_batch_size",
+    "precompute_ref_batch_size", "include_checkpoints", "dpo_output_dir", "rebuild",
+})
+
+
+def config_dict(config) -> dict:
+    """A JSON-able dict of a config dataclass (TrainingArguments' own `to_dict` hides tokens)."""
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
+    return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+
+
+def config_fingerprint(*configs, extra: dict | None = None) -> str:
+    """sha256 (16 hex digits) of the settings that determine a stage's result."""
+    merged: dict = {}
+    for config in configs:
+        merged[type(config).__name__] = {
+            key: value for key, value in sorted(config_dict(config).items()) if key not in NOT_IN_FINGERPRINT
+        }
+    if extra:
+        merged["extra"] = extra
+    blob = json.dumps(merged, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename it into place: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+
+
+def atomic_write_json(path: str | Path, payload) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
+    lines = [json.dumps(record, ensure_ascii=False) for record in records]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def read_jsonl(path: str | Path, field_name: str, required: Iterable[str] = ()) -> list[dict]:
+    """Records of a JSONL file; a missing or empty file, a bad line or a missing key is a `PipelineError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{field_name}: {path} does not exist")
+    required = list(required)
+    records = []
+    with path.open() as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise PipelineError(f"{field_name}: {path} line {number} is not JSON") from None
+            if not isinstance(record, dict):
+                raise PipelineError(f"{field_name}: {path} line {number} is not a JSON object")
+            missing = [key for key in required if key not in record]
+            if missing:
+                raise PipelineError(f"{field_name}: {path} line {number} lacks {', '.join(missing)}")
+            records.append(record)
+    if not records:
+        raise PipelineError(f"{field_name}: {path} is empty")
+    return records
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (with `-dirty` if it has local changes), or None outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": sys.version.split()[0]}
+    for package in ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "wandb", "tokenizers"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
+class RunFolder:
+    """An output folder owned by one config: `claim` it before writing, `complete` it when the stage is done."""
+
+    def __init__(self, path: str | Path, fingerprint: str, stage: str):
+        self.path, self.fingerprint, self.stage = Path(path), fingerprint, stage
+
+    @property
+    def is_complete(self) -> bool:
+        marker = self.path / COMPLETE_FILE
+        return marker.is_file() and json.loads(marker.read_text()).get("config_hash") == self.fingerprint
+
+    def recorded_fingerprint(self) -> str | None:
+        config_file = self.path / CONFIG_FILE
+        if not config_file.is_file():
+            return None
+        try:
+            return json.loads(config_file.read_text()).get("config_hash")
+        except json.JSONDecodeError:
+            return None
+
+    def claim(self, configs: dict, overwrite: bool = False) -> bool:
+        """Make the folder this config's. Returns True if the stage already finished here with the same config.
+
+        A folder holding a run of another config (or unrelated files) is an error, unless `overwrite` is set,
+        which empties it first.
+        """
+        recorded = self.recorded_fingerprint()
+        foreign = recorded != self.fingerprint and self.path.is_dir() and any(self.path.iterdir())
+        if foreign and not overwrite:
+            what = "a run made with a different config" if recorded else "files of something else"
+            raise PipelineError(
+                f"{self.path} holds {what}; choose another output folder or pass --overwrite true to replace it"
+            )
+        if foreign or (overwrite and self.is_complete):
+            logger.warning("Overwriting %s", self.path)
+            shutil.rmtree(self.path)
+        if self.is_complete:
+            return True
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path / CONFIG_FILE, {
+            "stage": self.stage,
+            "config_hash": self.fingerprint,
+            "configs": {name: config_dict(config) if dataclasses.is_dataclass(config) else config
+                        for name, config in configs.items()},
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "git_commit": git_commit(),
+            "versions": library_versions(),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+        return False
+
+    def complete(self, summary: dict | None = None) -> None:
+        atomic_write_json(self.path / COMPLETE_FILE, {
+            "stage": self.stage,
+            "config_hash": self.fingerprint,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "summary": summary or {},
+        })

@@ -1,0 +1,28 @@
+"""Step 1: supervised fine-tuning of the policy on movie reviews (TRL `SFTTrainer`).
+
+    python sft.py --config configs/tiny/sft.yaml         # embedded offline default: a small GPT-2 from scratch
+    python sft.py --config configs/gpt2-large/sft.yaml   # gpt2-large on stanfordnlp/imdb
+
+Any config key can be overridden on the command line, e.g. `--num_train_epochs 2 --report_to none`.
+Re-running continues from the last checkpoint, or does nothing if the run finished.
+"""
+
+from sentiment_dpo.cli import run_script
+
+
+def main(script_args, training_args, model_args):
+    from sentiment_dpo.training import run_sft
+
+    run_sft(script_args, training_args, model_args)
+
+
+def dataclass_types():
+    from trl import ModelConfig, SFTConfig
+
+    from sentiment_dpo.configs import SFTScriptArguments
+
+    return (SFTScriptArguments, SFTConfig, ModelConfig)
+
+
+if __name__ == "__main__":
+    run_script(main, dataclass_types())
