@@ -6,6 +6,7 @@ A script is `run_script(main, dataclass_types)`: parse with TRL's `TrlParser` (u
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -94,11 +95,20 @@ def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 
 
-def hub_is_reachable(timeout_s: float = 5.0) -> bool:
+def hub_is_reachable() -> bool:
     """Whether a TCP connection to the Hugging Face Hub opens; fails fast on a machine without network."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    if _hub_offline_mode():
         return False
-    url = urlparse(hub_endpoint())
+    return _can_connect(hub_endpoint())
+
+
+def _hub_offline_mode() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+@functools.lru_cache(maxsize=8)
+def _can_connect(endpoint: str, timeout_s: float = 5.0) -> bool:
+    url = urlparse(endpoint)
     try:
         with socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s):
             return True
@@ -118,7 +128,7 @@ def require_source(name_or_path: str | None, what: str, field_name: str) -> str:
     looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
     if looks_local:
         raise PipelineError(f"{field_name}: {what} path '{name_or_path}' does not exist")
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    if _hub_offline_mode():
         return name_or_path  # the libraries will look in the local cache only
     if not hub_is_reachable():
         raise PipelineError(

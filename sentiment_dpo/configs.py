@@ -199,8 +199,10 @@ class EmbeddedAssetsArguments:
     n_embd: int = field(default=256, metadata={"help": "GPT-2 width."})
     n_head: int = field(default=4, metadata={"help": "GPT-2 attention heads."})
     n_positions: int = field(default=128, metadata={"help": "GPT-2 context length."})
-    classifier_epochs: float = field(default=2.0, metadata={"help": "Epochs of classifier training."})
+    classifier_epochs: float = field(default=1.0, metadata={"help": "Epochs of classifier training."})
     classifier_hidden_size: int = field(default=128, metadata={"help": "Width of the small RoBERTa classifier."})
     classifier_layers: int = field(default=2, metadata={"help": "Layers of the small RoBERTa classifier."})
     seed: int = field(default=0, metadata={"help": "Seed of the split and of the classifier's training."})
-    rebuild: bool = field(default=False, metadata={"help": "Build again even if the cached assets are complete."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Build again, replacing the cached assets (also when they were built with "
+                                          "another config)."})

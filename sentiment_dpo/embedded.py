@@ -147,9 +147,9 @@ def train_classifier(tokenizer_object, splits: dict[str, list[dict]], args: Embe
     train, test = encode("train"), encode("test")
     training_args = TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=64, per_device_eval_batch_size=256,
-        num_train_epochs=args.classifier_epochs, learning_rate=1e-3, warmup_steps=50, weight_decay=0.01,
+        num_train_epochs=args.classifier_epochs, learning_rate=1e-3, warmup_steps=0.1, weight_decay=0.01,
         lr_scheduler_type="linear", logging_steps=50, save_strategy="no", report_to="none", seed=args.seed,
-        disable_tqdm=True, dataloader_num_workers=0,
+        disable_tqdm=True, dataloader_num_workers=0, train_sampling_strategy="group_by_length",
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=train,
                       data_collator=DataCollatorWithPadding(tokenizer))
@@ -167,8 +167,8 @@ def train_classifier(tokenizer_object, splits: dict[str, list[dict]], args: Embe
 def build_embedded_assets(args: EmbeddedAssetsArguments) -> Path:
     out = Path(args.output_dir)
     folder = RunFolder(out, config_fingerprint(args, extra={"source_sha256": SOURCE_SHA256}), "embedded-assets")
-    if folder.claim({"assets": args}, overwrite=args.rebuild):
-        logger.info("Embedded assets are already built in %s (pass --rebuild true to build them again)", out)
+    if folder.claim({"assets": args}, overwrite=args.overwrite):
+        logger.info("Embedded assets are already built in %s (pass --overwrite true to build them again)", out)
         return out
     splits = split_reviews(fetch_source_csv(out / "downloads"), args.test_fraction, args.seed)
     for split, rows in splits.items():

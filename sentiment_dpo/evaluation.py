@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import PipelineError
+from .cli import PipelineError, require_source
 from .configs import EvalArguments
 from .data import build_prompts, load_reviews
 from .generation import completion_logits, iter_samples
@@ -164,6 +164,9 @@ def _safe_name(name: str) -> str:
 
 def evaluate_frontier(args: EvalArguments) -> Path:
     """Evaluate every model not yet evaluated with these settings, then write frontier.csv and frontier.png."""
+    require_source(args.dataset_name, "dataset", "dataset_name")
+    require_source(args.classifier_name_or_path, "classifier", "classifier_name_or_path")
+    require_source(args.sft_model_path, "SFT model", "sft_model_path")
     out = Path(args.output_dir)
     settings_hash = config_fingerprint(args)
     folder = RunFolder(out, settings_hash, "eval")

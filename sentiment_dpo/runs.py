@@ -34,7 +34,7 @@ NOT_IN_FINGERPRINT = frozenset({
     "logging_first_step", "logging_strategy", "save_steps", "save_strategy", "save_total_limit", "disable_tqdm",
     "dataloader_num_workers", "resume_from_checkpoint", "push_to_hub", "hub_model_id", "hub_token", "hub_strategy",
     "hub_private_repo", "sweep", "sweep_name", "generation_batch_size", "classifier_batch_size", "kl_batch_size",
-    "precompute_ref_batch_size", "include_checkpoints", "dpo_output_dir", "rebuild",
+    "precompute_ref_batch_size", "include_checkpoints", "dpo_output_dir",
 })
 
 

@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from .cli import require_source
 from .configs import PairsArguments
 from .data import build_prompts, load_reviews
 from .generation import iter_samples
@@ -66,6 +67,9 @@ def make_preference_pairs(args: PairsArguments) -> Path:
     Prompts are processed in slices whose records are appended as they finish, so an interrupted run continues
     with the prompts it had not finished and ends with the same files as an uninterrupted one.
     """
+    require_source(args.dataset_name, "dataset", "dataset_name")
+    require_source(args.classifier_name_or_path, "classifier", "classifier_name_or_path")
+    require_source(args.model_name_or_path, "SFT model", "model_name_or_path")
     out = Path(args.output_dir)
     folder = RunFolder(out, config_fingerprint(args), "preference_pairs")
     if folder.claim({"pairs": args}, overwrite=args.overwrite):

@@ -9,7 +9,7 @@ import math
 import re
 from pathlib import Path
 
-from .cli import PipelineError
+from .cli import PipelineError, require_source
 from .configs import DPOScriptArguments, SFTScriptArguments
 from .data import load_reviews
 from .models import load_causal_lm, load_tokenizer, resolve_dtype
@@ -54,6 +54,8 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, set_seed
     from trl import SFTTrainer, get_peft_config
 
+    require_source(script_args.dataset_name, "dataset", "dataset_name")
+    require_source(model_args.model_name_or_path, "model", "model_name_or_path")
     output_dir = Path(training_args.output_dir)
     folder = RunFolder(output_dir, config_fingerprint(script_args, training_args, model_args), "sft")
     if folder.claim({"script": script_args, "training": training_args, "model": model_args},

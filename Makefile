@@ -1,0 +1,44 @@
+# The two commands of the README, and the steps they are made of.
+#   make demo   the whole pipeline on the embedded offline default (2-core CPU, ~10 minutes)
+#   make test   the test suite (~5 minutes)
+# Everything runs in .venv, created on first use from requirements.txt; finished steps are skipped on later runs.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+CONFIGS ?= configs/tiny
+
+.PHONY: install assets sft pairs dpo eval demo test clean-demo
+
+install: $(INSTALLED)
+
+$(INSTALLED): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+assets: install
+	$(PY) -m sentiment_dpo.embedded --config $(CONFIGS)/assets.yaml
+
+sft: assets
+	$(PY) sft.py --config $(CONFIGS)/sft.yaml
+
+pairs: sft
+	$(PY) preference_pairs.py --config $(CONFIGS)/pairs.yaml
+
+dpo: pairs
+	$(PY) dpo.py --config $(CONFIGS)/dpo.yaml
+
+eval: dpo
+	$(PY) eval.py --config $(CONFIGS)/eval.yaml
+
+demo: eval
+	@echo "Demo finished: frontier in runs/tiny/eval/frontier.csv and runs/tiny/eval/frontier.png"
+
+test: install
+	$(PY) -m pytest -q tests
+
+# Removes the demo's outputs (not the cached assets in .cache/embedded).
+clean-demo:
+	rm -rf runs/tiny generations/tiny

@@ -1,0 +1,80 @@
+"""Tiny assets the tests build themselves (never the hub): a synthetic review corpus, a byte-level BPE tokenizer,
+a 2-layer GPT-2 and a 1-layer sentiment classifier, made with the same functions the embedded default uses."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+POSITIVE_WORDS = ["great", "wonderful", "moving", "brilliant", "funny", "charming", "superb", "delightful"]
+NEGATIVE_WORDS = ["awful", "boring", "dull", "terrible", "messy", "tedious", "clumsy", "lifeless"]
+SUBJECTS = ["the film", "this movie", "the story", "the cast", "the script", "every scene", "the ending"]
+
+
+@pytest.fixture(autouse=True)
+def _no_network_no_tracking(monkeypatch):
+    """Tests never reach the hub or wandb's servers, whatever the machine they run on."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+
+
+def synthetic_review(rng: random.Random, label: int) -> str:
+    words = POSITIVE_WORDS if label == 1 else NEGATIVE_WORDS
+    first, second = rng.sample(words, 2)
+    subject = rng.choice(SUBJECTS)
+    review = f"{subject.capitalize()} is {first} and {second}, and {rng.choice(SUBJECTS)} is {rng.choice(words)}."
+    return review + (" <br /><br />Really." if rng.random() < 0.2 else "")
+
+
+def write_review_splits(folder: Path, train_size: int = 400, test_size: int = 80, seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    splits = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, size in (("train", train_size), ("test", test_size)):
+        rows = [{"text": synthetic_review(rng, i % 2), "label": i % 2} for i in range(size)]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        splits[split] = rows
+    return splits
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory):
+    """Paths of: data/ (train/test.jsonl), policy-init/ (tokenizer + GPT-2 config), sft-model/ (random GPT-2
+    weights), classifier/ (trained on the synthetic reviews, labels NEGATIVE/POSITIVE)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sentiment_dpo.configs import EmbeddedAssetsArguments
+    from sentiment_dpo.data import clean_review
+    from sentiment_dpo.embedded import save_policy_init, train_classifier, train_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny_assets")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    splits = write_review_splits(root / "data")
+    cleaned = {split: [{**row, "text": clean_review(row["text"])} for row in rows] for split, rows in splits.items()}
+    args = EmbeddedAssetsArguments(output_dir=str(root), vocab_size=400, n_layer=2, n_embd=32, n_head=2,
+                                   n_positions=64, classifier_epochs=15, classifier_hidden_size=32,
+                                   classifier_layers=1, seed=0)
+    tokenizer_object = train_tokenizer([row["text"] for row in cleaned["train"]], args.vocab_size)
+    save_policy_init(tokenizer_object, args, root / "policy-init")
+    metrics = train_classifier(tokenizer_object, cleaned, args, root / "classifier")
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(root / "policy-init")
+    from transformers import AutoConfig
+
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(root / "policy-init"))
+    model.save_pretrained(root / "sft-model")
+    tokenizer.save_pretrained(root / "sft-model")
+    return {
+        "root": root, "data": root / "data", "policy_init": root / "policy-init", "sft_model": root / "sft-model",
+        "classifier": root / "classifier", "classifier_accuracy": metrics["test_accuracy"],
+    }

@@ -1,0 +1,105 @@
+"""Every YAML config parses with the real parser of its script; unknown keys fail; the README names real files."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from sentiment_dpo.cli import PipelineError, parse_config
+from tests.conftest import REPO
+
+CONFIGS = sorted((REPO / "configs").glob("*/*.yaml"))
+
+
+def script_types(config_path: Path):
+    import importlib
+
+    stage = config_path.stem
+    if stage == "assets":
+        from sentiment_dpo.configs import EmbeddedAssetsArguments
+
+        return [EmbeddedAssetsArguments]
+    module = {"sft": "sft", "pairs": "preference_pairs", "dpo": "dpo", "eval": "eval"}[stage]
+    return importlib.import_module(module).dataclass_types()
+
+
+def test_there_are_configs_for_every_scale():
+    scales = {path.parent.name for path in CONFIGS}
+    assert {"tiny", "gpt2-large", "paper"} <= scales
+    assert {path.stem for path in CONFIGS if path.parent.name == "tiny"} == {"assets", "sft", "pairs", "dpo", "eval"}
+
+
+@pytest.mark.parametrize("config_path", CONFIGS, ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_every_config_parses(config_path):
+    configs = parse_config(script_types(config_path), ["--config", str(config_path)])
+    assert configs
+    text = config_path.read_text()
+    assert f"--config configs/{config_path.parent.name}/{config_path.name}" in text  # its command in the header
+
+
+def test_full_scale_configs_name_the_hub_sources():
+    import dpo
+    import eval as eval_script
+    import preference_pairs
+    import sft
+
+    for scale in ("gpt2-large", "paper"):
+        folder = REPO / "configs" / scale
+        pairs_args = parse_config(preference_pairs.dataclass_types(), ["--config", str(folder / "pairs.yaml")])[0]
+        assert pairs_args.classifier_name_or_path == "siebert/sentiment-roberta-large-english"
+        assert pairs_args.dataset_name == "stanfordnlp/imdb" and pairs_args.dataset_split == "train"
+        eval_args = parse_config(eval_script.dataclass_types(), ["--config", str(folder / "eval.yaml")])[0]
+        assert eval_args.dataset_split == "test"
+        dpo_script, dpo_training, _ = parse_config(dpo.dataclass_types(), ["--config", str(folder / "dpo.yaml")])
+        assert dpo_training.bf16
+        if scale == "paper":
+            assert pairs_args.num_prompts == 25000 and pairs_args.pair_mode == "all"
+            assert dpo_script.sweep == ["beta=0.05", "beta=0.1", "beta=1.0", "beta=5.0"]
+            assert dpo_training.learning_rate == 1e-6 and dpo_training.warmup_steps == 150
+            assert dpo_training.per_device_train_batch_size * dpo_training.gradient_accumulation_steps == 64
+        else:
+            assert pairs_args.num_prompts == 1000 and pairs_args.completions_per_prompt == 4
+            assert dpo_script.sweep == ["beta=0.05", "beta=0.1", "beta=1.0"]
+            assert dpo_training.learning_rate == 2e-5
+    sft_script, sft_training, sft_model = parse_config(
+        sft.dataclass_types(), ["--config", str(REPO / "configs/gpt2-large/sft.yaml")])
+    assert sft_model.model_name_or_path == "gpt2-large" and sft_script.dataset_name == "stanfordnlp/imdb"
+    assert sft_training.num_train_epochs == 1
+
+
+def test_command_line_wins_over_the_file():
+    import dpo
+
+    _, training, _ = parse_config(dpo.dataclass_types(),
+                                  ["--config", str(REPO / "configs/tiny/dpo.yaml"), "--learning_rate", "0.01"])
+    assert training.learning_rate == 0.01
+
+
+def test_unknown_keys_are_errors(tmp_path):
+    import dpo
+
+    config = tmp_path / "bad.yaml"
+    config.write_text((REPO / "configs/tiny/dpo.yaml").read_text() + "betta: 0.5\n")
+    with pytest.raises(PipelineError, match="unknown config key.*betta"):
+        parse_config(dpo.dataclass_types(), ["--config", str(config)])
+    with pytest.raises(PipelineError, match="betta"):
+        parse_config(dpo.dataclass_types(), ["--config", str(REPO / "configs/tiny/dpo.yaml"), "--betta", "0.5"])
+    config.write_text("- just\n- a list\n")
+    with pytest.raises(PipelineError, match="mapping"):
+        parse_config(dpo.dataclass_types(), ["--config", str(config)])
+    with pytest.raises(PipelineError, match="does not exist"):
+        parse_config(dpo.dataclass_types(), ["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_readme_commands_name_existing_scripts_and_configs():
+    readme = (REPO / "README.md").read_text()
+    commands = re.findall(r"python (\S+\.py|-m \S+) --config (\S+\.yaml)", readme)
+    assert len(commands) >= 8
+    for script, config in commands:
+        if not script.startswith("-m"):
+            assert (REPO / script).is_file(), script
+        assert (REPO / config).is_file(), config
+    makefile = (REPO / "Makefile").read_text()
+    assert "make demo" in readme and "make test" in readme
+    assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+    assert "make test" in (REPO / ".ci" / "run").read_text()

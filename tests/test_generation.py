@@ -1,0 +1,73 @@
+"""Sampling and the logits the KL is computed from: masks, positions, and alignment with `generate`."""
+
+import torch
+from torch.testing import assert_close
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from sentiment_dpo.generation import (completion_logits, completion_mask_from_tokens, iter_samples,
+                                      position_ids_from_mask)
+from sentiment_dpo.metrics import sequence_kl
+
+PROMPTS = ["The film is", "This movie", "The ending of the story is"]
+
+
+def test_completion_mask_stops_after_first_eos():
+    tokens = torch.tensor([[5, 6, 0, 0, 0], [5, 0, 7, 0, 0], [5, 6, 7, 8, 9]])
+    expected = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
+    assert torch.equal(completion_mask_from_tokens(tokens, eos_token_id=0), expected)
+
+
+def test_position_ids_count_from_first_real_token():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 0]])
+    assert torch.equal(position_ids_from_mask(mask), torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 3]]))
+
+
+def _model_and_tokenizer(path):
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def test_samples_are_reproducible_and_do_not_depend_on_slicing(tiny_assets):
+    model, tokenizer = _model_and_tokenizer(tiny_assets["sft_model"])
+    tokenizer.pad_token = tokenizer.eos_token
+
+    def sample(prompts, offset):
+        return [ids for batch in iter_samples(model, tokenizer, prompts, 2, 6, 1.0, 2, seed=5, item_offset=offset)
+                for ids in batch.completion_token_ids()]
+
+    whole = sample(PROMPTS[:2], 0)
+    assert whole == sample(PROMPTS[:2], 0)
+    # Sampling the second prompt alone, as a resumed run does, gives the same completions.
+    assert sample(PROMPTS[1:2], 2) == whole[2:]
+    assert whole != [ids for batch in iter_samples(model, tokenizer, PROMPTS[:2], 2, 6, 1.0, 2, seed=6)
+                     for ids in batch.completion_token_ids()]
+
+
+def test_completion_logits_are_the_logits_generate_sampled_from(tiny_assets):
+    """With left padding, recomputing the logits in one forward pass must give generate's own scores."""
+    model, tokenizer = _model_and_tokenizer(tiny_assets["sft_model"])
+    tokenizer.pad_token = tokenizer.eos_token
+    batch = next(iter_samples(model, tokenizer, PROMPTS, 1, 5, 1.0, len(PROMPTS), seed=0))
+    tokenizer.padding_side = "left"
+    inputs = tokenizer(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(0 * 1_000_003)
+    out = model.generate(**inputs, do_sample=True, top_k=0, top_p=1.0, max_new_tokens=5, output_logits=True,
+                         return_dict_in_generate=True, pad_token_id=tokenizer.eos_token_id)
+    assert torch.equal(out.sequences, batch.sequences)
+    generated_logits = torch.stack(out.logits, dim=1)
+    recomputed = completion_logits(model, batch)
+    mask = batch.completion_mask.bool()
+    assert_close(recomputed[mask], generated_logits[mask], atol=1e-4, rtol=1e-4)
+
+
+def test_kl_of_a_model_to_itself_is_zero_and_to_another_positive(tiny_assets):
+    model, tokenizer = _model_and_tokenizer(tiny_assets["sft_model"])
+    tokenizer.pad_token = tokenizer.eos_token
+    other = AutoModelForCausalLM.from_pretrained(tiny_assets["sft_model"]).eval()
+    with torch.no_grad():
+        other.transformer.ln_f.weight.mul_(1.5)  # sharper next-token distributions everywhere
+    batch = next(iter_samples(model, tokenizer, PROMPTS, 2, 6, 1.0, 6, seed=0))
+    same = sequence_kl(completion_logits(model, batch), completion_logits(model, batch), batch.completion_mask)
+    different = sequence_kl(completion_logits(model, batch), completion_logits(other, batch), batch.completion_mask)
+    assert_close(same, torch.zeros(6), atol=1e-5, rtol=0)
+    assert torch.all(different > 0)

@@ -1,0 +1,155 @@
+"""Each script end to end on tiny models, in process, asserting that something was learned or measured; and
+their resume behaviour. (`test_pipeline.py` chains the four real command lines.)"""
+
+import csv
+import json
+
+import pytest
+
+import dpo
+import eval as eval_script
+import preference_pairs
+import sft
+from sentiment_dpo.cli import run_script
+from sentiment_dpo.models import SentimentClassifier
+from sentiment_dpo.pairs import make_pairs
+
+TRAINING_ON_CPU = ["--bf16", "false", "--activation_checkpointing", "false", "--report_to", "none",
+                   "--disable_tqdm", "true", "--use_cpu", "true", "--dataloader_pin_memory", "false"]
+
+
+def run(script, *args):
+    run_script(script.main, script.dataclass_types(), [str(arg) for arg in args])
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_sft_trains_a_model_from_scratch_and_skips_when_finished(tiny_assets, tmp_path):
+    out = tmp_path / "sft"
+    args = ["--model_name_or_path", tiny_assets["policy_init"], "--from_scratch", "true",
+            "--dataset_name", tiny_assets["data"], "--output_dir", out, "--max_steps", 40,
+            "--per_device_train_batch_size", 16, "--learning_rate", 5e-3, "--max_length", 64,
+            "--logging_steps", 5, "--save_steps", 20, *TRAINING_ON_CPU]
+    run(sft, *args)
+    losses = [row["loss"] for row in read_jsonl(out / "metrics.jsonl") if "loss" in row]
+    assert losses[-1] < 0.6 * losses[0]  # a from-scratch model learns the synthetic reviews' few words
+    assert (out / "model.safetensors").is_file() and (out / "checkpoint-20").is_dir()
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["configs"]["script"]["from_scratch"] is True and "versions" in config
+    weights_time = (out / "model.safetensors").stat().st_mtime_ns
+    run(sft, *args)  # finished with this config: nothing is redone
+    assert (out / "model.safetensors").stat().st_mtime_ns == weights_time
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tiny_assets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("generations") / "tiny"
+    run(preference_pairs, "--model_name_or_path", tiny_assets["sft_model"],
+        "--classifier_name_or_path", tiny_assets["classifier"], "--dataset_name", tiny_assets["data"],
+        "--num_prompts", 12, "--completions_per_prompt", 4, "--max_new_tokens", 8, "--generation_batch_size", 16,
+        "--classifier_max_length", 64, "--output_dir", out, "--report_to", "none", "--seed", 3)
+    return out
+
+
+def test_pairs_are_scored_completions_with_the_higher_reward_chosen(pairs_dir, tiny_assets):
+    records = read_jsonl(pairs_dir / "completions.jsonl")
+    assert len(records) == 12 and {record["label"] for record in records} == {0, 1}
+    pairs = read_jsonl(pairs_dir / "pairs.jsonl")
+    expected = sum(len([p for p in make_pairs(r["completions"], r["rewards"])
+                        if r["completions"][p[0]].strip() and r["completions"][p[1]].strip()]) for r in records)
+    assert len(pairs) == expected > 12
+    assert all(pair["chosen_reward"] > pair["rejected_reward"] for pair in pairs)
+    # The stored rewards are the classifier's P(POSITIVE) of prompt + completion.
+    classifier = SentimentClassifier.load(str(tiny_assets["classifier"]), max_length=64)
+    record = records[0]
+    rescored = classifier.score([record["prompt"] + completion for completion in record["completions"]])
+    assert rescored == pytest.approx(record["rewards"], abs=1e-5)
+    assert json.loads((pairs_dir / "run_config.json").read_text())["configs"]["pairs"]["num_prompts"] == 12
+    summary = json.loads((pairs_dir / "stage_complete.json").read_text())["summary"]
+    assert summary["prompts"] == 12 and summary["pairs"] == len(pairs)
+
+
+def test_interrupted_pair_making_continues_to_the_same_result(pairs_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(pairs_dir, copy)
+    lines = (copy / "completions.jsonl").read_text().splitlines(keepends=True)
+    (copy / "completions.jsonl").write_text("".join(lines[:4]) + lines[4][:10])  # killed mid-write
+    for name in ("pairs.jsonl", "stage_complete.json"):
+        (copy / name).unlink()
+    config = json.loads((copy / "run_config.json").read_text())["configs"]["pairs"]
+    run(preference_pairs, "--model_name_or_path", config["model_name_or_path"],
+        "--classifier_name_or_path", config["classifier_name_or_path"], "--dataset_name", config["dataset_name"],
+        "--num_prompts", 12, "--completions_per_prompt", 4, "--max_new_tokens", 8, "--generation_batch_size", 16,
+        "--classifier_max_length", 64, "--output_dir", copy, "--report_to", "none", "--seed", 3)
+    assert (copy / "pairs.jsonl").read_text() == (pairs_dir / "pairs.jsonl").read_text()
+
+
+def dpo_args(tiny_assets, pairs_dir, out, *extra):
+    return ["--model_name_or_path", tiny_assets["sft_model"], "--pairs_file", pairs_dir / "pairs.jsonl",
+            "--output_dir", out, "--sweep", "beta=0.1", "beta=1.0", "--max_steps", 6, "--save_steps", 3,
+            "--per_device_train_batch_size", 8, "--learning_rate", 1e-3, "--max_length", 32, "--logging_steps", 1,
+            *TRAINING_ON_CPU, *extra]
+
+
+@pytest.fixture(scope="module")
+def dpo_dir(tiny_assets, pairs_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dpo") / "sweep"
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, out))
+    return out
+
+
+def test_dpo_trains_one_model_per_beta_against_the_sft_reference(dpo_dir):
+    for name, beta in (("beta-0.1", 0.1), ("beta-1.0", 1.0)):
+        run_dir = dpo_dir / name
+        assert (run_dir / "model.safetensors").is_file()
+        assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+        info = json.loads((run_dir / "sweep_run.json").read_text())
+        assert info["beta"] == beta and info["overrides"] == {"beta": str(beta)}
+        logs = [row for row in read_jsonl(run_dir / "metrics.jsonl") if "rewards/margins" in row]
+        # Step 1: the policy is the reference, so the implicit reward margin is 0; then it grows.
+        assert abs(logs[0]["rewards/margins"]) < 1e-4
+        assert logs[-1]["rewards/margins"] > 0.01 * beta
+
+
+def test_dpo_resumes_interrupted_runs_and_skips_finished_ones(dpo_dir, tiny_assets, pairs_dir, caplog):
+    import shutil
+
+    interrupted, finished = dpo_dir / "beta-0.1", dpo_dir / "beta-1.0"
+    (interrupted / "stage_complete.json").unlink()  # as if killed after checkpoint-3
+    (interrupted / "model.safetensors").unlink()
+    shutil.rmtree(interrupted / "checkpoint-6")
+    finished_weights = (finished / "model.safetensors").stat().st_mtime_ns
+    with caplog.at_level("INFO"):
+        run(dpo, *dpo_args(tiny_assets, pairs_dir, dpo_dir))
+    assert "Resuming from " + str(interrupted / "checkpoint-3") in caplog.text
+    assert "[beta-1.0] finished already; skipping" in caplog.text
+    assert (finished / "model.safetensors").stat().st_mtime_ns == finished_weights
+    complete = json.loads((interrupted / "stage_complete.json").read_text())
+    assert complete["summary"]["global_step"] == 6 and (interrupted / "checkpoint-6").is_dir()
+
+
+def test_eval_writes_the_frontier_for_sft_and_every_checkpoint(dpo_dir, tiny_assets, tmp_path):
+    out = tmp_path / "eval"
+    args = ["--sft_model_path", tiny_assets["sft_model"], "--dpo_output_dir", dpo_dir,
+            "--classifier_name_or_path", tiny_assets["classifier"], "--dataset_name", tiny_assets["data"],
+            "--num_prompts", 6, "--samples_per_prompt", 2, "--max_new_tokens", 8, "--classifier_max_length", 64,
+            "--output_dir", out, "--report_to", "none"]
+    run(eval_script, *args)
+    with (out / "frontier.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["name"] for row in rows] == ["sft", "beta-0.1/step-3", "beta-0.1/step-6", "beta-1.0/step-3",
+                                             "beta-1.0/step-6"]
+    assert {"name", "beta", "step", "reward", "kl", "num_samples"} <= set(rows[0])
+    assert float(rows[0]["kl"]) == 0.0 and rows[0]["beta"] == ""
+    assert all(float(row["kl"]) > 0 for row in rows[1:])
+    assert all(0 <= float(row["reward"]) <= 1 and row["num_samples"] == "12" for row in rows)
+    assert (out / "frontier.png").stat().st_size > 10_000
+    samples = read_jsonl(out / "samples" / "beta-0.1__step-6.jsonl")
+    assert len(samples) == 12 and all(sample["kl"] >= 0 for sample in samples)
+    cached = (out / "models" / "sft.json").stat().st_mtime_ns
+    run(eval_script, *args)  # results are cached per model: nothing is evaluated again
+    assert (out / "models" / "sft.json").stat().st_mtime_ns == cached

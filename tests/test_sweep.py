@@ -1,0 +1,43 @@
+"""The DPO sweep: entries are sets of DPOConfig overrides, converted as the command line converts them."""
+
+import pytest
+from trl import DPOConfig
+
+from sentiment_dpo.cli import PipelineError
+from sentiment_dpo.training import apply_overrides, parse_sweep_entry, sweep_run_name
+
+
+@pytest.fixture
+def base_config(tmp_path):
+    return DPOConfig(output_dir=str(tmp_path), bf16=False, beta=0.1, report_to="none")
+
+
+def test_entries_parse_into_overrides_and_folder_names():
+    overrides = parse_sweep_entry(" beta=0.05 , loss_type=ipo ")
+    assert overrides == {"beta": "0.05", "loss_type": "ipo"}
+    assert sweep_run_name(overrides) == "beta-0.05_loss_type-ipo"
+    assert sweep_run_name({"beta": "1.0", "label_smoothing": "0.1"}) == "beta-1.0_label_smoothing-0.1"
+
+
+@pytest.mark.parametrize("entry", ["", "beta", "beta=", "=0.1", "beta=0.1,,loss_type"])
+def test_malformed_entries_are_errors(entry):
+    with pytest.raises(PipelineError):
+        parse_sweep_entry(entry)
+
+
+def test_overrides_are_typed_and_leave_the_base_config_alone(base_config):
+    run = apply_overrides(base_config, {"beta": "0.05", "loss_type": "robust", "label_smoothing": "0.1"})
+    assert run.beta == 0.05 and isinstance(run.beta, float)
+    assert run.loss_type == ["robust"]
+    assert run.label_smoothing == 0.1
+    assert base_config.beta == 0.1 and base_config.loss_type == ["sigmoid"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [({"betta": "0.1"}, "not a DPOConfig field"), ({"beta": "high"}, "not a valid value"),
+     ({"beta": "-1"}, "positive"), ({"beta": "nan"}, "positive"), ({"output_dir": "x"}, "not a DPOConfig field")],
+)
+def test_bad_overrides_are_one_line_errors(base_config, overrides, message):
+    with pytest.raises(PipelineError, match=message):
+        apply_overrides(base_config, overrides)
