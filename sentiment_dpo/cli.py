@@ -35,6 +35,9 @@ def setup_logging(level: int = logging.INFO) -> None:
 
     transformers.utils.logging.set_verbosity_warning()
     transformers.utils.logging.disable_progress_bar()
+    import datasets
+
+    datasets.disable_progress_bars()
     os.environ.setdefault("TQDM_DISABLE", "1")
 
 

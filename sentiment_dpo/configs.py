@@ -196,7 +196,7 @@ class EmbeddedAssetsArguments:
     test_fraction: float = field(default=0.1, metadata={"help": "Share of movies held out as the test split."})
     vocab_size: int = field(default=4096, metadata={"help": "Byte-level BPE vocabulary size."})
     n_layer: int = field(default=4, metadata={"help": "GPT-2 layers of the policy sft.py trains from scratch."})
-    n_embd: int = field(default=256, metadata={"help": "GPT-2 width."})
+    n_embd: int = field(default=128, metadata={"help": "GPT-2 width."})
     n_head: int = field(default=4, metadata={"help": "GPT-2 attention heads."})
     n_positions: int = field(default=128, metadata={"help": "GPT-2 context length."})
     classifier_epochs: float = field(default=1.0, metadata={"help": "Epochs of classifier training."})

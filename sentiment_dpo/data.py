@@ -69,7 +69,7 @@ def draw_prefix_lengths(count: int, min_tokens: int, max_tokens: int, seed: int)
 
 @dataclass(frozen=True)
 class Prompt:
-    """A review prefix: the prompt text, its token ids under the policy tokenizer, and where it came from."""
+    """A review prefix: the prompt text, its length in policy tokens, and the review (row and class) it came from."""
 
     prompt_index: int
     source_index: int

@@ -6,6 +6,7 @@ import json
 import logging
 import netrc
 import os
+import uuid
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -53,7 +54,7 @@ def start_wandb_run(output_dir: str | Path, project: str, name: str, group: str 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     id_file = output_dir / WANDB_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
     atomic_write_text(id_file, run_id + "\n")
     run = wandb.init(project=project, name=name, group=group, job_type=job_type, id=run_id, resume="allow",
                      dir=str(output_dir), config=config or {}, reinit="finish_previous")

@@ -1,0 +1,107 @@
+"""The four command lines chained, as a user runs them, on tiny models; and one-line errors for bad input."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+TRAINING_ON_CPU = ["--bf16", "false", "--activation_checkpointing", "false", "--disable_tqdm", "true",
+                   "--use_cpu", "true", "--dataloader_pin_memory", "false"]
+
+
+def run_command(script, *args, cwd, env=None, check=True):
+    command = [sys.executable, str(REPO / script), *map(str, args)]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        pytest.fail(f"{script} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def test_four_scripts_chain_from_sft_to_frontier(tiny_assets, tmp_path):
+    a = tiny_assets
+    run_command("sft.py", "--model_name_or_path", a["policy_init"], "--from_scratch", "true",
+                "--dataset_name", a["data"], "--output_dir", "runs/sft", "--max_steps", 30,
+                "--per_device_train_batch_size", 16, "--learning_rate", 5e-3, "--max_length", 64,
+                "--report_to", "none", *TRAINING_ON_CPU, cwd=tmp_path)
+    run_command("preference_pairs.py", "--model_name_or_path", "runs/sft", "--classifier_name_or_path",
+                a["classifier"], "--dataset_name", a["data"], "--num_prompts", 16, "--max_new_tokens", 10,
+                "--classifier_max_length", 64, "--output_dir", "generations/tiny", "--report_to", "none",
+                cwd=tmp_path)
+    run_command("dpo.py", "--model_name_or_path", "runs/sft", "--pairs_file", "generations/tiny/pairs.jsonl",
+                "--output_dir", "runs/dpo", "--sweep", "beta=0.1", "beta=1.0", "--max_steps", 4, "--save_steps", 2,
+                "--per_device_train_batch_size", 8, "--learning_rate", 1e-3, "--max_length", 32,
+                "--report_to", "wandb", "--wandb_project", "test-project", *TRAINING_ON_CPU,
+                cwd=tmp_path, env={"WANDB_API_KEY": "", "WANDB_MODE": "", "NETRC": str(tmp_path / "no-netrc")})
+    run_command("eval.py", "--sft_model_path", "runs/sft", "--dpo_output_dir", "runs/dpo",
+                "--classifier_name_or_path", a["classifier"], "--dataset_name", a["data"], "--num_prompts", 4,
+                "--samples_per_prompt", 2, "--max_new_tokens", 10, "--classifier_max_length", 64,
+                "--output_dir", "runs/eval", "--report_to", "none", cwd=tmp_path)
+
+    pairs = [json.loads(line) for line in (tmp_path / "generations/tiny/pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(pair["chosen_reward"] > pair["rejected_reward"] for pair in pairs)
+    for beta in ("0.1", "1.0"):
+        run_dir = tmp_path / f"runs/dpo/beta-{beta}"
+        # wandb ran offline without an account, its files beside the run, one group for the sweep.
+        offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+        assert len(offline_runs) == 1
+        assert (run_dir / "metrics.jsonl").is_file()
+    with (tmp_path / "runs/eval/frontier.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["name"] for row in rows] == ["sft", "beta-0.1/step-2", "beta-0.1/step-4", "beta-1.0/step-2",
+                                             "beta-1.0/step-4"]
+    assert (tmp_path / "runs/eval/frontier.png").is_file()
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    for fragment in fragments:
+        assert fragment in last, last
+
+
+UNREACHABLE_HUB = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens on port 9
+
+
+@pytest.mark.parametrize("script, config", [
+    ("sft.py", "gpt2-large/sft.yaml"), ("preference_pairs.py", "gpt2-large/pairs.yaml"),
+    ("eval.py", "gpt2-large/eval.yaml"), ("preference_pairs.py", "paper/pairs.yaml"), ("eval.py", "paper/eval.yaml"),
+])
+def test_full_scale_configs_fail_with_one_line_when_the_hub_is_unreachable(script, config, tmp_path):
+    config = REPO / "configs" / config
+    result = run_command(script, "--config", config, cwd=tmp_path, env=UNREACHABLE_HUB, check=False)
+    assert_one_line_error(result, "cannot reach the Hugging Face Hub")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "generations").exists()  # nothing half-made
+
+
+def test_dpo_without_pairs_fails_with_one_line(tmp_path):
+    result = run_command("dpo.py", "--config", REPO / "configs/gpt2-large/dpo.yaml", cwd=tmp_path,
+                         env=UNREACHABLE_HUB, check=False)
+    assert_one_line_error(result, "pairs_file", "does not exist")
+
+
+def test_bad_config_key_and_bad_value_fail_with_one_line(tmp_path):
+    config = tmp_path / "dpo.yaml"
+    config.write_text((REPO / "configs/tiny/dpo.yaml").read_text() + "betta: 0.5\n")
+    assert_one_line_error(run_command("dpo.py", "--config", config, cwd=tmp_path, check=False), "betta")
+    assert_one_line_error(run_command("preference_pairs.py", "--config", REPO / "configs/tiny/pairs.yaml",
+                                      "--completions_per_prompt", "1", cwd=tmp_path, check=False),
+                          "completions_per_prompt")
+
+
+def test_a_folder_holding_another_run_is_not_overwritten(tiny_assets, tmp_path):
+    out = tmp_path / "generations"
+    out.mkdir()
+    (out / "pairs.jsonl").write_text("{\"precious\": true}\n")
+    result = run_command("preference_pairs.py", "--model_name_or_path", tiny_assets["sft_model"],
+                         "--classifier_name_or_path", tiny_assets["classifier"], "--dataset_name", tiny_assets["data"],
+                         "--num_prompts", 2, "--output_dir", out, "--report_to", "none", cwd=tmp_path, check=False)
+    assert_one_line_error(result, "--overwrite true")
+    assert (out / "pairs.jsonl").read_text() == "{\"precious\": true}\n"
