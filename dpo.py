@@ -18,11 +18,11 @@ def main(script_args, training_args, model_args):
 
 
 def dataclass_types():
-    from trl import DPOConfig, ModelConfig
+    from trl import ModelConfig
 
-    from sentiment_dpo.configs import DPOScriptArguments
+    from sentiment_dpo.configs import DPOScriptArguments, DPOTrainingConfig
 
-    return (DPOScriptArguments, DPOConfig, ModelConfig)
+    return (DPOScriptArguments, DPOTrainingConfig, ModelConfig)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ def main(script_args, training_args, model_args):
 
 
 def dataclass_types():
-    from trl import ModelConfig, SFTConfig
+    from trl import ModelConfig
 
-    from sentiment_dpo.configs import SFTScriptArguments
+    from sentiment_dpo.configs import SFTScriptArguments, SFTTrainingConfig
 
-    return (SFTScriptArguments, SFTConfig, ModelConfig)
+    return (SFTScriptArguments, SFTTrainingConfig, ModelConfig)
 
 
 if __name__ == "__main__":

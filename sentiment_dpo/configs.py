@@ -7,12 +7,15 @@ experiment (GPT-2 Large on IMDb); `configs/tiny/` sets the embedded offline defa
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
-from trl import ScriptArguments
+from trl import DPOConfig, ScriptArguments, SFTConfig
 
 from .cli import PipelineError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_WANDB_PROJECT = "dpo-imdb-sentiment"
 DEFAULT_CLASSIFIER = "siebert/sentiment-roberta-large-english"
@@ -31,6 +34,36 @@ class TrackingArguments:
         default=False,
         metadata={"help": "Replace an output folder that holds a run made with a different config."},
     )
+
+
+def _bf16_training_available() -> bool:
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    return is_torch_bf16_gpu_available() or is_torch_xla_available()
+
+
+class _Bf16WhereAvailable:
+    """TRL trains in bf16 by default and transformers then refuses to start on a machine without a bf16 GPU.
+    The full-scale configs ask for bf16; on such a machine they train in float32 instead, with a warning, so that
+    the same config runs everywhere (and a missing model or hub is reported before precision)."""
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = not self.fp16  # TRL's default
+        if self.bf16 and not self.use_cpu and not _bf16_training_available():
+            logger.warning("bf16 is set but this machine has no GPU with bfloat16 support: training in float32")
+            self.bf16 = False
+        super().__post_init__()
+
+
+@dataclass
+class SFTTrainingConfig(_Bf16WhereAvailable, SFTConfig):
+    """TRL's `SFTConfig`, falling back to float32 where bf16 is not available."""
+
+
+@dataclass
+class DPOTrainingConfig(_Bf16WhereAvailable, DPOConfig):
+    """TRL's `DPOConfig`, falling back to float32 where bf16 is not available."""
 
 
 @dataclass

@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from .cli import require_source
+from .cli import PipelineError, require_source
 from .configs import PairsArguments
 from .data import build_prompts, load_reviews
 from .generation import iter_samples
@@ -99,7 +99,8 @@ def make_preference_pairs(args: PairsArguments) -> Path:
         if not todo:
             continue
         if len(todo) != len(prompts[start : start + slice_size]):  # a slice is written whole, never in part
-            raise RuntimeError(f"{completions_path} holds part of a slice; delete it to start over")
+            raise PipelineError(f"{completions_path} was not written by this config (it holds part of a slice of "
+                                "prompts); move it away to start over")
         new_records = sample_and_score(model, tokenizer, classifier, todo, args)
         with completions_path.open("a") as handle:
             handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in new_records)

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sentiment_dpo.cli import PipelineError, parse_config
 from tests.conftest import REPO
@@ -51,7 +52,7 @@ def test_full_scale_configs_name_the_hub_sources():
         eval_args = parse_config(eval_script.dataclass_types(), ["--config", str(folder / "eval.yaml")])[0]
         assert eval_args.dataset_split == "test"
         dpo_script, dpo_training, _ = parse_config(dpo.dataclass_types(), ["--config", str(folder / "dpo.yaml")])
-        assert dpo_training.bf16
+        assert yaml.safe_load((folder / "dpo.yaml").read_text())["bf16"] is True  # float32 only without a GPU
         if scale == "paper":
             assert pairs_args.num_prompts == 25000 and pairs_args.pair_mode == "all"
             assert dpo_script.sweep == ["beta=0.05", "beta=0.1", "beta=1.0", "beta=5.0"]

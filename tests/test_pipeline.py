@@ -17,6 +17,7 @@ TRAINING_ON_CPU = ["--bf16", "false", "--activation_checkpointing", "false", "--
 def run_command(script, *args, cwd, env=None, check=True):
     command = [sys.executable, str(REPO / script), *map(str, args)]
     environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    environment = {key: value for key, value in environment.items() if value is not None}  # None: unset
     result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         pytest.fail(f"{script} failed ({result.returncode}):\n{result.stderr[-3000:]}")
@@ -37,7 +38,7 @@ def test_four_scripts_chain_from_sft_to_frontier(tiny_assets, tmp_path):
                 "--output_dir", "runs/dpo", "--sweep", "beta=0.1", "beta=1.0", "--max_steps", 4, "--save_steps", 2,
                 "--per_device_train_batch_size", 8, "--learning_rate", 1e-3, "--max_length", 32,
                 "--report_to", "wandb", "--wandb_project", "test-project", *TRAINING_ON_CPU,
-                cwd=tmp_path, env={"WANDB_API_KEY": "", "WANDB_MODE": "", "NETRC": str(tmp_path / "no-netrc")})
+                cwd=tmp_path, env={"WANDB_API_KEY": None, "WANDB_MODE": None, "NETRC": str(tmp_path / "no-netrc")})
     run_command("eval.py", "--sft_model_path", "runs/sft", "--dpo_output_dir", "runs/dpo",
                 "--classifier_name_or_path", a["classifier"], "--dataset_name", a["data"], "--num_prompts", 4,
                 "--samples_per_prompt", 2, "--max_new_tokens", 10, "--classifier_max_length", 64,

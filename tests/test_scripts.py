@@ -48,7 +48,7 @@ def pairs_dir(tiny_assets, tmp_path_factory):
     out = tmp_path_factory.mktemp("generations") / "tiny"
     run(preference_pairs, "--model_name_or_path", tiny_assets["sft_model"],
         "--classifier_name_or_path", tiny_assets["classifier"], "--dataset_name", tiny_assets["data"],
-        "--num_prompts", 12, "--completions_per_prompt", 4, "--max_new_tokens", 8, "--generation_batch_size", 16,
+        "--num_prompts", 12, "--completions_per_prompt", 4, "--max_new_tokens", 8, "--generation_batch_size", 4,
         "--classifier_max_length", 64, "--output_dir", out, "--report_to", "none", "--seed", 3)
     return out
 
@@ -83,7 +83,7 @@ def test_interrupted_pair_making_continues_to_the_same_result(pairs_dir, tmp_pat
     config = json.loads((copy / "run_config.json").read_text())["configs"]["pairs"]
     run(preference_pairs, "--model_name_or_path", config["model_name_or_path"],
         "--classifier_name_or_path", config["classifier_name_or_path"], "--dataset_name", config["dataset_name"],
-        "--num_prompts", 12, "--completions_per_prompt", 4, "--max_new_tokens", 8, "--generation_batch_size", 16,
+        "--num_prompts", 12, "--completions_per_prompt", 4, "--max_new_tokens", 8, "--generation_batch_size", 4,
         "--classifier_max_length", 64, "--output_dir", copy, "--report_to", "none", "--seed", 3)
     assert (copy / "pairs.jsonl").read_text() == (pairs_dir / "pairs.jsonl").read_text()
 
@@ -115,7 +115,7 @@ def test_dpo_trains_one_model_per_beta_against_the_sft_reference(dpo_dir):
         assert logs[-1]["rewards/margins"] > 0.01 * beta
 
 
-def test_dpo_resumes_interrupted_runs_and_skips_finished_ones(dpo_dir, tiny_assets, pairs_dir, caplog):
+def test_dpo_resumes_interrupted_runs_and_skips_finished_ones(dpo_dir, tiny_assets, pairs_dir, capfd):
     import shutil
 
     interrupted, finished = dpo_dir / "beta-0.1", dpo_dir / "beta-1.0"
@@ -123,10 +123,11 @@ def test_dpo_resumes_interrupted_runs_and_skips_finished_ones(dpo_dir, tiny_asse
     (interrupted / "model.safetensors").unlink()
     shutil.rmtree(interrupted / "checkpoint-6")
     finished_weights = (finished / "model.safetensors").stat().st_mtime_ns
-    with caplog.at_level("INFO"):
-        run(dpo, *dpo_args(tiny_assets, pairs_dir, dpo_dir))
-    assert "Resuming from " + str(interrupted / "checkpoint-3") in caplog.text
-    assert "[beta-1.0] finished already; skipping" in caplog.text
+    capfd.readouterr()
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, dpo_dir))
+    log = capfd.readouterr().err
+    assert "Resuming from " + str(interrupted / "checkpoint-3") in log
+    assert "[beta-1.0] finished already; skipping" in log
     assert (finished / "model.safetensors").stat().st_mtime_ns == finished_weights
     complete = json.loads((interrupted / "stage_complete.json").read_text())
     assert complete["summary"]["global_step"] == 6 and (interrupted / "checkpoint-6").is_dir()
