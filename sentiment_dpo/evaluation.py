@@ -138,7 +138,11 @@ def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
         label = f"DPO β={points[0]['beta']:g}"
         if points[0]["loss_type"] != "sigmoid":
             label += f" ({points[0]['loss_type']})"
-        axes.plot([p["kl"] for p in points], [p["reward"] for p in points], marker="o", markersize=4, label=label)
+        line, = axes.plot([p["kl"] for p in points], [p["reward"] for p in points], marker="o", markersize=4,
+                          label=label)
+        final = [p for p in points if p["is_final"]]
+        axes.plot([p["kl"] for p in final], [p["reward"] for p in final], marker="o", markersize=9,
+                  linestyle="none", color=line.get_color())
         axes.errorbar([p["kl"] for p in points], [p["reward"] for p in points],
                       yerr=[p["reward_sem"] for p in points], fmt="none", ecolor="gray", alpha=0.4)
     for row in rows:
@@ -148,6 +152,8 @@ def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
     axes.set_xlabel("KL(π || π_SFT), nats per sequence")
     axes.set_ylabel("reward: mean P(POSITIVE)")
     axes.set_title(title)
+    axes.text(0.99, 0.02, "points: checkpoints in training order; large point: final model", ha="right",
+              va="bottom", fontsize=7, color="gray", transform=axes.transAxes)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
