@@ -43,6 +43,22 @@ def test_sft_trains_a_model_from_scratch_and_skips_when_finished(tiny_assets, tm
     assert (out / "model.safetensors").stat().st_mtime_ns == weights_time
 
 
+def test_lora_sft_saves_merged_weights_a_later_step_loads(tiny_assets, tmp_path):
+    """A 24 GB GPU user trains LoRA adapters; the next step must load a full model from the output folder."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "sft-lora"
+    run(sft, "--model_name_or_path", tiny_assets["sft_model"], "--dataset_name", tiny_assets["data"],
+        "--output_dir", out, "--max_steps", 4, "--per_device_train_batch_size", 8, "--learning_rate", 1e-2,
+        "--max_length", 64, "--use_peft", "true", "--lora_r", 4, "--lora_alpha", 8, *TRAINING_ON_CPU)
+    assert not (out / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(tiny_assets["sft_model"])
+    changed = [name for name, weight in merged.state_dict().items()
+               if not weight.equal(base.state_dict()[name])]
+    assert changed and all("attn" in name for name in changed)  # LoRA trained the attention projections only
+
+
 @pytest.fixture(scope="module")
 def pairs_dir(tiny_assets, tmp_path_factory):
     out = tmp_path_factory.mktemp("generations") / "tiny"
