@@ -8,10 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
-
-TRAINING_ON_CPU = ["--bf16", "false", "--activation_checkpointing", "false", "--disable_tqdm", "true",
-                   "--use_cpu", "true", "--dataloader_pin_memory", "false"]
+from tests.conftest import REPO, TRAINING_ON_CPU
 
 
 def run_command(script, *args, cwd, env=None, check=True):

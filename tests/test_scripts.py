@@ -14,8 +14,9 @@ from sentiment_dpo.cli import run_script
 from sentiment_dpo.models import SentimentClassifier
 from sentiment_dpo.pairs import make_pairs
 
-TRAINING_ON_CPU = ["--bf16", "false", "--activation_checkpointing", "false", "--report_to", "none",
-                   "--disable_tqdm", "true", "--use_cpu", "true", "--dataloader_pin_memory", "false"]
+from tests.conftest import TRAINING_ON_CPU as _CPU
+
+TRAINING_ON_CPU = [*_CPU, "--report_to", "none"]
 
 
 def run(script, *args):
