@@ -1,5 +1,6 @@
 # The two commands of the README, and the steps they are made of.
 #   make demo   the whole pipeline on the embedded offline default (2-core CPU, ~10 minutes)
+#   make study  the demo plus baselines (Preferred-FT, IPO, robust DPO) and a label-noise sweep (~25 minutes)
 #   make test   the test suite (~5 minutes)
 # Everything runs in .venv, created on first use from requirements.txt; finished steps are skipped on later runs.
 
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 CONFIGS ?= configs/tiny
 
-.PHONY: install assets sft pairs dpo eval demo test clean-demo
+.PHONY: install assets sft pairs dpo eval demo preferred-ft study test clean-demo
 
 install: $(INSTALLED)
 
@@ -34,7 +35,16 @@ eval: dpo
 	$(PY) eval.py --config $(CONFIGS)/eval.yaml
 
 demo: eval
-	@echo "Demo finished: frontier in runs/tiny/eval/frontier.csv and runs/tiny/eval/frontier.png"
+	@echo "Demo finished: report in runs/tiny/eval/report.md (frontier.png, frontier.csv beside it)"
+
+preferred-ft: pairs
+	$(PY) sft.py --config $(CONFIGS)/preferred_ft.yaml
+
+# Extends the demo: evaluation is incremental, so the second eval.py measures only the new models.
+study: demo preferred-ft
+	$(PY) dpo.py --config $(CONFIGS)/dpo_study.yaml
+	$(PY) eval.py --config $(CONFIGS)/eval.yaml
+	@echo "Study finished: report in runs/tiny/eval/report.md"
 
 test: install
 	$(PY) -m pytest -q tests

@@ -1,5 +1,7 @@
-"""Step 4: sample from the SFT model and every DPO checkpoint on held-out prefixes; measure reward (mean
-P(POSITIVE)) and exact sequence-level KL to the SFT model; write frontier.csv and the reward-vs-KL plot.
+"""Step 4: evaluate the SFT model and every checkpoint of the sweep folder (DPO runs and baselines) on held-out
+prefixes: reward (mean P(POSITIVE)), exact sequence-level KL to the SFT model, implicit-reward accuracy on held-out
+pairs, win rate against SFT (classifier, optionally an LLM judge), best-of-N from SFT; write report.md,
+frontier.csv and the plots.
 
     python eval.py --config configs/tiny/eval.yaml
     python eval.py --config configs/gpt2-large/eval.yaml

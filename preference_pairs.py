@@ -4,8 +4,10 @@ classifier (reward = P(POSITIVE)) and write chosen/rejected pairs under generati
     python preference_pairs.py --config configs/tiny/pairs.yaml
     python preference_pairs.py --config configs/gpt2-large/pairs.yaml
 
-Outputs: completions.jsonl (every sample with its reward), pairs.jsonl (prompt, chosen, rejected, rewards) and
-run_config.json (the config that made them). An interrupted run continues with the prompts it had not finished.
+Outputs: completions.jsonl (every sample with its reward), pairs.jsonl (prompt, chosen, rejected, rewards),
+heldout_pairs.jsonl (pairs of `heldout_prompts` more prompts, for evaluation only), pairs_noise-<q>.jsonl for each
+`label_noise` level q (a seeded share q of the pairs flipped) and run_config.json (the config that made them).
+An interrupted run continues with the prompts it had not finished.
 """
 
 from sentiment_dpo.cli import run_script

@@ -2,6 +2,7 @@
 
     python sft.py --config configs/tiny/sft.yaml         # embedded offline default: a small GPT-2 from scratch
     python sft.py --config configs/gpt2-large/sft.yaml   # gpt2-large on stanfordnlp/imdb
+    python sft.py --config configs/tiny/preferred_ft.yaml  # baseline Preferred-FT: the chosen completions only
 
 Any config key can be overridden on the command line, e.g. `--num_train_epochs 2 --report_to none`.
 Re-running continues from the last checkpoint, or does nothing if the run finished.

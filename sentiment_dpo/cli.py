@@ -88,7 +88,7 @@ def run_script(main: Callable[..., object], dataclass_types: Sequence[type], arg
         main(*configs)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT) from None
+        raise SystemExit(getattr(error, "exit_code", EXIT_BAD_INPUT)) from None
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to continue from the last checkpoint", file=sys.stderr)
         raise SystemExit(130) from None

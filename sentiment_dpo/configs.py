@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 
 from trl import DPOConfig, ScriptArguments, SFTConfig
 
 from .cli import PipelineError
+from .judge import DEFAULT_JUDGE_TEMPLATE
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +47,16 @@ def _bf16_training_available() -> bool:
 class _Bf16WhereAvailable:
     """TRL trains in bf16 by default and transformers then refuses to start on a machine without a bf16 GPU.
     The full-scale configs ask for bf16; on such a machine they train in float32 instead, with a warning, so that
-    the same config runs everywhere (and a missing model or hub is reported before precision)."""
+    the same config runs everywhere (and a missing model or hub is reported before precision). Also keeps a hub
+    token out of the saved training arguments."""
 
     def __post_init__(self):
+        if getattr(self, "hub_token", None):
+            # The Trainer pickles its arguments into every checkpoint (training_args.bin): a token given in a config
+            # or on the command line would be saved with the weights. It moves to the environment instead, where
+            # huggingface_hub finds it for push_to_hub.
+            os.environ.setdefault("HF_TOKEN", self.hub_token)
+            self.hub_token = None
         if self.bf16 is None:
             self.bf16 = not self.fp16  # TRL's default
         if self.bf16 and not self.use_cpu and not _bf16_training_available():
@@ -56,14 +65,22 @@ class _Bf16WhereAvailable:
         super().__post_init__()
 
 
+_NAN_FILTER_HELP = ("Log a NaN or infinite loss as the mean of the previous ones (transformers' default). Off here, "
+                    "so that a diverging run stops at once with a clear message and keeps its last good checkpoint.")
+
+
 @dataclass
 class SFTTrainingConfig(_Bf16WhereAvailable, SFTConfig):
     """TRL's `SFTConfig`, falling back to float32 where bf16 is not available."""
+
+    logging_nan_inf_filter: bool = field(default=False, metadata={"help": _NAN_FILTER_HELP})
 
 
 @dataclass
 class DPOTrainingConfig(_Bf16WhereAvailable, DPOConfig):
     """TRL's `DPOConfig`, falling back to float32 where bf16 is not available."""
+
+    logging_nan_inf_filter: bool = field(default=False, metadata={"help": _NAN_FILTER_HELP})
 
 
 @dataclass
@@ -84,6 +101,14 @@ class SFTScriptArguments(ScriptArguments, TrackingArguments):
     )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use only this many training reviews (for quick runs)."}
+    )
+    pairs_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Preferred-FT baseline: fine-tune on the chosen completions of this pairs file (loss on the "
+            "completion only) instead of on reviews; dataset_name is then unused. Train it into the DPO sweep "
+            "folder and eval.py puts it on the frontier."
+        },
     )
 
     def __post_init__(self):
@@ -162,14 +187,35 @@ class PairsArguments(SamplingArguments):
             "choices": ["all", "best_vs_worst"],
         },
     )
+    heldout_prompts: int = field(
+        default=0,
+        metadata={
+            "help": "Extra prompts, beyond num_prompts, whose pairs go to heldout_pairs.jsonl: no model trains on "
+            "them, and eval.py measures each model's implicit-reward accuracy on them."
+        },
+    )
+    label_noise: list[float] = field(
+        default_factory=list,
+        metadata={
+            "help": "Label-noise levels for a noise study: for each level q, pairs_noise-<q>.jsonl is pairs.jsonl "
+            "with a seeded share q of its pairs flipped (chosen and rejected swapped). Train on it with the sweep "
+            "entry `label_noise=q` of dpo.py. Held-out pairs are never flipped."
+        },
+    )
     output_dir: str = field(
-        default="generations/gpt2-large", metadata={"help": "Folder for completions.jsonl, pairs.jsonl, config."}
+        default="generations/gpt2-large",
+        metadata={"help": "Folder for completions.jsonl, pairs.jsonl, heldout_pairs.jsonl and the config."},
     )
 
     def __post_init__(self):
         super().__post_init__()
         if self.completions_per_prompt < 2:
             raise PipelineError(f"completions_per_prompt must be at least 2 to make pairs, got {self.completions_per_prompt}")
+        if self.heldout_prompts < 0:
+            raise PipelineError(f"heldout_prompts must be 0 or more, got {self.heldout_prompts}")
+        for level in self.label_noise:
+            if not (math.isfinite(level) and 0 < level < 1):
+                raise PipelineError(f"label_noise: each level must be between 0 and 1 (exclusive), got {level}")
 
 
 @dataclass
@@ -212,13 +258,65 @@ class EvalArguments(SamplingArguments):
     include_checkpoints: bool = field(
         default=True, metadata={"help": "Evaluate every saved checkpoint, not only each run's final model."}
     )
-    kl_batch_size: int = field(default=32, metadata={"help": "Sequences per forward pass of the KL computation."})
-    output_dir: str = field(default="runs/gpt2-large/eval", metadata={"help": "Folder for frontier.csv and the plot."})
+    kl_batch_size: int = field(
+        default=32, metadata={"help": "Sequences per forward pass of the KL and held-out log-probability passes."}
+    )
+    heldout_pairs_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out preference pairs (heldout_pairs.jsonl of preference_pairs.py): each model's "
+            "implicit-reward accuracy and margin on them."
+        },
+    )
+    best_of_n: list[int] = field(
+        default_factory=list,
+        metadata={"help": "Best-of-N sampling from the SFT model as a reference curve, e.g. 1 4 16 64."},
+    )
+    best_of_n_prompts: int | None = field(
+        default=None, metadata={"help": "Use only the first this many prompts for best-of-N (it samples max N each)."}
+    )
+    win_rate_tie_tolerance: float = field(
+        default=0.0,
+        metadata={"help": "Classifier win rate: a reward difference no larger than this is a tie."},
+    )
+    judge_model_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Optional LLM-as-judge: a local causal LM (instruction-tuned, with a chat template if it has one) "
+            "that compares each final model's completion with the SFT model's on the same prompt."
+        },
+    )
+    judge_template: str = field(
+        default=DEFAULT_JUDGE_TEMPLATE,
+        metadata={"help": "The judge's prompt, with {prompt}, {first} and {second} (the two completions as A, B)."},
+    )
+    judge_max_new_tokens: int = field(default=16, metadata={"help": "Longest judge verdict, in tokens (greedy)."})
+    judge_batch_size: int = field(default=16, metadata={"help": "Judge prompts per forward pass."})
+    judge_prompts: int | None = field(
+        default=None, metadata={"help": "Judge only the first this many prompts (one comparison per prompt)."}
+    )
+    report_prompts: int = field(
+        default=4, metadata={"help": "Prompts whose sample generations the report shows, SFT beside each model."}
+    )
+    output_dir: str = field(
+        default="runs/gpt2-large/eval",
+        metadata={"help": "Folder for report.md, frontier.csv, the plots, samples/ and per-model results."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
         if self.samples_per_prompt < 1 or self.kl_batch_size < 1:
             raise PipelineError("samples_per_prompt and kl_batch_size must be at least 1")
+        if any(n < 1 for n in self.best_of_n):
+            raise PipelineError(f"best_of_n: every N must be at least 1, got {self.best_of_n}")
+        for name in ("best_of_n_prompts", "judge_prompts"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise PipelineError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.win_rate_tie_tolerance) and self.win_rate_tie_tolerance >= 0):
+            raise PipelineError(f"win_rate_tie_tolerance must be 0 or more, got {self.win_rate_tie_tolerance}")
+        missing = [key for key in ("{prompt}", "{first}", "{second}") if key not in self.judge_template]
+        if missing:
+            raise PipelineError(f"judge_template lacks {', '.join(missing)}")
 
 
 @dataclass

@@ -22,6 +22,15 @@ def clean_review(text: str) -> str:
     return _WHITESPACE.sub(" ", _HTML_BREAK.sub(" ", text)).strip()
 
 
+def _is_blank(file: Path) -> bool:
+    """No data in the file: empty, or white space only (read in chunks: dataset files can be large)."""
+    with file.open("rb") as handle:
+        while chunk := handle.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
+
+
 def load_reviews(name_or_path: str, split: str, config_name: str | None = None, text_column: str = "text",
                  label_column: str | None = "label", field_name: str = "dataset_name"):
     """Load one split of a review dataset as a `datasets.Dataset` with cleaned `text` (and `label`) columns.
@@ -33,6 +42,9 @@ def load_reviews(name_or_path: str, split: str, config_name: str | None = None, 
 
     require_source(name_or_path, "dataset", field_name)
     path = Path(name_or_path)
+    split_files = [path] if path.is_file() else sorted(path.glob(f"{split}.*")) if path.is_dir() else []
+    if split_files and all(_is_blank(file) for file in split_files):
+        raise PipelineError(f"{field_name}: split '{split}' of {name_or_path} is empty ({split_files[0]})")
     try:
         if path.is_dir() and (path / "dataset_dict.json").exists():
             dataset = datasets.load_from_disk(str(path))[split]
@@ -45,6 +57,11 @@ def load_reviews(name_or_path: str, split: str, config_name: str | None = None, 
         raise PipelineError(f"{field_name}: cannot load split '{split}' of {name_or_path}: {error}") from None
     except (OSError, ConnectionError) as error:
         raise PipelineError(f"{field_name}: cannot load {name_or_path}: {' '.join(str(error).split())}") from None
+    except Exception as error:  # the datasets library's own errors on a malformed local file
+        if not path.exists():
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        raise PipelineError(f"{field_name}: cannot load split '{split}' of {name_or_path}: {message}") from None
     if len(dataset) == 0:
         raise PipelineError(f"{field_name}: split '{split}' of {name_or_path} is empty")
     wanted = [text_column] + ([label_column] if label_column else [])

@@ -1,13 +1,18 @@
-"""The reward-vs-KL frontier (DPO paper, Figure 2 left): every model sampled on the same held-out prefixes.
+"""Step 4: every trained policy measured on the same held-out prefixes, then a report (`report.py`).
 
-For the SFT model and each saved DPO checkpoint: reward = mean P(POSITIVE) of its sampled completions, and
-KL = mean over those samples of the exact sequence-level KL to the SFT model (`metrics.sequence_kl`).
-Results per model are cached under `output_dir/models/`, so a later run evaluates only new checkpoints.
+For the SFT model, each DPO checkpoint and each baseline (Preferred-FT, other preference losses, label-noise runs):
+  - reward = mean P(POSITIVE) of its samples, KL = mean exact sequence-level KL to the SFT model (Figure 2, left);
+  - implicit-reward accuracy and margin on held-out preference pairs that no model trained on;
+  - win rate against the SFT model, sample by sample, judged by the classifier (and optionally by a local LLM).
+Best-of-N sampling from the SFT model gives a reference curve with the analytic KL log N - (N - 1) / N.
+
+Results are cached per model (`models/<name>.json`), keyed by the settings and the model's weights, so a later
+run evaluates only what is new; best-of-N and judge results are cached the same way.
 """
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -18,35 +23,40 @@ import torch
 from .cli import PipelineError, require_source
 from .configs import EvalArguments
 from .data import build_prompts, load_reviews
-from .generation import completion_logits, iter_samples
-from .metrics import mean_and_standard_error, sequence_kl
-from .models import SentimentClassifier, default_device, load_causal_lm, load_tokenizer, resolve_dtype
-from .runs import COMPLETE_FILE, RunFolder, atomic_write_json, atomic_write_text, config_fingerprint, write_jsonl
-from .tracking import finish_wandb_run, start_wandb_run
-from .training import SWEEP_RUN_FILE
+from .generation import completion_logits, completion_logps, iter_samples
+from .judge import JudgeItem, greedy_generate_fn, judge
+from .metrics import (best_of_n_expected_reward, best_of_n_kl, implicit_reward_accuracy, mean_and_standard_error,
+                      sequence_kl, win_counts)
+from .models import SentimentClassifier, check_classifier_labels, default_device, load_causal_lm, load_tokenizer, resolve_dtype
+from .runs import (COMPLETE_FILE, RunFolder, atomic_write_json, config_fingerprint, read_jsonl, write_jsonl)
+from .training import SWEEP_RUN_FILE, file_sha256, is_complete_checkpoint
 
 logger = logging.getLogger(__name__)
 
-FRONTIER_CSV = "frontier.csv"
-FRONTIER_PNG = "frontier.png"
-FRONTIER_COLUMNS = ["name", "run", "beta", "loss_type", "step", "is_final", "reward", "reward_sem", "kl", "kl_sem",
-                    "num_samples"]
+SFT_RUN = "sft"
+BEST_OF_N_RUN = "best-of-n"
 
 
 @dataclass(frozen=True)
 class ModelToEvaluate:
+    """One policy to evaluate: a run's checkpoint or final model, and what the plots need to know of its run."""
+
     name: str
     path: str
     run: str
+    method: str  # sft, dpo or preferred_ft
     beta: float | None
     loss_type: str
+    label_smoothing: float | None
+    label_noise: float
     step: int
     is_final: bool
 
 
 def discover_models(sft_model_path: str, dpo_output_dir: str | None, include_checkpoints: bool) -> list[ModelToEvaluate]:
-    """The SFT model, then every finished DPO run of the sweep folder: its checkpoints and its final model."""
-    models = [ModelToEvaluate("sft", sft_model_path, "sft", None, "sft", 0, True)]
+    """The SFT model, then every finished run of the sweep folder (DPO runs and baselines trained into it, each
+    described by its sweep_run.json): its checkpoints and its final model."""
+    models = [ModelToEvaluate(SFT_RUN, sft_model_path, SFT_RUN, "sft", None, "sft", None, 0.0, 0, True)]
     if not dpo_output_dir:
         return models
     root = Path(dpo_output_dir)
@@ -55,24 +65,29 @@ def discover_models(sft_model_path: str, dpo_output_dir: str | None, include_che
     runs = []
     for run_dir in sorted(path for path in root.iterdir() if (path / SWEEP_RUN_FILE).is_file()):
         if not (run_dir / COMPLETE_FILE).is_file():
-            logger.warning("Skipping %s: its training has not finished (rerun dpo.py to finish it)", run_dir)
+            logger.warning("Skipping %s: its training has not finished (rerun its command to finish it)", run_dir)
             continue
         info = json.loads((run_dir / SWEEP_RUN_FILE).read_text())
         final_step = json.loads((run_dir / COMPLETE_FILE).read_text())["summary"]["global_step"]
-        loss_type = ",".join(info.get("loss_type") or ["sigmoid"])
+        run = dict(run=info["name"], method=info.get("method", "dpo"), beta=info.get("beta"),
+                   loss_type=",".join(info.get("loss_type") or ["sigmoid"]),
+                   label_smoothing=info.get("label_smoothing"), label_noise=float(info.get("label_noise") or 0.0))
         entries = []
         if include_checkpoints:
             for checkpoint in run_dir.glob("checkpoint-*"):
                 step = int(checkpoint.name.split("-")[-1])
-                if step != final_step and (checkpoint / "config.json").is_file():
-                    entries.append(ModelToEvaluate(f"{info['name']}/step-{step}", str(checkpoint), info["name"],
-                                                   info["beta"], loss_type, step, False))
-        entries.append(ModelToEvaluate(f"{info['name']}/step-{final_step}", str(run_dir), info["name"], info["beta"],
-                                       loss_type, final_step, True))
+                if step != final_step and is_complete_checkpoint(checkpoint):
+                    entries.append(ModelToEvaluate(f"{info['name']}/step-{step}", str(checkpoint), **run, step=step,
+                                                   is_final=False))
+        entries.append(ModelToEvaluate(f"{info['name']}/step-{final_step}", str(run_dir), **run, step=final_step,
+                                       is_final=True))
         runs.append(sorted(entries, key=lambda entry: entry.step))
     if not runs:
-        raise PipelineError(f"dpo_output_dir: {root} holds no finished DPO run")
-    runs.sort(key=lambda entries: (entries[0].loss_type, entries[0].beta))
+        raise PipelineError(f"dpo_output_dir: {root} holds no finished run")
+    # DPO by beta first, then the other losses, then the baselines; label-noise runs last
+    runs.sort(key=lambda entries: (entries[0].label_noise, entries[0].method != "dpo",
+                                   entries[0].loss_type != "sigmoid", entries[0].loss_type, entries[0].beta or 0.0,
+                                   entries[0].run))
     return models + [entry for entries in runs for entry in entries]
 
 
@@ -82,13 +97,18 @@ def _model_signature(path: str) -> str:
     return ";".join(f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights) or path
 
 
+def _short_hash(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 @torch.no_grad()
 def evaluate_policy(policy, reference, tokenizer, classifier: SentimentClassifier, prompts, args: EvalArguments,
                     is_reference: bool) -> tuple[dict, list[dict]]:
     """Sample from `policy`, score the samples, and measure their sequence KL to `reference`.
 
     Returns (summary, samples): summary has reward, reward_sem, kl, kl_sem, num_samples; each sample record has
-    the prompt, the completion (text and token ids), its reward and its KL.
+    the prompt, the sample's index among the prompt's samples, the completion (text and token ids), its reward
+    and its KL.
     """
     samples = []
     for batch in iter_samples(policy, tokenizer, [p.prompt for p in prompts], args.samples_per_prompt,
@@ -103,11 +123,10 @@ def evaluate_policy(policy, reference, tokenizer, classifier: SentimentClassifie
                                    batch.completion_mask[rows], args.temperature).cpu())
         for item, token_ids, kl in zip(batch.item_indices, batch.completion_token_ids(), torch.cat(kls).tolist()):
             prompt = prompts[item // args.samples_per_prompt]
-            samples.append({"prompt_index": prompt.prompt_index, "prompt": prompt.prompt,
-                            "completion": tokenizer.decode(token_ids, skip_special_tokens=True),
+            samples.append({"prompt_index": prompt.prompt_index, "sample_index": item % args.samples_per_prompt,
+                            "prompt": prompt.prompt, "completion": tokenizer.decode(token_ids, skip_special_tokens=True),
                             "completion_token_ids": token_ids, "kl": kl})
-    texts = [(s["prompt"] if args.score_prompt else "") + s["completion"] for s in samples]
-    for sample, reward in zip(samples, classifier.score(texts)):
+    for sample, reward in zip(samples, classifier.score(_scored_texts(samples, args))):
         sample["reward"] = reward
     reward, reward_sem = mean_and_standard_error([s["reward"] for s in samples])
     kl, kl_sem = mean_and_standard_error([s["kl"] for s in samples])
@@ -115,126 +134,238 @@ def evaluate_policy(policy, reference, tokenizer, classifier: SentimentClassifie
     return summary, samples
 
 
-def write_frontier_csv(rows: list[dict], path: Path) -> None:
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FRONTIER_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+def _scored_texts(samples: list[dict], args: EvalArguments) -> list[str]:
+    return [(s["prompt"] if args.score_prompt else "") + s["completion"] for s in samples]
 
 
-def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
-    """Reward against KL: one line per DPO run through its checkpoints (in step order), SFT as a star at KL 0."""
-    import matplotlib
+class HeldoutPairs:
+    """The held-out preference pairs, and log pi_ref of their completions (computed once, for every model)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def __init__(self, path: str, batch_size: int):
+        records = read_jsonl(path, "heldout_pairs_file", required=("prompt", "chosen", "rejected"))
+        self.path, self.sha, self.batch_size = path, file_sha256(path), batch_size
+        self.prompts = [r["prompt"] for r in records]
+        self.chosen = [r["chosen"] for r in records]
+        self.rejected = [r["rejected"] for r in records]
+        self._reference = None
 
-    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for run in dict.fromkeys(row["run"] for row in rows if row["run"] != "sft"):
-        points = sorted((row for row in rows if row["run"] == run), key=lambda row: row["step"])
-        label = f"DPO β={points[0]['beta']:g}"
-        if points[0]["loss_type"] != "sigmoid":
-            label += f" ({points[0]['loss_type']})"
-        line, = axes.plot([p["kl"] for p in points], [p["reward"] for p in points], marker="o", markersize=4,
-                          label=label)
-        final = [p for p in points if p["is_final"]]
-        axes.plot([p["kl"] for p in final], [p["reward"] for p in final], marker="o", markersize=9,
-                  linestyle="none", color=line.get_color())
-        axes.errorbar([p["kl"] for p in points], [p["reward"] for p in points],
-                      yerr=[p["reward_sem"] for p in points], fmt="none", ecolor="gray", alpha=0.4)
-    for row in rows:
-        if row["run"] == "sft":
-            axes.plot([0.0], [row["reward"]], marker="*", markersize=14, color="black", linestyle="none",
-                      label="SFT (reference)")
-    axes.set_xlabel("KL(π || π_SFT), nats per sequence")
-    axes.set_ylabel("reward: mean P(POSITIVE)")
-    axes.set_title(title)
-    axes.text(0.99, 0.02, "points: checkpoints in training order; large point: final model", ha="right",
-              va="bottom", fontsize=7, color="gray", transform=axes.transAxes)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary)
-    plt.close(figure)
-    temporary.replace(path)
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def logps(self, model, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """[P] log pi(chosen | prompt) and [P] log pi(rejected | prompt)."""
+        chosen = completion_logps(model, tokenizer, self.prompts, self.chosen, self.batch_size)
+        rejected = completion_logps(model, tokenizer, self.prompts, self.rejected, self.batch_size)
+        return chosen, rejected
+
+    def metrics(self, policy, reference, tokenizer, beta: float | None) -> dict:
+        if self._reference is None:
+            self._reference = self.logps(reference, tokenizer)
+        policy_chosen, policy_rejected = self.logps(policy, tokenizer)
+        result = implicit_reward_accuracy(policy_chosen, policy_rejected, *self._reference, beta=beta)
+        return {f"heldout_{key}": value for key, value in result.items()} | {"heldout_pairs": len(self)}
+
+
+class Evaluator:
+    """Lazily loaded reference model and classifier, shared by every measurement of one eval.py run."""
+
+    def __init__(self, args: EvalArguments):
+        self.args = args
+        self.device = default_device()
+        self.dtype = resolve_dtype(args.dtype, self.device)
+        self.tokenizer = load_tokenizer(args.sft_model_path, "sft_model_path", args.trust_remote_code)
+        self._reference = self._classifier = None
+
+    @property
+    def reference(self):
+        if self._reference is None:
+            self._reference = load_causal_lm(self.args.sft_model_path, "sft_model_path", self.dtype, self.device,
+                                             self.args.trust_remote_code)
+        return self._reference
+
+    @property
+    def classifier(self) -> SentimentClassifier:
+        if self._classifier is None:
+            self._classifier = SentimentClassifier.load(
+                self.args.classifier_name_or_path, self.dtype, self.device, self.args.classifier_batch_size,
+                self.args.classifier_max_length, self.args.trust_remote_code)
+        return self._classifier
+
+    def load_policy(self, model: ModelToEvaluate):
+        if model.run == SFT_RUN:
+            return self.reference
+        return load_causal_lm(model.path, "dpo_output_dir", self.dtype, self.device, self.args.trust_remote_code)
 
 
 def _safe_name(name: str) -> str:
     return name.replace("/", "__")
 
 
-def evaluate_frontier(args: EvalArguments) -> Path:
-    """Evaluate every model not yet evaluated with these settings, then write frontier.csv and frontier.png."""
-    require_source(args.dataset_name, "dataset", "dataset_name")
-    require_source(args.classifier_name_or_path, "classifier", "classifier_name_or_path")
-    require_source(args.sft_model_path, "SFT model", "sft_model_path")
-    out = Path(args.output_dir)
-    settings_hash = config_fingerprint(args)
-    folder = RunFolder(out, settings_hash, "eval")
-    folder.claim({"eval": args}, overwrite=args.overwrite)  # never "complete": new checkpoints may come
-    models = discover_models(args.sft_model_path, args.dpo_output_dir, args.include_checkpoints)
-
-    device = default_device()
-    dtype = resolve_dtype(args.dtype, device)
-    tokenizer = load_tokenizer(args.sft_model_path, "sft_model_path", args.trust_remote_code)
-    reviews = load_reviews(args.dataset_name, args.dataset_split, args.dataset_config, args.text_column,
-                           args.label_column)
-    prompts = build_prompts(reviews, tokenizer, args.num_prompts, args.min_prefix_tokens, args.max_prefix_tokens,
-                            args.seed)
-    logger.info("Evaluating %d models on %d held-out prompts x %d samples", len(models), len(prompts),
-                args.samples_per_prompt)
-    reference = classifier = None
+def evaluate_models(models, evaluator: Evaluator, prompts, heldout: HeldoutPairs | None, out: Path,
+                    settings_hash: str) -> list[dict]:
+    """One result row per model: from the cache where the settings and the weights are unchanged, else measured.
+    A cached row that lacks the held-out metrics of the current held-out file gets just those measured."""
+    args = evaluator.args
     rows = []
     for model in models:
         result_path = out / "models" / f"{_safe_name(model.name)}.json"
         signature = _model_signature(model.path)
+        row = None
         if result_path.is_file() and not args.overwrite:
             cached = json.loads(result_path.read_text())
             if cached.get("settings_hash") == settings_hash and cached.get("model_signature") == signature:
-                logger.info("[%s] evaluated already: reward %.3f, KL %.2f", model.name, cached["reward"],
-                            cached["kl"])
-                rows.append(cached)
-                continue
-        if reference is None:
-            reference = load_causal_lm(args.sft_model_path, "sft_model_path", dtype, device, args.trust_remote_code)
-            classifier = SentimentClassifier.load(args.classifier_name_or_path, dtype, device,
-                                                  args.classifier_batch_size, args.classifier_max_length,
-                                                  args.trust_remote_code)
-        is_reference = model.run == "sft"
-        policy = reference if is_reference else load_causal_lm(model.path, "dpo_output_dir", dtype, device,
-                                                               args.trust_remote_code)
-        summary, samples = evaluate_policy(policy, reference, tokenizer, classifier, prompts, args, is_reference)
-        write_jsonl(out / "samples" / f"{_safe_name(model.name)}.jsonl", samples)
-        row = {**asdict(model), **summary, "settings_hash": settings_hash, "model_signature": signature}
+                row = {**cached, **asdict(model)}
+        wants_heldout = heldout is not None and model.run != SFT_RUN
+        if row is not None and (not wants_heldout or row.get("heldout_pairs_sha") == heldout.sha):
+            logger.info("[%s] evaluated already: reward %.3f, KL %.2f", model.name, row["reward"], row["kl"])
+            rows.append(row)
+            continue
+        policy = evaluator.load_policy(model)
+        if row is None:
+            summary, samples = evaluate_policy(policy, evaluator.reference, evaluator.tokenizer, evaluator.classifier,
+                                               prompts, args, is_reference=model.run == SFT_RUN)
+            write_jsonl(out / "samples" / f"{_safe_name(model.name)}.jsonl", samples)
+            row = {**asdict(model), **summary, "settings_hash": settings_hash, "model_signature": signature}
+            logger.info("[%s] reward %.3f ± %.3f, KL %.2f ± %.2f", model.name, row["reward"], row["reward_sem"],
+                        row["kl"], row["kl_sem"])
+        if wants_heldout:
+            row.update(heldout.metrics(policy, evaluator.reference, evaluator.tokenizer, model.beta),
+                       heldout_pairs_sha=heldout.sha)
+            logger.info("[%s] held-out implicit-reward accuracy %.3f on %d pairs", model.name,
+                        row["heldout_accuracy"], row["heldout_pairs"])
         atomic_write_json(result_path, row)
-        logger.info("[%s] reward %.3f ± %.3f, KL %.2f ± %.2f", model.name, summary["reward"], summary["reward_sem"],
-                    summary["kl"], summary["kl_sem"])
         rows.append(row)
-        if not is_reference:
-            del policy
-
-    write_frontier_csv(rows, out / FRONTIER_CSV)
-    plot_frontier(rows, out / FRONTIER_PNG, f"Reward vs KL on {len(prompts)} held-out prefixes")
-    logger.info("Frontier: %s and %s", out / FRONTIER_CSV, out / FRONTIER_PNG)
-    if args.report_to == "wandb":
-        _log_frontier_to_wandb(rows, out, args)
-    return out / FRONTIER_CSV
+        del policy
+    return rows
 
 
-def _log_frontier_to_wandb(rows: list[dict], out: Path, args: EvalArguments) -> None:
-    import wandb
+def read_samples(out: Path, name: str) -> dict[tuple[int, int], dict]:
+    """A model's saved samples keyed by (prompt index, sample index)."""
+    keyed, seen = {}, {}
+    for sample in read_jsonl(out / "samples" / f"{_safe_name(name)}.jsonl", "samples"):
+        prompt_index = sample["prompt_index"]
+        sample_index = sample.get("sample_index", seen.get(prompt_index, 0))
+        seen[prompt_index] = sample_index + 1
+        keyed[(prompt_index, sample_index)] = sample
+    return keyed
 
-    group = Path(args.dpo_output_dir).name if args.dpo_output_dir else None
-    start_wandb_run(out, args.wandb_project, f"{group or 'sft'}/eval", group, "eval", config=vars(args))
-    table = wandb.Table(columns=FRONTIER_COLUMNS, data=[[row.get(c) for c in FRONTIER_COLUMNS] for row in rows])
-    wandb.log({"frontier/table": table, "frontier/plot": wandb.Image(str(out / FRONTIER_PNG))})
+
+def add_win_rates(rows: list[dict], out: Path, tie_tolerance: float) -> None:
+    """Each model's classifier win rate against the SFT model, sample by sample on the same prompts."""
+    baseline = read_samples(out, SFT_RUN)
     for row in rows:
-        if row["is_final"]:
-            wandb.run.summary[f"{row['run']}/reward"] = row["reward"]
-            wandb.run.summary[f"{row['run']}/kl"] = row["kl"]
-    finish_wandb_run()
+        if row["run"] in (SFT_RUN, BEST_OF_N_RUN):
+            continue
+        samples = read_samples(out, row["name"])
+        keys = sorted(samples.keys() & baseline.keys())
+        row.update(win_counts([samples[k]["reward"] for k in keys], [baseline[k]["reward"] for k in keys],
+                              tie_tolerance))
+
+
+def evaluate_best_of_n(evaluator: Evaluator, prompts, out: Path, settings_hash: str) -> list[dict]:
+    """Best-of-N from the SFT model: M = max(N) samples per prompt, and for each N the unbiased estimate of the
+    expected best reward among N of them (`metrics.best_of_n_expected_reward`); KL is the analytic value."""
+    args = evaluator.args
+    sizes = sorted(set(args.best_of_n))
+    if not sizes:
+        return []
+    prompts = prompts[: args.best_of_n_prompts] if args.best_of_n_prompts else prompts
+    samples_per_prompt = max(sizes)
+    key = _short_hash(settings_hash, _model_signature(args.sft_model_path), samples_per_prompt, len(prompts))
+    cache = out / "models" / "best-of-n.json"
+    if cache.is_file() and not args.overwrite and json.loads(cache.read_text()).get("cache_key") == key:
+        per_prompt = json.loads(cache.read_text())["rewards_per_prompt"]
+        logger.info("Best-of-N evaluated already (%d prompts x %d samples)", len(per_prompt), samples_per_prompt)
+    else:
+        logger.info("Best-of-N: sampling %d completions for each of %d prompts from the SFT model",
+                    samples_per_prompt, len(prompts))
+        records = []
+        for batch in iter_samples(evaluator.reference, evaluator.tokenizer, [p.prompt for p in prompts],
+                                  samples_per_prompt, args.max_new_tokens, args.temperature,
+                                  args.generation_batch_size, args.seed + 1):
+            for item, token_ids in zip(batch.item_indices, batch.completion_token_ids()):
+                prompt = prompts[item // samples_per_prompt]
+                records.append({"prompt_index": prompt.prompt_index, "prompt": prompt.prompt,
+                                "completion": evaluator.tokenizer.decode(token_ids, skip_special_tokens=True)})
+        for record, reward in zip(records, evaluator.classifier.score(_scored_texts(records, args))):
+            record["reward"] = reward
+        write_jsonl(out / "samples" / "best-of-n.jsonl", records)
+        per_prompt = [[r["reward"] for r in records[i * samples_per_prompt : (i + 1) * samples_per_prompt]]
+                      for i in range(len(prompts))]
+        atomic_write_json(cache, {"cache_key": key, "rewards_per_prompt": per_prompt})
+    rows = []
+    for n in sizes:
+        reward, reward_sem = mean_and_standard_error([best_of_n_expected_reward(r, n) for r in per_prompt])
+        rows.append({"name": f"best-of-{n}", "run": BEST_OF_N_RUN, "method": "best_of_n", "beta": None,
+                     "loss_type": "best_of_n", "label_smoothing": None, "label_noise": 0.0, "step": n,
+                     "is_final": True, "reward": reward, "reward_sem": reward_sem, "kl": best_of_n_kl(n),
+                     "kl_sem": 0.0, "num_samples": len(per_prompt) * samples_per_prompt})
+    return rows
+
+
+def add_judge_verdicts(rows: list[dict], evaluator: Evaluator, out: Path) -> None:
+    """LLM-as-judge win rate of each final model against the SFT model (sample 0 of each prompt)."""
+    args = evaluator.args
+    require_source(args.judge_model_path, "judge model", "judge_model_path")
+    judge_settings = _short_hash(args.judge_template, args.judge_max_new_tokens, args.judge_prompts, args.seed,
+                                 _model_signature(args.judge_model_path))
+    baseline = read_samples(out, SFT_RUN)
+    generate = None
+    for row in rows:
+        if row["run"] in (SFT_RUN, BEST_OF_N_RUN) or not row["is_final"]:
+            continue
+        cache = out / "judge" / f"{_safe_name(row['name'])}.json"
+        key = _short_hash(judge_settings, row["settings_hash"], row["model_signature"])
+        if cache.is_file() and not args.overwrite and json.loads(cache.read_text()).get("cache_key") == key:
+            row.update(json.loads(cache.read_text())["tally"])
+            continue
+        if generate is None:
+            judge_tokenizer = load_tokenizer(args.judge_model_path, "judge_model_path", args.trust_remote_code)
+            judge_model = load_causal_lm(args.judge_model_path, "judge_model_path", evaluator.dtype, evaluator.device,
+                                         args.trust_remote_code)
+            generate = greedy_generate_fn(judge_model, judge_tokenizer, args.judge_max_new_tokens,
+                                          args.judge_batch_size)
+        samples = read_samples(out, row["name"])
+        keys = sorted(key for key in samples.keys() & baseline.keys() if key[1] == 0)[: args.judge_prompts]
+        items = [JudgeItem(k[0], samples[k]["prompt"], samples[k]["completion"], baseline[k]["completion"])
+                 for k in keys]
+        tally, records = judge(items, generate, args.judge_template, args.seed)
+        write_jsonl(out / "judge" / f"{_safe_name(row['name'])}.jsonl", records)
+        atomic_write_json(cache, {"cache_key": key, "tally": tally})
+        logger.info("[%s] judge: %d wins, %d losses, %d unparsable", row["name"], tally["judge_wins"],
+                    tally["judge_losses"], tally["judge_unparsable"])
+        row.update(tally)
+
+
+def evaluate_frontier(args: EvalArguments) -> Path:
+    """Evaluate every model not yet evaluated with these settings, then write the report, frontier.csv and plots."""
+    from .report import write_report
+
+    require_source(args.dataset_name, "dataset", "dataset_name")
+    require_source(args.classifier_name_or_path, "classifier", "classifier_name_or_path")
+    require_source(args.sft_model_path, "SFT model", "sft_model_path")
+    if args.judge_model_path:
+        require_source(args.judge_model_path, "judge model", "judge_model_path")
+    out = Path(args.output_dir)
+    settings_hash = config_fingerprint(args)
+    folder = RunFolder(out, settings_hash, "eval")
+    folder.check(overwrite=args.overwrite)  # never "complete": new checkpoints may come
+    models = discover_models(args.sft_model_path, args.dpo_output_dir, args.include_checkpoints)
+    heldout = HeldoutPairs(args.heldout_pairs_file, args.kl_batch_size) if args.heldout_pairs_file else None
+    check_classifier_labels(args.classifier_name_or_path, args.trust_remote_code)
+    evaluator = Evaluator(args)
+    reviews = load_reviews(args.dataset_name, args.dataset_split, args.dataset_config, args.text_column,
+                           args.label_column)
+    prompts = build_prompts(reviews, evaluator.tokenizer, args.num_prompts, args.min_prefix_tokens,
+                            args.max_prefix_tokens, args.seed)
+    folder.claim({"eval": args}, overwrite=args.overwrite)  # every input is loaded and checked by now
+    logger.info("Evaluating %d models on %d held-out prompts x %d samples", len(models), len(prompts),
+                args.samples_per_prompt)
+    rows = evaluate_models(models, evaluator, prompts, heldout, out, settings_hash)
+    add_win_rates(rows, out, args.win_rate_tie_tolerance)
+    if args.judge_model_path:
+        add_judge_verdicts(rows, evaluator, out)
+    rows += evaluate_best_of_n(evaluator, prompts, out, settings_hash)
+    report = write_report(rows, out, args, num_prompts=len(prompts), heldout=heldout)
+    logger.info("Report: %s", report)
+    return report

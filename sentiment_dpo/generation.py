@@ -95,3 +95,46 @@ def completion_logits(model, batch: SampledBatch, rows: slice | None = None) -> 
         position_ids=position_ids_from_mask(attention_mask), use_cache=False,
     ).logits
     return logits[:, batch.prompt_width - 1 : -1]
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    length = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        length += 1
+    return length
+
+
+@torch.no_grad()
+def completion_logps(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int) -> torch.Tensor:
+    """log pi(y | x) of each (prompt x, completion y), summed over y's tokens and the EOS that ends it.
+
+    Tokenized as TRL's DPOTrainer tokenizes its pairs, so that the implicit reward beta * (log pi - log pi_ref)
+    matches the one DPO trained: x + y + EOS is tokenized as one text, and y's tokens are those after the longest
+    common prefix with the tokenized x.
+
+    Returns a [N] float32 tensor (on the CPU) for N = len(prompts) = len(completions).
+    """
+    device = next(model.parameters()).device
+    sequences = []
+    for prompt, completion in zip(prompts, completions):
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        full_ids = tokenizer(prompt + completion + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+        sequences.append((full_ids, common_prefix_length(prompt_ids, full_ids)))
+    results = []
+    for start in range(0, len(sequences), batch_size):
+        batch = sequences[start : start + batch_size]
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        completion_mask = torch.zeros((len(batch), width), dtype=torch.bool)
+        for row, (ids, prompt_length) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention_mask[row, : len(ids)] = 1
+            completion_mask[row, max(prompt_length, 1) : len(ids)] = True  # the first token has no prediction
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False).logits
+        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        token_logprobs = logprobs.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+        results.append((token_logprobs * completion_mask[:, 1:].to(device)).sum(dim=-1).cpu())
+    return torch.cat(results) if results else torch.zeros(0)

@@ -79,3 +79,88 @@ def mean_and_standard_error(values: Sequence[float]) -> tuple[float, float]:
         return mean, 0.0
     variance = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
     return mean, math.sqrt(variance / n)
+
+
+def implicit_reward_accuracy(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float | None = None,
+) -> dict[str, float]:
+    """How well a policy's implicit reward ranks held-out preference pairs (DPO paper, eq. 5).
+
+        r(x, y) = beta * (log pi(y | x) - log pi_ref(y | x))
+        d_p = r(x_p, y_w,p) - r(x_p, y_l,p)     for pair p with chosen y_w and rejected y_l
+
+    Args:
+        policy_chosen_logps, policy_rejected_logps: [P] log pi(y | x) summed over each completion's tokens.
+        reference_chosen_logps, reference_rejected_logps: [P] the same under pi_ref.
+        beta: the policy's beta; None for a model trained without one (Preferred-FT), which gets no reward margin.
+    Returns:
+        accuracy: share of pairs with d_p > 0 (ties count as wrong, as in TRL's `rewards/accuracies`);
+        ties: share with d_p == 0 (all of them for the reference model itself);
+        logratio_margin: mean of d_p / beta, in nats (independent of beta, so comparable across models);
+        reward_margin: mean of d_p (beta * logratio_margin), or None without a beta.
+    The ranking, hence the accuracy, does not depend on beta > 0.
+    """
+    logratio_margins = (policy_chosen_logps.double() - reference_chosen_logps.double()) - (
+        policy_rejected_logps.double() - reference_rejected_logps.double()
+    )
+    if logratio_margins.numel() == 0:
+        raise ValueError("no pairs")
+    logratio_margin = logratio_margins.mean().item()
+    return {
+        "accuracy": (logratio_margins > 0).double().mean().item(),
+        "ties": (logratio_margins == 0).double().mean().item(),
+        "logratio_margin": logratio_margin,
+        "reward_margin": None if beta is None else beta * logratio_margin,
+    }
+
+
+def win_counts(model_rewards: Sequence[float], baseline_rewards: Sequence[float],
+               tie_tolerance: float = 0.0) -> dict[str, float]:
+    """Head-to-head comparison of paired samples (same prompt, same sample index) by their rewards.
+
+    Sample i is a win when model_rewards[i] - baseline_rewards[i] > tie_tolerance, a loss when it is below
+    -tie_tolerance, and a tie otherwise. win_rate = (wins + ties / 2) / n, the usual convention that a tie is half
+    a win, so that a model compared with itself scores exactly 0.5.
+    """
+    if len(model_rewards) != len(baseline_rewards):
+        raise ValueError(f"{len(model_rewards)} model rewards but {len(baseline_rewards)} baseline rewards")
+    if not model_rewards:
+        raise ValueError("no samples to compare")
+    wins = sum(1 for m, b in zip(model_rewards, baseline_rewards) if m - b > tie_tolerance)
+    losses = sum(1 for m, b in zip(model_rewards, baseline_rewards) if b - m > tie_tolerance)
+    ties = len(model_rewards) - wins - losses
+    return {"wins": wins, "losses": losses, "ties": ties, "win_rate": (wins + ties / 2) / len(model_rewards)}
+
+
+def best_of_n_kl(n: int) -> float:
+    """The standard analytic KL(pi_BoN || pi_ref) of best-of-N sampling, in nats per sequence:
+
+        KL_BoN(N) = log N - (N - 1) / N        (0 for N = 1, 0.636 for N = 4, 3.174 for N = 64)
+
+    (Stiennon et al. 2020, appendix G.3); Beirami et al. 2024 show it is an upper bound on the exact KL, reached
+    when the reward has no ties and the sampled sequences are all distinct."""
+    if n < 1:
+        raise ValueError(f"N must be at least 1, got {n}")
+    return math.log(n) - (n - 1) / n
+
+
+def best_of_n_expected_reward(rewards: Sequence[float], n: int) -> float:
+    """Unbiased estimate, from M >= N samples of one prompt, of E[max reward of N samples] (best-of-N's reward).
+
+    With r_(1) <= ... <= r_(M) the sorted rewards, the best of a uniformly random N-subset is r_(i) with
+    probability C(i - 1, N - 1) / C(M, N), so
+
+        E_hat = sum_{i=N}^{M} C(i - 1, N - 1) / C(M, N) * r_(i)
+
+    which averages over all C(M, N) subsets instead of using one (less variance than disjoint groups).
+    """
+    m = len(rewards)
+    if not 1 <= n <= m:
+        raise ValueError(f"best-of-{n} needs at least {n} samples, got {m}")
+    ordered = sorted(rewards)
+    total = math.comb(m, n)
+    return math.fsum(math.comb(i - 1, n - 1) * ordered[i - 1] for i in range(n, m + 1)) / total

@@ -51,6 +51,19 @@ def load_causal_lm(name_or_path: str, field_name: str, dtype: torch.dtype = torc
     return model.to(device or default_device()).eval()
 
 
+def check_classifier_labels(name_or_path: str, trust_remote_code: bool = False) -> None:
+    """Fail early, from the config alone, if the classifier has no label named POSITIVE (see SentimentClassifier)."""
+    from transformers import AutoConfig
+
+    field_name = "classifier_name_or_path"
+    require_source(name_or_path, "classifier", field_name)
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        positive_label_index(config.id2label)
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"{field_name}: {name_or_path}: {_one_line(error)}") from None
+
+
 class SentimentClassifier:
     """Reward model: r(text) = P(POSITIVE | text) from a sequence classifier, its label looked up by name."""
 

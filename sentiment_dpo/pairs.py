@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import combinations
+from pathlib import Path
+
+import numpy as np
 
 PAIR_MODES = ("all", "best_vs_worst")
 
@@ -53,3 +56,30 @@ def pair_records(prompt_record: dict, mode: str) -> list[dict]:
         for chosen, rejected in make_pairs(completions, rewards, mode)
         if completions[chosen].strip() and completions[rejected].strip()
     ]
+
+
+def flip_labels(pairs: Sequence[dict], fraction: float, seed: int) -> list[dict]:
+    """Label noise: a copy of `pairs` in which round(fraction * len(pairs)) of them, picked by a seeded random
+    permutation, have chosen and rejected (and their rewards) swapped and carry `label_flipped: true`.
+
+    The permutation does not depend on `fraction`, so the pairs flipped at a lower level are a subset of those
+    flipped at a higher one: the levels of a noise study differ only by the added noise.
+    """
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"label noise must be in [0, 1], got {fraction}")
+    flipped = set(np.random.default_rng(seed).permutation(len(pairs))[: round(fraction * len(pairs))].tolist())
+    noisy = []
+    for index, pair in enumerate(pairs):
+        pair = {**pair, "label_flipped": index in flipped}
+        if index in flipped:
+            pair["chosen"], pair["rejected"] = pair["rejected"], pair["chosen"]
+            pair["chosen_reward"], pair["rejected_reward"] = pair["rejected_reward"], pair["chosen_reward"]
+        noisy.append(pair)
+    return noisy
+
+
+def noisy_pairs_file(pairs_file: str | Path, label_noise: float) -> Path:
+    """Where `preference_pairs.py` writes the pairs with a share `label_noise` of flipped labels, beside the clean
+    ones: generations/tiny/pairs.jsonl -> generations/tiny/pairs_noise-0.2.jsonl."""
+    path = Path(pairs_file)
+    return path if label_noise == 0 else path.with_name(f"{path.stem}_noise-{label_noise:g}{path.suffix}")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,9 @@ NOT_IN_FINGERPRINT = frozenset({
     "dataloader_num_workers", "resume_from_checkpoint", "push_to_hub", "hub_model_id", "hub_token", "hub_strategy",
     "hub_private_repo", "sweep", "sweep_name", "generation_batch_size", "classifier_batch_size", "kl_batch_size",
     "precompute_ref_batch_size", "include_checkpoints", "dpo_output_dir",
+    # eval.py: which extra measurements and report items; each has a cache key of its own
+    "heldout_pairs_file", "best_of_n", "best_of_n_prompts", "win_rate_tie_tolerance", "judge_model_path",
+    "judge_template", "judge_max_new_tokens", "judge_batch_size", "judge_prompts", "report_prompts",
 })
 
 
@@ -43,6 +47,44 @@ def config_dict(config) -> dict:
     if hasattr(config, "to_dict"):
         return config.to_dict()
     return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+
+
+# Credentials, not vocabulary: `hub_token` and `wandb_api_key` are secrets, `eos_token` and `max_new_tokens` are not.
+_SECRET_NAME = re.compile(r"(^|_)(hub_token|hf_token|access_token|auth_token|api_key|apikey|secret|password)$|^token$")
+REDACTED = "<redacted>"
+
+
+def _is_secret(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name.lower().lstrip("-")))
+
+
+def redact_secrets(value):
+    """A copy of nested dicts/lists with the value of every key that names a credential (hub_token, api_key,
+    secret, password, ...) replaced, so that no credential given in a config reaches a saved file or a tracking service."""
+    if isinstance(value, dict):
+        return {key: (REDACTED if _is_secret(str(key)) and item not in (None, "") else redact_secrets(item))
+                for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_secrets(item) for item in value]
+    return value
+
+
+def redact_command(argv: list[str]) -> list[str]:
+    """The command line with the value of every secret option (`--hub_token X`, `--hub_token=X`) replaced."""
+    redacted, hide_next = [], False
+    for argument in argv:
+        if hide_next:
+            redacted.append(REDACTED)
+            hide_next = False
+        elif argument.startswith("--") and _is_secret(argument.split("=", 1)[0]):
+            if "=" in argument:
+                redacted.append(argument.split("=", 1)[0] + "=" + REDACTED)
+            else:
+                redacted.append(argument)
+                hide_next = True
+        else:
+            redacted.append(argument)
+    return redacted
 
 
 def config_fingerprint(*configs, extra: dict | None = None) -> str:
@@ -151,11 +193,12 @@ class RunFolder:
         except json.JSONDecodeError:
             return None
 
-    def claim(self, configs: dict, overwrite: bool = False) -> bool:
-        """Make the folder this config's. Returns True if the stage already finished here with the same config.
+    def check(self, overwrite: bool = False) -> bool:
+        """Whether the stage already finished here with this config, without writing anything.
 
-        A folder holding a run of another config (or unrelated files) is an error, unless `overwrite` is set,
-        which empties it first.
+        A folder holding a run of another config (or unrelated files) is an error, unless `overwrite` is set (then
+        `claim` will empty it). A stage calls `check` first, validates its inputs, and only then `claim`s, so bad
+        input never touches an existing folder.
         """
         recorded = self.recorded_fingerprint()
         foreign = recorded != self.fingerprint and self.path.is_dir() and any(self.path.iterdir())
@@ -164,18 +207,27 @@ class RunFolder:
             raise PipelineError(
                 f"{self.path} holds {what}; choose another output folder or pass --overwrite true to replace it"
             )
+        return self.is_complete and not overwrite
+
+    def claim(self, configs: dict, overwrite: bool = False) -> bool:
+        """Make the folder this config's. Returns True if the stage already finished here with the same config.
+
+        See `check` for folders of another run; with `overwrite` such a folder (or a finished one) is emptied.
+        """
+        if self.check(overwrite):
+            return True
+        recorded = self.recorded_fingerprint()
+        foreign = recorded != self.fingerprint and self.path.is_dir() and any(self.path.iterdir())
         if foreign or (overwrite and self.is_complete):
             logger.warning("Overwriting %s", self.path)
             shutil.rmtree(self.path)
-        if self.is_complete:
-            return True
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path / CONFIG_FILE, {
             "stage": self.stage,
             "config_hash": self.fingerprint,
-            "configs": {name: config_dict(config) if dataclasses.is_dataclass(config) else config
-                        for name, config in configs.items()},
-            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "configs": redact_secrets({name: config_dict(config) if dataclasses.is_dataclass(config) else config
+                                       for name, config in configs.items()}),
+            "command": redact_command([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "git_commit": git_commit(),
             "versions": library_versions(),
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -13,7 +13,7 @@ from .data import build_prompts, load_reviews
 from .generation import iter_samples
 from .metrics import mean_and_standard_error
 from .models import SentimentClassifier, default_device, load_causal_lm, load_tokenizer, resolve_dtype
-from .pairs import pair_records
+from .pairs import flip_labels, noisy_pairs_file, pair_records
 from .runs import RunFolder, atomic_write_text, config_fingerprint, write_jsonl
 from .tracking import finish_wandb_run, start_wandb_run
 
@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 COMPLETIONS_FILE = "completions.jsonl"
 PAIRS_FILE = "pairs.jsonl"
+HELDOUT_PAIRS_FILE = "heldout_pairs.jsonl"
 
 
 def _finished_records(path: Path) -> dict[int, dict]:
@@ -62,7 +63,8 @@ def sample_and_score(model, tokenizer, classifier: SentimentClassifier, prompts,
 
 
 def make_preference_pairs(args: PairsArguments) -> Path:
-    """Write `completions.jsonl` (scored samples) and `pairs.jsonl` (chosen/rejected) under `args.output_dir`.
+    """Write `completions.jsonl` (scored samples), `pairs.jsonl` (chosen/rejected) and, when asked for,
+    `heldout_pairs.jsonl` and the label-noise files `pairs_noise-<q>.jsonl` under `args.output_dir`.
 
     Prompts are processed in slices whose records are appended as they finish, so an interrupted run continues
     with the prompts it had not finished and ends with the same files as an uninterrupted one.
@@ -72,7 +74,7 @@ def make_preference_pairs(args: PairsArguments) -> Path:
     require_source(args.model_name_or_path, "SFT model", "model_name_or_path")
     out = Path(args.output_dir)
     folder = RunFolder(out, config_fingerprint(args), "preference_pairs")
-    if folder.claim({"pairs": args}, overwrite=args.overwrite):
+    if folder.check(overwrite=args.overwrite):
         logger.info("Pairs already made in %s with this config; nothing to do", out)
         return out / PAIRS_FILE
 
@@ -84,8 +86,13 @@ def make_preference_pairs(args: PairsArguments) -> Path:
     model = load_causal_lm(args.model_name_or_path, "model_name_or_path", dtype, device, args.trust_remote_code)
     classifier = SentimentClassifier.load(args.classifier_name_or_path, dtype, device, args.classifier_batch_size,
                                           args.classifier_max_length, args.trust_remote_code)
-    prompts = build_prompts(reviews, tokenizer, args.num_prompts, args.min_prefix_tokens, args.max_prefix_tokens,
-                            args.seed)
+    prompts = build_prompts(reviews, tokenizer, args.num_prompts + args.heldout_prompts, args.min_prefix_tokens,
+                            args.max_prefix_tokens, args.seed)
+    if len(prompts) <= args.heldout_prompts:
+        raise PipelineError(f"heldout_prompts: the dataset gives only {len(prompts)} prompts, not enough for "
+                            f"{args.heldout_prompts} held-out ones and some to train on")
+    num_train_prompts = len(prompts) - args.heldout_prompts
+    folder.claim({"pairs": args}, overwrite=args.overwrite)  # every input is loaded and checked by now
     if args.report_to == "wandb":
         start_wandb_run(out, args.wandb_project, "preference_pairs", None, "preference_pairs", config=vars(args))
 
@@ -110,9 +117,16 @@ def make_preference_pairs(args: PairsArguments) -> Path:
         logger.info("Sampled and scored %d/%d prompts", len(records), len(prompts))
 
     ordered = [records[p.prompt_index] for p in prompts]
-    pairs = [pair for record in ordered for pair in pair_records(record, args.pair_mode)]
+    pairs = [pair for record in ordered[:num_train_prompts] for pair in pair_records(record, args.pair_mode)]
+    for level in args.label_noise:
+        write_jsonl(noisy_pairs_file(out / PAIRS_FILE, level), flip_labels(pairs, level, args.seed))
+    if args.heldout_prompts:
+        heldout = [pair for record in ordered[num_train_prompts:] for pair in pair_records(record, args.pair_mode)]
+        write_jsonl(out / HELDOUT_PAIRS_FILE, heldout)
     write_jsonl(out / PAIRS_FILE, pairs)
-    summary = _summarize(ordered, pairs, args)
+    summary = _summarize(ordered[:num_train_prompts], pairs, args)
+    if args.heldout_prompts:
+        summary.update(heldout_prompts=len(ordered) - num_train_prompts, heldout_pairs=len(heldout))
     folder.complete(summary)
     logger.info("%d pairs from %d prompts in %s: %s", len(pairs), len(ordered), out, summary)
     if args.report_to == "wandb":

@@ -74,7 +74,8 @@ def finish_wandb_run() -> None:
 class MetricsFileCallback(TrainerCallback):
     """Append every logged metric to `<output_dir>/metrics.jsonl`, so analysis needs no tracking service.
 
-    On resume, lines logged after the checkpoint being resumed are dropped first: the run logs them again.
+    On resume, lines logged after the checkpoint being resumed are dropped first (the run logs them again), as are
+    a last line torn by a kill mid-write and the summary of a run killed after its last step.
     """
 
     def __init__(self, output_dir: str | Path):
@@ -82,8 +83,10 @@ class MetricsFileCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero and self.path.is_file():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= state.global_step]
+            # The end-of-training summary (train_runtime, ...) is logged again when the resumed run ends.
+            kept = [line for line, record in map(lambda line: (line, _parse(line)), self.path.read_text().splitlines())
+                    if record is not None and record.get("step", 0) <= state.global_step
+                    and "train_runtime" not in record]
             atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -91,3 +94,11 @@ class MetricsFileCallback(TrainerCallback):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as handle:
                 handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+def _parse(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import math
+import os
 import re
+import shutil
 from pathlib import Path
+
+from transformers import TrainerCallback
 
 from .cli import PipelineError, require_source
 from .configs import DPOScriptArguments, SFTScriptArguments
 from .data import load_reviews
 from .models import load_causal_lm, load_tokenizer, resolve_dtype
+from .pairs import noisy_pairs_file
 from .runs import RunFolder, atomic_write_json, config_fingerprint, read_jsonl
 from .tracking import MetricsFileCallback, finish_wandb_run, start_wandb_run, wants_wandb
 
 logger = logging.getLogger(__name__)
 
+# Written into every trained policy's folder (DPO runs and baselines): what eval.py needs to place it on the plots.
 SWEEP_RUN_FILE = "sweep_run.json"
+# Sweep keys that choose the run's data rather than a DPOConfig field.
+DATA_SWEEP_KEYS = ("label_noise",)
 
 
 def _model_dtype(model_args):
@@ -29,24 +38,91 @@ def _model_dtype(model_args):
     return getattr(torch, model_args.dtype)
 
 
-def _resume_checkpoint(output_dir: str | Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def _checkpoint_step(path: Path) -> int:
+    return int(path.name.split("-")[-1])
 
-    checkpoint = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
-    if checkpoint:
-        logger.info("Resuming from %s", checkpoint)
-    return checkpoint
+
+def is_complete_checkpoint(path: str | Path) -> bool:
+    """The Trainer writes trainer_state.json last when it saves a checkpoint: without it (or with half of it) the
+    save was interrupted and the checkpoint cannot be trusted."""
+    try:
+        json.loads((Path(path) / "trainer_state.json").read_text())
+        return True
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _resume_checkpoint(output_dir: str | Path) -> str | None:
+    """The last complete checkpoint of `output_dir`; checkpoints whose save was interrupted (killed mid-save) are
+    removed, so that neither the resumed run nor eval.py ever loads half-written weights."""
+    checkpoints = sorted((path for path in Path(output_dir).glob("checkpoint-*")
+                          if path.is_dir() and path.name.split("-")[-1].isdigit()), key=_checkpoint_step)
+    for checkpoint in reversed(checkpoints):
+        if is_complete_checkpoint(checkpoint):
+            logger.info("Resuming from %s", checkpoint)
+            return str(checkpoint)
+        logger.warning("Removing %s: its save was interrupted", checkpoint)
+        shutil.rmtree(checkpoint)
+    return None
 
 
 def _save_full_model(trainer, output_dir: str | Path) -> None:
-    """Save weights a later stage can load on its own: LoRA adapters are merged into the base model first."""
+    """Save weights a later stage can load on its own (LoRA adapters are merged into the base model first),
+    written to a staging folder and moved into place file by file, never half-written; refuses non-finite ones."""
     model = trainer.accelerator.unwrap_model(trainer.model)
+    if not parameters_are_finite(model):
+        raise TrainingDiverged(f"training ended with NaN or infinite weights in {output_dir}; nothing was saved")
+    output_dir = Path(output_dir)
+    staging = output_dir / ".final-model.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-        model.save_pretrained(output_dir, safe_serialization=True)
-        trainer.processing_class.save_pretrained(output_dir)
+        model.save_pretrained(staging, safe_serialization=True)
+        trainer.processing_class.save_pretrained(staging)
     else:
-        trainer.save_model(str(output_dir))
+        trainer.save_model(str(staging))
+    for path in staging.iterdir():
+        os.replace(path, output_dir / path.name)
+    staging.rmdir()
+
+
+class TrainingDiverged(PipelineError):
+    """The loss or the weights became NaN or infinite: training stops, the checkpoints saved so far are kept."""
+
+    exit_code = 3
+
+
+def parameters_are_finite(model) -> bool:
+    import torch
+
+    return all(bool(torch.isfinite(parameter).all()) for parameter in model.parameters())
+
+
+class StopOnNonFiniteValues(TrainerCallback):
+    """Stops training with `TrainingDiverged` at the first NaN or infinite loss, and before a checkpoint would be
+    saved from non-finite weights: every checkpoint on disk is a good one to resume from or evaluate.
+
+    The scripts' configs set `logging_nan_inf_filter: false`, else the Trainer would log a NaN loss as the mean of
+    the previous ones and hide it.
+    """
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise TrainingDiverged(self._message(args, state, f"the loss is {loss}"))
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if control.should_save and model is not None and not parameters_are_finite(model):
+            control.should_save = False
+            raise TrainingDiverged(self._message(args, state, "the weights are NaN or infinite"))
+
+    @staticmethod
+    def _message(args, state, what: str) -> str:
+        good = [path for path in Path(args.output_dir).glob("checkpoint-*") if is_complete_checkpoint(path)]
+        last = max(good, key=_checkpoint_step).name if good else None
+        kept = f"the last good checkpoint, {last}, is kept" if last else "no checkpoint had been saved yet"
+        return (f"training diverged at step {state.global_step} in {args.output_dir}: {what}; {kept}. Lower the "
+                "learning rate (or check the data) and start again with --overwrite true")
 
 
 def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
@@ -54,17 +130,37 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, set_seed
     from trl import SFTTrainer, get_peft_config
 
-    require_source(script_args.dataset_name, "dataset", "dataset_name")
+    preferred_ft = script_args.pairs_file is not None
+    if not preferred_ft:
+        require_source(script_args.dataset_name, "dataset", "dataset_name")
     require_source(model_args.model_name_or_path, "model", "model_name_or_path")
     output_dir = Path(training_args.output_dir)
-    folder = RunFolder(output_dir, config_fingerprint(script_args, training_args, model_args), "sft")
-    if folder.claim({"script": script_args, "training": training_args, "model": model_args},
-                    overwrite=script_args.overwrite):
+    extra = None
+    if preferred_ft:
+        if not Path(script_args.pairs_file).is_file():
+            raise PipelineError(f"pairs_file: {script_args.pairs_file} does not exist")
+        extra = {"pairs": file_sha256(script_args.pairs_file)}
+    folder = RunFolder(output_dir, config_fingerprint(script_args, training_args, model_args, extra=extra), "sft")
+    if folder.check(overwrite=script_args.overwrite):
         logger.info("SFT already finished in %s with this config; nothing to do", output_dir)
         return output_dir
 
+    # Every input is loaded and checked before the output folder is touched.
     trust = training_args.trust_remote_code
     tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust)
+    if preferred_ft:
+        train = preferred_completions(script_args.pairs_file)
+        check_prompt_lengths(train["prompt"], tokenizer, training_args.max_length, "pairs_file",
+                             script_args.pairs_file)
+    else:
+        train = load_reviews(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config,
+                             script_args.text_column, label_column=None)
+    if script_args.max_train_samples:
+        train = train.shuffle(seed=training_args.seed).select(range(min(script_args.max_train_samples, len(train))))
+    evaluation = None
+    if training_args.eval_strategy != "no" and not preferred_ft:
+        evaluation = load_reviews(script_args.dataset_name, script_args.dataset_test_split,
+                                  script_args.dataset_config, script_args.text_column, label_column=None)
     if script_args.from_scratch:
         set_seed(training_args.seed)
         config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=trust)
@@ -75,21 +171,24 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
                                trust_remote_code=trust).train()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 
-    train = load_reviews(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config,
-                         script_args.text_column, label_column=None)
-    if script_args.max_train_samples:
-        train = train.shuffle(seed=training_args.seed).select(range(min(script_args.max_train_samples, len(train))))
-    evaluation = None
-    if training_args.eval_strategy != "no":
-        evaluation = load_reviews(script_args.dataset_name, script_args.dataset_test_split,
-                                  script_args.dataset_config, script_args.text_column, label_column=None)
-    logger.info("SFT on %d reviews of %s", len(train), script_args.dataset_name)
+    folder.claim({"script": script_args, "training": training_args, "model": model_args},
+                 overwrite=script_args.overwrite)
+    if preferred_ft:
+        atomic_write_json(output_dir / SWEEP_RUN_FILE, {
+            "name": output_dir.name, "method": "preferred_ft", "beta": None, "loss_type": ["preferred_ft"],
+            "label_smoothing": None, "label_noise": 0.0, "pairs_file": script_args.pairs_file,
+            "reference_model": model_args.model_name_or_path,
+        })
+        logger.info("Preferred-FT on the %d chosen completions of %s", len(train), script_args.pairs_file)
+    else:
+        logger.info("SFT on %d reviews of %s", len(train), script_args.dataset_name)
 
     if wants_wandb(training_args.report_to):
         start_wandb_run(output_dir, script_args.wandb_project, training_args.run_name or "sft", None, "sft")
     trainer = SFTTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-        peft_config=get_peft_config(model_args), callbacks=[MetricsFileCallback(output_dir)],
+        peft_config=get_peft_config(model_args),
+        callbacks=[MetricsFileCallback(output_dir), StopOnNonFiniteValues()],
     )
     result = trainer.train(resume_from_checkpoint=_resume_checkpoint(output_dir))
     summary = {"global_step": trainer.state.global_step, "train_loss": result.training_loss}
@@ -100,6 +199,16 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
     finish_wandb_run()
     logger.info("SFT model saved to %s (%s)", output_dir, summary)
     return output_dir
+
+
+def preferred_completions(pairs_file: str):
+    """Preferred-FT's data (DPO paper, section 6): every distinct (prompt, chosen completion) of a pairs file, as
+    TRL's prompt-completion format, so that SFTTrainer puts the loss on the completion (and its EOS) only."""
+    from datasets import Dataset
+
+    pairs = load_pairs(pairs_file, None, 0)
+    unique = dict.fromkeys(zip(pairs["prompt"], pairs["chosen"]))
+    return Dataset.from_list([{"prompt": prompt, "completion": chosen} for prompt, chosen in unique])
 
 
 # --- DPO sweep -------------------------------------------------------------------------------------------------
@@ -150,6 +259,38 @@ def apply_overrides(training_args, overrides: dict[str, str]):
     return run_args
 
 
+def sweep_pairs_file(pairs_file: str, overrides: dict[str, str]) -> str:
+    """The pairs a sweep run trains on: `pairs_file`, or with `label_noise=q` its noisy copy pairs_noise-<q>.jsonl
+    (written by preference_pairs.py when its `label_noise` lists q)."""
+    raw = overrides.get("label_noise")
+    if raw is None:
+        return pairs_file
+    try:
+        level = float(raw)
+    except ValueError:
+        raise PipelineError(f"sweep: label_noise={raw!r} is not a number") from None
+    if not 0 <= level < 1:
+        raise PipelineError(f"sweep: label_noise={raw!r} must be in [0, 1)")
+    path = noisy_pairs_file(pairs_file, level)
+    if not path.is_file():
+        raise PipelineError(f"sweep: label_noise={raw}: {path} does not exist; list {level:g} in label_noise of "
+                            "preference_pairs.py to make it")
+    return str(path)
+
+
+def check_prompt_lengths(prompts, tokenizer, max_length: int | None, field_name: str, path: str) -> None:
+    """A prompt of max_length tokens or more leaves no room for its completion: TRL would silently train on a
+    truncated prompt alone, so it is an error, naming the first such record."""
+    if not max_length:
+        return
+    unique = list(dict.fromkeys(prompts))
+    lengths = dict(zip(unique, map(len, tokenizer(unique, add_special_tokens=False)["input_ids"])))
+    for number, prompt in enumerate(prompts, start=1):
+        if lengths[prompt] >= max_length:
+            raise PipelineError(f"{field_name}: {path} record {number}: the prompt is {lengths[prompt]} tokens, "
+                                f"which leaves no room for a completion within max_length {max_length}")
+
+
 def check_beta(beta) -> None:
     if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
         raise PipelineError(f"beta must be a positive number, got {beta!r}")
@@ -189,27 +330,35 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
     names = [name for name, _ in runs]
     if len(set(names)) != len(names):
         raise PipelineError(f"sweep has duplicate entries: {', '.join(names)}")
-    run_args = {name: apply_overrides(training_args, {**overrides}) for name, overrides in runs}
+    run_args = {name: apply_overrides(training_args, {k: v for k, v in overrides.items() if k not in DATA_SWEEP_KEYS})
+                for name, overrides in runs}
     check_beta(training_args.beta)
-    pairs = load_pairs(script_args.pairs_file, script_args.max_train_pairs, training_args.seed)
-    pairs_sha = file_sha256(script_args.pairs_file)
+    pairs_files = {name: sweep_pairs_file(script_args.pairs_file, overrides) for name, overrides in runs}
+    pairs = {path: load_pairs(path, script_args.max_train_pairs, training_args.seed)
+             for path in dict.fromkeys(pairs_files.values())}
+    pairs_sha = {path: file_sha256(path) for path in pairs}
     tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", training_args.trust_remote_code)
-    logger.info("DPO sweep %s: %d runs (%s) on %d pairs", sweep_name, len(runs), ", ".join(names), len(pairs))
+    for path, dataset in pairs.items():
+        check_prompt_lengths(dataset["prompt"], tokenizer, training_args.max_length, "pairs_file", path)
+    logger.info("DPO sweep %s: %d runs (%s) on %s", sweep_name, len(runs), ", ".join(names),
+                ", ".join(f"{len(dataset)} pairs of {path}" for path, dataset in pairs.items()))
 
     finished = []
     for name, overrides in runs:
         run_dir = root / name
         args = dataclasses.replace(run_args[name], output_dir=str(run_dir), run_name=f"{sweep_name}/{name}")
-        folder = RunFolder(run_dir, config_fingerprint(script_args, args, model_args, extra={"pairs": pairs_sha}),
-                           "dpo")
+        run_pairs_file = pairs_files[name]
+        fingerprint = config_fingerprint(script_args, args, model_args, extra={"pairs": pairs_sha[run_pairs_file]})
+        folder = RunFolder(run_dir, fingerprint, "dpo")
         if folder.claim({"script": script_args, "training": args, "model": model_args, "overrides": overrides},
                         overwrite=script_args.overwrite):
             logger.info("[%s] finished already; skipping", name)
             finished.append(run_dir)
             continue
         atomic_write_json(run_dir / SWEEP_RUN_FILE, {
-            "name": name, "sweep": sweep_name, "overrides": overrides, "beta": args.beta,
+            "name": name, "method": "dpo", "sweep": sweep_name, "overrides": overrides, "beta": args.beta,
             "loss_type": args.loss_type, "label_smoothing": args.label_smoothing,
+            "label_noise": float(overrides.get("label_noise", 0)), "pairs_file": str(run_pairs_file),
             "reference_model": model_args.model_name_or_path,
         })
         model = load_causal_lm(model_args.model_name_or_path, "model_name_or_path", _model_dtype(model_args),
@@ -218,8 +367,8 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
             start_wandb_run(run_dir, script_args.wandb_project, args.run_name, sweep_name, "dpo",
                             config={"sweep_overrides": overrides})
         trainer = DPOTrainer(
-            model=model, ref_model=None, args=args, train_dataset=pairs, processing_class=tokenizer,
-            peft_config=get_peft_config(model_args), callbacks=[MetricsFileCallback(run_dir)],
+            model=model, ref_model=None, args=args, train_dataset=pairs[run_pairs_file], processing_class=tokenizer,
+            peft_config=get_peft_config(model_args), callbacks=[MetricsFileCallback(run_dir), StopOnNonFiniteValues()],
         )
         logger.info("[%s] training (beta=%s, loss=%s)", name, args.beta, ",".join(args.loss_type))
         result = trainer.train(resume_from_checkpoint=_resume_checkpoint(run_dir))

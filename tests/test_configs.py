@@ -20,14 +20,33 @@ def script_types(config_path: Path):
         from sentiment_dpo.configs import EmbeddedAssetsArguments
 
         return [EmbeddedAssetsArguments]
-    module = {"sft": "sft", "pairs": "preference_pairs", "dpo": "dpo", "eval": "eval"}[stage]
+    module = {"sft": "sft", "preferred_ft": "sft", "pairs": "preference_pairs", "dpo": "dpo", "dpo_study": "dpo",
+              "eval": "eval"}[stage]
     return importlib.import_module(module).dataclass_types()
 
 
 def test_there_are_configs_for_every_scale():
     scales = {path.parent.name for path in CONFIGS}
     assert {"tiny", "gpt2-large", "paper"} <= scales
-    assert {path.stem for path in CONFIGS if path.parent.name == "tiny"} == {"assets", "sft", "pairs", "dpo", "eval"}
+    assert {path.stem for path in CONFIGS if path.parent.name == "tiny"} == {
+        "assets", "sft", "pairs", "dpo", "eval", "preferred_ft", "dpo_study"}
+
+
+def test_the_study_extends_the_demo_sweep_with_the_same_training_settings():
+    """make study reuses the demo's finished DPO runs, which it can only do if nothing but the sweep differs."""
+    demo = yaml.safe_load((REPO / "configs/tiny/dpo.yaml").read_text())
+    study = yaml.safe_load((REPO / "configs/tiny/dpo_study.yaml").read_text())
+    assert {k: v for k, v in study.items() if k != "sweep"} == {k: v for k, v in demo.items() if k != "sweep"}
+    assert study["sweep"][: len(demo["sweep"])] == demo["sweep"]
+    assert any("loss_type=ipo" in entry for entry in study["sweep"])
+    assert any("loss_type=robust" in entry and "label_smoothing" in entry for entry in study["sweep"])
+    pairs = yaml.safe_load((REPO / "configs/tiny/pairs.yaml").read_text())
+    noise_levels = {float(part.split("=")[1]) for entry in study["sweep"] for part in entry.split(",")
+                    if part.startswith("label_noise=")}
+    assert noise_levels and noise_levels <= set(pairs["label_noise"])
+    preferred_ft = yaml.safe_load((REPO / "configs/tiny/preferred_ft.yaml").read_text())
+    assert preferred_ft["output_dir"].startswith(demo["output_dir"] + "/")  # in the sweep folder eval.py reads
+    assert preferred_ft["pairs_file"] == demo["pairs_file"]
 
 
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda path: f"{path.parent.name}/{path.name}")

@@ -1,4 +1,5 @@
-"""The reward lookup and the KL function against numbers worked out by hand."""
+"""The math against numbers worked out by hand: reward lookup, sequence KL, implicit-reward accuracy and margins,
+win counts with ties, best-of-N KL and expected reward."""
 
 import math
 
@@ -69,3 +70,69 @@ def test_mean_and_standard_error_by_hand():
     assert mean_and_standard_error([4.0]) == (4.0, 0.0)
     with pytest.raises(ValueError):
         mean_and_standard_error([])
+
+
+def test_implicit_reward_accuracy_and_margins_worked_by_hand():
+    from sentiment_dpo.metrics import implicit_reward_accuracy
+
+    policy_chosen = torch.tensor([-10.0, -12.0, -8.0, -5.0])
+    policy_rejected = torch.tensor([-11.0, -10.5, -9.0, -5.0])
+    reference = torch.tensor([-11.0, -11.0, -9.0, -6.0])  # the same for chosen and rejected here
+    # log-ratios chosen: [1, -1, 1, 1]; rejected: [0, 0.5, 0, 1]; differences: [1, -1.5, 1, 0]
+    result = implicit_reward_accuracy(policy_chosen, policy_rejected, reference, reference, beta=0.1)
+    assert result["accuracy"] == 0.5  # pairs 0 and 2; pair 3 is a tie and counts as wrong
+    assert result["ties"] == 0.25
+    assert result["logratio_margin"] == pytest.approx(0.125)  # (1 - 1.5 + 1 + 0) / 4
+    assert result["reward_margin"] == pytest.approx(0.0125)
+    unscaled = implicit_reward_accuracy(policy_chosen, policy_rejected, reference, reference, beta=None)
+    assert unscaled["accuracy"] == 0.5 and unscaled["reward_margin"] is None
+
+
+def test_the_reference_model_ties_every_pair():
+    from sentiment_dpo.metrics import implicit_reward_accuracy
+
+    logps = torch.tensor([-3.0, -7.0])
+    result = implicit_reward_accuracy(logps, logps.flip(0), logps, logps.flip(0), beta=1.0)
+    assert result == {"accuracy": 0.0, "ties": 1.0, "logratio_margin": 0.0, "reward_margin": 0.0}
+
+
+def test_win_counts_with_ties_worked_by_hand():
+    from sentiment_dpo.metrics import win_counts
+
+    model, baseline = [0.9, 0.5, 0.2, 0.7], [0.8, 0.5, 0.3, 0.7]
+    assert win_counts(model, baseline) == {"wins": 1, "losses": 1, "ties": 2, "win_rate": 0.5}
+    assert win_counts([0.9, 0.9, 0.1], [0.1, 0.1, 0.1]) == {"wins": 2, "losses": 0, "ties": 1,
+                                                           "win_rate": pytest.approx(2.5 / 3)}
+    # within the tolerance both close calls become ties
+    assert win_counts(model, baseline, tie_tolerance=0.15)["ties"] == 4
+    with pytest.raises(ValueError):
+        win_counts([0.1], [0.1, 0.2])
+
+
+def test_best_of_n_kl_is_the_analytic_value():
+    from sentiment_dpo.metrics import best_of_n_kl
+
+    assert best_of_n_kl(1) == 0.0
+    assert best_of_n_kl(4) == pytest.approx(1.3862944 - 0.75)  # log 4 - 3/4
+    assert best_of_n_kl(64) == pytest.approx(4.1588831 - 0.984375)
+    with pytest.raises(ValueError):
+        best_of_n_kl(0)
+
+
+def test_best_of_n_expected_reward_worked_by_hand_and_by_enumeration():
+    import itertools
+    import random
+
+    from sentiment_dpo.metrics import best_of_n_expected_reward
+
+    rewards = [0.3, 0.1, 0.2]
+    assert best_of_n_expected_reward(rewards, 1) == pytest.approx(0.2)  # the mean
+    assert best_of_n_expected_reward(rewards, 2) == pytest.approx((0.2 + 0.3 + 0.3) / 3)  # 3 subsets of 2
+    assert best_of_n_expected_reward(rewards, 3) == pytest.approx(0.3)  # the maximum
+    rng = random.Random(0)
+    many = [rng.random() for _ in range(9)]
+    for n in (2, 4, 7):
+        subsets = list(itertools.combinations(many, n))
+        assert best_of_n_expected_reward(many, n) == pytest.approx(sum(map(max, subsets)) / len(subsets))
+    with pytest.raises(ValueError):
+        best_of_n_expected_reward(rewards, 4)

@@ -39,3 +39,30 @@ def test_pair_records_carry_rewards_and_skip_empty_completions():
     # (0,1) and (0,2), (2,1): the two with the empty completion are dropped.
     assert pairs == [{"prompt": "The film", "chosen": " is great.", "rejected": " is dull.", "chosen_reward": 0.95,
                       "rejected_reward": 0.05, "prompt_index": 7}]
+
+
+def test_label_noise_flips_the_asked_share_seeded_and_nested():
+    from sentiment_dpo.pairs import flip_labels
+
+    pairs = [{"prompt": "p", "chosen": f"good {i}", "rejected": f"bad {i}", "chosen_reward": 0.9,
+              "rejected_reward": 0.1} for i in range(50)]
+    light, heavy = flip_labels(pairs, 0.2, seed=1), flip_labels(pairs, 0.4, seed=1)
+    flipped_light = {i for i, pair in enumerate(light) if pair["label_flipped"]}
+    flipped_heavy = {i for i, pair in enumerate(heavy) if pair["label_flipped"]}
+    assert len(flipped_light) == 10 and len(flipped_heavy) == 20
+    assert flipped_light < flipped_heavy  # a higher level adds flips to the lower level's
+    for i in flipped_light:
+        assert light[i]["chosen"] == f"bad {i}" and light[i]["rejected"] == f"good {i}"
+        assert light[i]["chosen_reward"] == 0.1
+    assert all(light[i] == {**pairs[i], "label_flipped": False} for i in range(50) if i not in flipped_light)
+    assert flip_labels(pairs, 0.2, seed=1) == light and flip_labels(pairs, 0.2, seed=2) != light
+    assert pairs[0]["chosen"] == "good 0"  # the input is not modified
+
+
+def test_noisy_pairs_file_sits_beside_the_clean_one():
+    from pathlib import Path
+
+    from sentiment_dpo.pairs import noisy_pairs_file
+
+    assert noisy_pairs_file("generations/tiny/pairs.jsonl", 0.2) == Path("generations/tiny/pairs_noise-0.2.jsonl")
+    assert noisy_pairs_file("generations/tiny/pairs.jsonl", 0) == Path("generations/tiny/pairs.jsonl")

@@ -1,0 +1,363 @@
+"""The evaluation report: frontier.csv, the plots and report.md in the eval folder, the same content in wandb.
+
+Plots: the reward-vs-KL frontier (every run through its checkpoints, baselines, best-of-N), training curves of
+the DPO runs from their metrics.jsonl, and reward / held-out accuracy against label noise when a noise study ran.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .runs import atomic_write_text, git_commit
+from .tracking import METRICS_FILE, finish_wandb_run, start_wandb_run
+
+FRONTIER_CSV = "frontier.csv"
+FRONTIER_PNG = "frontier.png"
+CURVES_PNG = "training_curves.png"
+NOISE_PNG = "label_noise.png"
+REPORT_MD = "report.md"
+FRONTIER_COLUMNS = [
+    "name", "run", "method", "beta", "loss_type", "label_smoothing", "label_noise", "step", "is_final",
+    "reward", "reward_sem", "kl", "kl_sem", "num_samples",
+    "heldout_accuracy", "heldout_ties", "heldout_logratio_margin", "heldout_reward_margin", "heldout_pairs",
+    "wins", "losses", "ties", "win_rate",
+    "judge_wins", "judge_losses", "judge_unparsable", "judge_win_rate", "judge_unparsable_share",
+]
+BEST_OF_N_KL_NOTE = "best-of-N KL is the analytic log N − (N−1)/N, not measured"
+
+
+def series_label(row: dict) -> str:
+    """How a run is named in plots and tables: "DPO β=0.1", "IPO τ=0.1", "robust DPO β=0.1 ε=0.1", ..."""
+    method, loss = row["method"], row["loss_type"]
+    if method == "sft":
+        return "SFT"
+    if method == "preferred_ft":
+        return "Preferred-FT"
+    if method == "best_of_n":
+        return "best-of-N"
+    if loss == "sigmoid":
+        label = f"DPO β={row['beta']:g}"
+    elif loss == "ipo":
+        label = f"IPO τ={row['beta']:g}"
+    elif loss == "robust":
+        label = f"robust DPO β={row['beta']:g} ε={row['label_smoothing']:g}"
+    else:
+        label = f"{loss} β={row['beta']:g}"
+    if row.get("label_noise"):
+        label += f", {row['label_noise']:.0%} flipped"
+    return label
+
+
+def write_frontier_csv(rows: list[dict], path: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FRONTIER_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: Path) -> None:
+    plt = _pyplot()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary)
+    plt.close(figure)
+    temporary.replace(path)
+
+
+_LINESTYLES = {"sigmoid": "-", "ipo": "--", "robust": "-.", "preferred_ft": ":"}
+
+
+def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
+    """Reward against KL: one line per trained run through its checkpoints (in step order, large point = final
+    model), best-of-N as a dashed black curve, SFT as a star at KL 0. Label-noise runs have a plot of their own."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(8, 5), dpi=120)
+    trained = [row for row in rows if row["run"] not in ("sft", "best-of-n") and not row.get("label_noise")]
+    for run in dict.fromkeys(row["run"] for row in trained):
+        points = sorted((row for row in trained if row["run"] == run), key=lambda row: row["step"])
+        style = _LINESTYLES.get(points[0]["loss_type"], (0, (1, 1)))
+        marker = "s" if points[0]["method"] == "preferred_ft" else "o"
+        line, = axes.plot([p["kl"] for p in points], [p["reward"] for p in points], marker=marker, markersize=4,
+                          linestyle=style, label=series_label(points[0]))
+        final = [p for p in points if p["is_final"]]
+        axes.plot([p["kl"] for p in final], [p["reward"] for p in final], marker=marker, markersize=9,
+                  linestyle="none", color=line.get_color())
+        axes.errorbar([p["kl"] for p in points], [p["reward"] for p in points],
+                      yerr=[p["reward_sem"] for p in points], fmt="none", ecolor="gray", alpha=0.4)
+    best_of_n = sorted((row for row in rows if row["run"] == "best-of-n"), key=lambda row: row["step"])
+    if best_of_n:
+        axes.plot([r["kl"] for r in best_of_n], [r["reward"] for r in best_of_n], color="black", linestyle="--",
+                  marker="x", label="best-of-N from SFT (analytic KL)")
+        for r in best_of_n:
+            axes.annotate(f"N={r['step']}", (r["kl"], r["reward"]), textcoords="offset points", xytext=(4, -10),
+                          fontsize=7)
+    for row in rows:
+        if row["run"] == "sft":
+            axes.plot([0.0], [row["reward"]], marker="*", markersize=14, color="black", linestyle="none",
+                      label="SFT (reference)")
+    axes.set_xlabel("KL(π || π_SFT), nats per sequence")
+    axes.set_ylabel("reward: mean P(POSITIVE)")
+    axes.set_title(title)
+    note = "points: checkpoints in training order; large point: final model"
+    if best_of_n:
+        note += f"; {BEST_OF_N_KL_NOTE}"
+    axes.text(0.99, 0.02, note, ha="right", va="bottom", fontsize=6.5, color="gray", transform=axes.transAxes)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="center right")
+    _save(figure, path)
+
+
+def read_training_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+_CURVES = [("loss", "train loss"), ("rewards/margins", "implicit reward margin (chosen − rejected)"),
+           ("rewards/accuracies", "implicit reward accuracy (train batches)")]
+
+
+def plot_training_curves(final_rows: list[dict], path: Path) -> bool:
+    """Loss, reward margin and reward accuracy against step for each preference-trained run (from its logged
+    metrics). Returns False when no run logged them."""
+    runs = [(series_label(row), read_training_metrics(row["path"])) for row in final_rows
+            if row["method"] == "dpo" and not row.get("label_noise")]
+    runs = [(label, [m for m in metrics if "rewards/margins" in m]) for label, metrics in runs]
+    runs = [(label, metrics) for label, metrics in runs if metrics]
+    if not runs:
+        return False
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(_CURVES), figsize=(13, 3.8), dpi=110)
+    for ax, (key, title) in zip(axes, _CURVES):
+        for label, metrics in runs:
+            ax.plot([m["step"] for m in metrics if key in m], [m[key] for m in metrics if key in m], label=label)
+        ax.set_title(title, fontsize=9)
+        if key == "loss":
+            ax.set_yscale("log")  # IPO's squared loss is on another scale than the logistic losses
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    _save(figure, path)
+    return True
+
+
+def noise_study(final_rows: list[dict]) -> list[dict]:
+    """The final models of a label-noise study: for each run setting that was trained with flipped labels, its
+    clean run (noise 0) and its noisy runs, ordered by setting and noise level."""
+    noisy = [row for row in final_rows if row.get("label_noise")]
+    settings = {(row["method"], row["loss_type"], row["beta"], row["label_smoothing"]) for row in noisy}
+    study = [row for row in final_rows
+             if (row["method"], row["loss_type"], row["beta"], row["label_smoothing"]) in settings]
+    return sorted(study, key=lambda row: (row["loss_type"], row["beta"] or 0.0, row["label_noise"]))
+
+
+def plot_label_noise(study: list[dict], path: Path) -> None:
+    """Final reward and held-out accuracy against the share of flipped training labels, one line per setting."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for setting in dict.fromkeys(series_label({**row, "label_noise": 0}) for row in study):
+        points = [row for row in study if series_label({**row, "label_noise": 0}) == setting]
+        axes[0].plot([p["label_noise"] for p in points], [p["reward"] for p in points], marker="o", label=setting)
+        accuracy = [(p["label_noise"], p.get("heldout_accuracy")) for p in points]
+        accuracy = [(x, y) for x, y in accuracy if y is not None]
+        if accuracy:
+            axes[1].plot(*zip(*accuracy), marker="o", label=setting)
+    axes[0].set_ylabel("reward: mean P(POSITIVE)")
+    axes[1].set_ylabel("held-out implicit-reward accuracy")
+    for ax in axes:
+        ax.set_xlabel("share of training pairs with flipped labels")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    _save(figure, path)
+
+
+def _number(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _cell(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _win_cell(row: dict) -> str:
+    if row.get("win_rate") is None:
+        return "—"
+    return f"{row['win_rate']:.3f} ({row['wins']}/{row['losses']}/{row['ties']})"
+
+
+def _judge_cell(row: dict) -> str:
+    if row.get("judge_wins") is None:
+        return "—"
+    return (f"{_number(row['judge_win_rate'])} ({row['judge_wins']}/{row['judge_losses']}, "
+            f"{row['judge_unparsable_share']:.0%} unparsable)")
+
+
+def final_models_table(final_rows: list[dict], with_judge: bool) -> str:
+    header = ["model", "run", "reward ± s.e.", "KL ± s.e.", "held-out accuracy", "held-out margin (β·Δ)",
+              "win rate vs SFT (W/L/T)"] + (["judge win rate vs SFT (W/L)"] if with_judge else [])
+    body = []
+    for row in final_rows:
+        cells = [series_label(row), f"`{row['name']}`", f"{row['reward']:.3f} ± {row['reward_sem']:.3f}",
+                 f"{row['kl']:.2f} ± {row['kl_sem']:.2f}", _number(row.get("heldout_accuracy")),
+                 _number(row.get("heldout_reward_margin")), _win_cell(row)]
+        body.append(cells + ([_judge_cell(row)] if with_judge else []))
+    return _table(header, body)
+
+
+def ranking_table(final_rows: list[dict]) -> str:
+    ranked = sorted((row for row in final_rows if row.get("heldout_accuracy") is not None),
+                    key=lambda row: (-row["heldout_accuracy"], -row["heldout_logratio_margin"]))
+    body = [[str(rank), series_label(row), f"{row['heldout_accuracy']:.3f}", f"{row['heldout_logratio_margin']:.2f}",
+             _number(row.get("heldout_reward_margin"))] for rank, row in enumerate(ranked, start=1)]
+    return _table(["rank", "model", "accuracy", "log-ratio margin Δ (nats)", "reward margin β·Δ"], body)
+
+
+def sample_generations(final_rows: list[dict], out: Path, num_prompts: int) -> list[dict]:
+    """Sample 0 of the first `num_prompts` prompts for the SFT model and each final model, with rewards."""
+    from .evaluation import read_samples
+
+    models = [row for row in final_rows if row["run"] != "best-of-n" and not row.get("label_noise")]
+    samples = {row["name"]: read_samples(out, row["name"]) for row in models}
+    prompt_keys = sorted(key for key in samples["sft"] if key[1] == 0)[:num_prompts]
+    records = []
+    for key in prompt_keys:
+        for row in models:
+            sample = samples[row["name"]].get(key)
+            if sample:
+                records.append({"prompt_index": key[0], "prompt": sample["prompt"], "model": series_label(row),
+                                "completion": sample["completion"], "reward": sample["reward"]})
+    return records
+
+
+def write_report(rows: list[dict], out: Path, args, num_prompts: int, heldout) -> Path:
+    """frontier.csv, frontier.png, training_curves.png, label_noise.png (if a noise study ran) and report.md."""
+    final_rows = [row for row in rows if row["is_final"] and row["run"] != "best-of-n"]
+    best_of_n = [row for row in rows if row["run"] == "best-of-n"]
+    write_frontier_csv(rows, out / FRONTIER_CSV)
+    plot_frontier(rows, out / FRONTIER_PNG, f"Reward vs KL on {num_prompts} held-out prefixes")
+    has_curves = plot_training_curves(final_rows, out / CURVES_PNG)
+    study = noise_study(final_rows)
+    if study:
+        plot_label_noise(study, out / NOISE_PNG)
+    samples = sample_generations(final_rows, out, args.report_prompts)
+    with_judge = any(row.get("judge_wins") is not None for row in final_rows)
+
+    command = " ".join([Path(sys.argv[0]).name or "eval.py", *sys.argv[1:]])
+    lines = [
+        "# DPO evaluation report", "",
+        f"Written by `python {command}` on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} "
+        f"(git commit {git_commit() or 'unknown'}).", "",
+        f"- Prompts: {num_prompts} prefixes of `{args.dataset_name}` ({args.dataset_split} split), "
+        f"{args.min_prefix_tokens}–{args.max_prefix_tokens} tokens; {args.samples_per_prompt} samples per prompt "
+        f"and model, at most {args.max_new_tokens} new tokens, temperature {args.temperature:g}, no top-k/top-p.",
+        f"- Reward: P(POSITIVE) of `{args.classifier_name_or_path}` on "
+        f"{'prompt + completion' if args.score_prompt else 'the completion'}. "
+        f"KL: exact sequence-level KL(π || π_SFT) of each sample, averaged; π_SFT = `{args.sft_model_path}`.",
+        f"- Held-out pairs: "
+        + (f"{len(heldout)} pairs of `{heldout.path}`, made like the training pairs from prompts no model trained on."
+           if heldout else "none (set heldout_pairs_file)."),
+        "", "## Reward vs KL frontier", "", f"![frontier]({FRONTIER_PNG})", "",
+        "Each line is one training run through its saved checkpoints; the large point is its final model. "
+        + (f"The black dashed curve is best-of-N sampling from the SFT model; {BEST_OF_N_KL_NOTE}."
+           if best_of_n else ""), "",
+        "## Final models", "", final_models_table(final_rows, with_judge), "",
+        "Held-out accuracy: share of held-out pairs whose chosen completion gets the higher implicit reward "
+        "β·log(π/π_SFT) (ties count as wrong). Margin: mean β·Δ, Δ the chosen-minus-rejected log-ratio. "
+        f"Win rate: each sample against the SFT sample of the same prompt and index, judged by the classifier; "
+        f"wins + ties/2 over all (a tie: rewards within {args.win_rate_tie_tolerance:g}).", "",
+    ]
+    if with_judge:
+        lines += [f"LLM judge: `{args.judge_model_path}`, greedy decoding, the two completions' order set by a "
+                  "seeded coin per prompt; win rate over parsable verdicts, the unparsable share reported "
+                  "(raw verdicts in judge/).", ""]
+    if heldout:
+        lines += ["## Ranked by held-out implicit-reward accuracy", "", ranking_table(final_rows), ""]
+    if best_of_n:
+        lines += ["## Best-of-N from the SFT model", "",
+                  _table(["N", "reward ± s.e.", "KL (analytic log N − (N−1)/N)"],
+                         [[str(r["step"]), f"{r['reward']:.3f} ± {r['reward_sem']:.3f}", f"{r['kl']:.3f}"]
+                          for r in best_of_n]), "",
+                  f"Reward: unbiased estimate of the expected best of N among {max(r['step'] for r in best_of_n)} "
+                  f"samples per prompt, over {best_of_n[0]['num_samples'] // max(r['step'] for r in best_of_n)} "
+                  "prompts.", ""]
+    if study:
+        lines += ["## Label noise", "", f"![label noise]({NOISE_PNG})", "",
+                  _table(["run", "flipped labels", "reward ± s.e.", "KL", "held-out accuracy", "win rate vs SFT"],
+                         [[series_label({**r, "label_noise": 0}), f"{r['label_noise']:.0%}",
+                           f"{r['reward']:.3f} ± {r['reward_sem']:.3f}", f"{r['kl']:.2f}",
+                           _number(r.get("heldout_accuracy")), _win_cell(r)] for r in study]), ""]
+    if has_curves:
+        lines += ["## Training curves", "", f"![training curves]({CURVES_PNG})", "",
+                  "From each run's metrics.jsonl (TRL's logged loss and implicit rewards on its training batches).", ""]
+    if samples:
+        lines += ["## Sample generations", "",
+                  "Sample 0 of the first held-out prompts for every model (label-noise runs left out).", ""]
+        for prompt_index in dict.fromkeys(s["prompt_index"] for s in samples):
+            group = [s for s in samples if s["prompt_index"] == prompt_index]
+            lines += [f"**Prompt {prompt_index}:** {_cell(group[0]['prompt'])}", "",
+                      _table(["model", "completion", "reward"],
+                             [[s["model"], _cell(s["completion"]), f"{s['reward']:.3f}"] for s in group]), ""]
+    lines += ["## Every evaluated model", "", f"All checkpoints are in [{FRONTIER_CSV}]({FRONTIER_CSV}); "
+              "per-sample completions, rewards and KL in samples/.", ""]
+    atomic_write_text(out / REPORT_MD, "\n".join(lines))
+    if args.report_to == "wandb":
+        _log_report_to_wandb(rows, final_rows, study, samples, out, args)
+    return out / REPORT_MD
+
+
+def _log_report_to_wandb(rows, final_rows, study, samples, out: Path, args) -> None:
+    """Everything the report shows, as wandb tables and images, plus the report itself as an artifact."""
+    import wandb
+
+    group = Path(args.dpo_output_dir).name if args.dpo_output_dir else None
+    start_wandb_run(out, args.wandb_project, f"{group or 'sft'}/eval", group, "eval", config=vars(args))
+
+    def table(records: list[dict], columns: list[str]):
+        return wandb.Table(columns=columns, data=[[record.get(c) for c in columns] for record in records])
+
+    logged = {"frontier/table": table(rows, FRONTIER_COLUMNS),
+              "frontier/final_models": table([{**r, "label": series_label(r)} for r in final_rows],
+                                             ["label", *FRONTIER_COLUMNS]),
+              "frontier/plot": wandb.Image(str(out / FRONTIER_PNG))}
+    if (out / CURVES_PNG).is_file():
+        logged["training/curves"] = wandb.Image(str(out / CURVES_PNG))
+    if study:
+        logged["label_noise/table"] = table(study, FRONTIER_COLUMNS)
+        logged["label_noise/plot"] = wandb.Image(str(out / NOISE_PNG))
+    if samples:
+        logged["samples/table"] = table(samples, ["prompt_index", "prompt", "model", "completion", "reward"])
+    wandb.log(logged)
+    for row in final_rows:
+        for key in ("reward", "kl", "heldout_accuracy", "win_rate", "judge_win_rate"):
+            if row.get(key) is not None:
+                wandb.run.summary[f"{row['run']}/{key}"] = row[key]
+    artifact = wandb.Artifact("eval-report", type="report")
+    for name in (REPORT_MD, FRONTIER_CSV, FRONTIER_PNG, CURVES_PNG, NOISE_PNG):
+        if (out / name).is_file():
+            artifact.add_file(str(out / name))
+    wandb.log_artifact(artifact)
+    finish_wandb_run()

@@ -1,0 +1,151 @@
+"""Every bad input of issue #4: one line naming the file or field and what is wrong, exit code 2, and nothing on
+disk changed (no output folder created, an existing one untouched)."""
+
+import json
+import shutil
+
+import pytest
+
+import dpo
+import eval as eval_script
+import preference_pairs
+import sft
+from sentiment_dpo.cli import run_script
+
+from tests.conftest import TRAINING_ON_CPU
+
+GOOD_PAIR = {"prompt": "The film is", "chosen": " great and moving.", "rejected": " dull."}
+
+
+def snapshot(*roots):
+    """Every file under `roots` with its size and modification time: what 'nothing changed' is checked against."""
+    return {str(path): (path.stat().st_size, path.stat().st_mtime_ns)
+            for root in roots for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture
+def workspace(tmp_path, tiny_assets):
+    """A folder with good and bad inputs, and a finished-looking output folder of another run."""
+    (tmp_path / "pairs.jsonl").write_text(json.dumps(GOOD_PAIR) + "\n")
+    other_run = tmp_path / "other-run"
+    other_run.mkdir()
+    (other_run / "run_config.json").write_text(json.dumps({"stage": "dpo", "config_hash": "0123456789abcdef"}))
+    (other_run / "model.safetensors").write_bytes(b"weights of another run")
+    shutil.copytree(other_run, tmp_path / "other-sweep" / "beta-0.1")
+    unlabelled = tmp_path / "classifier-without-positive"
+    shutil.copytree(tiny_assets["classifier"], unlabelled)
+    config = json.loads((unlabelled / "config.json").read_text())
+    config.update(id2label={"0": "LABEL_0", "1": "LABEL_1"}, label2id={"LABEL_0": 0, "LABEL_1": 1})
+    (unlabelled / "config.json").write_text(json.dumps(config))
+    (tmp_path / "empty-data").mkdir()
+    (tmp_path / "empty-data" / "train.jsonl").write_text("")
+    (tmp_path / "no-text-data").mkdir()
+    (tmp_path / "no-text-data" / "train.jsonl").write_text(json.dumps({"review": "Good.", "label": 1}) + "\n")
+    return tmp_path
+
+
+def write_pairs(path, *records, raw_lines=()):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + "".join(line + "\n" for line in raw_lines))
+    return path
+
+
+def dpo_args(workspace, assets, pairs_file, *extra):
+    return ["--model_name_or_path", assets["sft_model"], "--pairs_file", pairs_file,
+            "--output_dir", workspace / "dpo-out", "--sweep", "beta=0.1", "--max_steps", 1, "--report_to", "none",
+            *TRAINING_ON_CPU, *extra]
+
+
+def sft_args(workspace, assets, dataset, *extra):
+    return ["--model_name_or_path", assets["sft_model"], "--dataset_name", dataset, "--output_dir",
+            workspace / "sft-out", "--max_steps", 1, "--report_to", "none", *TRAINING_ON_CPU, *extra]
+
+
+def pairs_args(workspace, assets, *extra):
+    return ["--model_name_or_path", assets["sft_model"], "--classifier_name_or_path", assets["classifier"],
+            "--dataset_name", assets["data"], "--num_prompts", 4, "--max_new_tokens", 4,
+            "--output_dir", workspace / "pairs-out", "--report_to", "none", *extra]
+
+
+def eval_args(workspace, assets, *extra):
+    return ["--sft_model_path", assets["sft_model"], "--classifier_name_or_path", assets["classifier"],
+            "--dataset_name", assets["data"], "--num_prompts", 2, "--samples_per_prompt", 1, "--max_new_tokens", 4,
+            "--output_dir", workspace / "eval-out", "--report_to", "none", *extra]
+
+
+# (id, script, arguments made from (workspace, assets), fragments the one-line message must hold)
+CASES = [
+    ("missing dataset", sft, lambda w, a: sft_args(w, a, w / "no-such-data"), ["dataset_name", "does not exist"]),
+    ("empty dataset", sft, lambda w, a: sft_args(w, a, w / "empty-data"), ["dataset_name", "empty"]),
+    ("dataset without its text column", sft, lambda w, a: sft_args(w, a, w / "no-text-data"),
+     ["dataset_name", "no column(s) text"]),
+    ("missing pairs file", dpo, lambda w, a: dpo_args(w, a, w / "missing.jsonl"), ["pairs_file", "does not exist"]),
+    ("empty pairs file", dpo, lambda w, a: dpo_args(w, a, write_pairs(w / "empty.jsonl")), ["pairs_file", "empty"]),
+    ("pairs file line that is not JSON", dpo,
+     lambda w, a: dpo_args(w, a, write_pairs(w / "bad.jsonl", GOOD_PAIR, raw_lines=['{"prompt": "x", chosen'])),
+     ["pairs_file", "line 2 is not JSON"]),
+    ("pairs file without a rejected column", dpo,
+     lambda w, a: dpo_args(w, a, write_pairs(w / "cols.jsonl", {"prompt": "x", "chosen": " y"})),
+     ["pairs_file", "line 1 lacks rejected"]),
+    ("chosen equal to rejected", dpo,
+     lambda w, a: dpo_args(w, a, write_pairs(w / "same.jsonl", GOOD_PAIR, {**GOOD_PAIR, "rejected": GOOD_PAIR["chosen"]})),
+     ["pairs_file", "record 2", "chosen equals rejected"]),
+    ("empty completion", dpo,
+     lambda w, a: dpo_args(w, a, write_pairs(w / "blank.jsonl", {**GOOD_PAIR, "chosen": "  "})),
+     ["pairs_file", "record 1", "empty completion"]),
+    ("prompt longer than max_length", dpo,
+     lambda w, a: dpo_args(w, a, write_pairs(w / "long.jsonl", GOOD_PAIR, {**GOOD_PAIR, "prompt": "the film " * 40}),
+                           "--max_length", 32),
+     ["pairs_file", "record 2", "max_length 32"]),
+    ("beta zero", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--beta", "0"), ["beta must be a positive"]),
+    ("beta negative in the sweep", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--sweep", "beta=-1"),
+     ["beta must be a positive", "-1"]),
+    ("beta not a number", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--sweep", "beta=nan"),
+     ["beta must be a positive", "nan"]),
+    ("beta not a number at all", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--sweep", "beta=high"),
+     ["sweep: beta='high' is not a valid value"]),
+    ("fewer than 2 completions per prompt", preference_pairs,
+     lambda w, a: pairs_args(w, a, "--completions_per_prompt", 1), ["completions_per_prompt must be at least 2"]),
+    ("unknown config key", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--betta", "0.1"), ["betta"]),
+    ("model path that does not exist", dpo,
+     lambda w, a: [*dpo_args(w, a, w / "pairs.jsonl"), "--model_name_or_path", str(w / "no-model")],
+     ["model_name_or_path", "no-model", "does not exist"]),
+    ("classifier without a POSITIVE label (pairs)", preference_pairs,
+     lambda w, a: [*pairs_args(w, a), "--classifier_name_or_path", str(w / "classifier-without-positive")],
+     ["classifier_name_or_path", "POSITIVE", "LABEL_0"]),
+    ("classifier without a POSITIVE label (eval)", eval_script,
+     lambda w, a: [*eval_args(w, a), "--classifier_name_or_path", str(w / "classifier-without-positive")],
+     ["classifier_name_or_path", "POSITIVE"]),
+    ("output folder holding another run", dpo,
+     lambda w, a: [*dpo_args(w, a, w / "pairs.jsonl"), "--output_dir", str(w / "other-sweep")],
+     ["beta-0.1", "--overwrite true"]),
+    ("pairs output folder holding another run", preference_pairs,
+     lambda w, a: [*pairs_args(w, a), "--output_dir", str(w / "other-run")], ["other-run", "different config"]),
+    ("label-noise pairs that were never made", dpo,
+     lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--sweep", "beta=0.1,label_noise=0.3"),
+     ["label_noise=0.3", "pairs_noise-0.3.jsonl", "does not exist"]),
+    ("held-out pairs file that does not exist", eval_script,
+     lambda w, a: eval_args(w, a, "--heldout_pairs_file", w / "nope.jsonl"), ["heldout_pairs_file", "does not exist"]),
+    ("judge template without placeholders", eval_script,
+     lambda w, a: eval_args(w, a, "--judge_template", "Which is better?"), ["judge_template lacks {prompt}"]),
+    ("temperature zero", preference_pairs, lambda w, a: pairs_args(w, a, "--temperature", 0),
+     ["temperature must be a positive number"]),
+    ("config file that does not exist", dpo, lambda w, a: ["--config", str(w / "missing.yaml")],
+     ["missing.yaml does not exist"]),
+]
+
+
+@pytest.mark.parametrize("script, make_args, fragments", [case[1:] for case in CASES],
+                         ids=[case[0] for case in CASES])
+def test_bad_input_gets_one_line_exit_2_and_changes_nothing(script, make_args, fragments, workspace, tiny_assets,
+                                                            capsys):
+    args = [str(arg) for arg in make_args(workspace, tiny_assets)]
+    before = snapshot(workspace, tiny_assets["root"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(script.main, script.dataclass_types(), args)
+    assert exit_info.value.code == 2
+    error_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, error_lines
+    for fragment in fragments:
+        assert fragment in error_lines[0]
+    assert snapshot(workspace, tiny_assets["root"]) == before

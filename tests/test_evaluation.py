@@ -1,0 +1,214 @@
+"""The evaluation of issue #3 on tiny models: baselines on the frontier (Preferred-FT, IPO, best-of-N), held-out
+implicit-reward accuracy, win rates, the LLM-judge mode, the label-noise study, the report, and eval.py's numbers
+recomputed independently from its saved samples."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+import dpo
+import eval as eval_script
+import preference_pairs
+import sft
+from sentiment_dpo.cli import run_script
+
+from tests.conftest import TRAINING_ON_CPU as _CPU
+
+TRAINING_ON_CPU = [*_CPU, "--report_to", "none"]
+NUM_TRAIN_PROMPTS, NUM_HELDOUT_PROMPTS = 12, 4
+
+
+def run(script, *args):
+    run_script(script.main, script.dataclass_types(), [str(arg) for arg in args])
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def study(tiny_assets, tmp_path_factory):
+    """Pairs with a held-out slice and a noisy copy; a sweep with DPO, IPO and a label-noise run; Preferred-FT in
+    the sweep folder; and eval.py over all of it with best-of-N and the tiny SFT model as a (bad) judge."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    a, root = tiny_assets, tmp_path_factory.mktemp("study")
+    judge_dir = root / "judge-model"  # a random tiny GPT-2 with room for the judge prompt: a hopeless judge
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(a["policy_init"], n_positions=512)).save_pretrained(
+        judge_dir)
+    AutoTokenizer.from_pretrained(a["policy_init"]).save_pretrained(judge_dir)
+    pairs_dir, sweep_dir, eval_dir = root / "pairs", root / "dpo", root / "eval"
+    run(preference_pairs, "--model_name_or_path", a["sft_model"], "--classifier_name_or_path", a["classifier"],
+        "--dataset_name", a["data"], "--num_prompts", NUM_TRAIN_PROMPTS, "--heldout_prompts", NUM_HELDOUT_PROMPTS,
+        "--label_noise", 0.25, "--max_new_tokens", 8, "--generation_batch_size", 8, "--classifier_max_length", 64,
+        "--output_dir", pairs_dir, "--report_to", "none", "--seed", 5)
+    run(dpo, "--model_name_or_path", a["sft_model"], "--pairs_file", pairs_dir / "pairs.jsonl",
+        "--output_dir", sweep_dir, "--sweep", "beta=0.1", "beta=0.1,loss_type=ipo", "beta=0.1,label_noise=0.25",
+        "--max_steps", 4, "--save_steps", 2, "--per_device_train_batch_size", 8, "--learning_rate", 1e-3,
+        "--max_length", 32, "--logging_steps", 1, *TRAINING_ON_CPU)
+    run(sft, "--model_name_or_path", a["sft_model"], "--pairs_file", pairs_dir / "pairs.jsonl",
+        "--output_dir", sweep_dir / "preferred-ft", "--max_steps", 4, "--save_steps", 2,
+        "--per_device_train_batch_size", 8, "--learning_rate", 1e-3, "--max_length", 32, *TRAINING_ON_CPU)
+    eval_args = ["--sft_model_path", a["sft_model"], "--dpo_output_dir", sweep_dir,
+                 "--classifier_name_or_path", a["classifier"], "--dataset_name", a["data"], "--num_prompts", 6,
+                 "--samples_per_prompt", 2, "--max_new_tokens", 8, "--classifier_max_length", 64,
+                 "--heldout_pairs_file", pairs_dir / "heldout_pairs.jsonl", "--best_of_n", 1, 2, 4,
+                 "--judge_model_path", judge_dir, "--judge_max_new_tokens", 4, "--report_prompts", 2,
+                 "--output_dir", eval_dir, "--report_to", "none"]
+    run(eval_script, *eval_args)
+    with (eval_dir / "frontier.csv").open() as handle:
+        rows = {row["name"]: row for row in csv.DictReader(handle)}
+    return {"pairs": pairs_dir, "sweep": sweep_dir, "eval": eval_dir, "rows": rows, "eval_args": eval_args}
+
+
+def test_held_out_pairs_come_from_prompts_no_model_trains_on(study):
+    records = read_jsonl(study["pairs"] / "completions.jsonl")
+    assert len(records) == NUM_TRAIN_PROMPTS + NUM_HELDOUT_PROMPTS
+    train_prompts = {p["prompt_index"] for p in read_jsonl(study["pairs"] / "pairs.jsonl")}
+    heldout = read_jsonl(study["pairs"] / "heldout_pairs.jsonl")
+    assert heldout and {p["prompt_index"] for p in heldout} <= set(range(NUM_TRAIN_PROMPTS, len(records)))
+    assert not train_prompts & {p["prompt_index"] for p in heldout}
+    assert all(p["chosen_reward"] > p["rejected_reward"] for p in heldout)  # never flipped
+    summary = json.loads((study["pairs"] / "stage_complete.json").read_text())["summary"]
+    assert summary["heldout_pairs"] == len(heldout) and summary["prompts"] == NUM_TRAIN_PROMPTS
+
+
+def test_the_noisy_pairs_file_flips_a_quarter_and_the_noise_run_trains_on_it(study):
+    clean = read_jsonl(study["pairs"] / "pairs.jsonl")
+    noisy = read_jsonl(study["pairs"] / "pairs_noise-0.25.jsonl")
+    flipped = [pair for pair in noisy if pair["label_flipped"]]
+    assert len(noisy) == len(clean) and len(flipped) == round(0.25 * len(clean))
+    assert all(pair["chosen_reward"] < pair["rejected_reward"] for pair in flipped)
+    info = json.loads((study["sweep"] / "beta-0.1_label_noise-0.25" / "sweep_run.json").read_text())
+    assert info["label_noise"] == 0.25 and info["pairs_file"].endswith("pairs_noise-0.25.jsonl")
+    assert json.loads((study["sweep"] / "beta-0.1" / "sweep_run.json").read_text())["label_noise"] == 0.0
+
+
+def test_preferred_ft_trains_on_chosen_completions_only(study):
+    run_dir = study["sweep"] / "preferred-ft"
+    info = json.loads((run_dir / "sweep_run.json").read_text())
+    assert info["method"] == "preferred_ft" and info["beta"] is None
+    assert (run_dir / "model.safetensors").is_file() and (run_dir / "checkpoint-2").is_dir()
+    from sentiment_dpo.training import preferred_completions
+
+    data = preferred_completions(str(study["pairs"] / "pairs.jsonl"))
+    pairs = read_jsonl(study["pairs"] / "pairs.jsonl")
+    assert set(zip(data["prompt"], data["completion"])) == {(p["prompt"], p["chosen"]) for p in pairs}
+    assert len(data) == len(set(zip(data["prompt"], data["completion"])))  # each chosen completion once
+
+
+def test_the_frontier_has_every_series_with_held_out_accuracy_and_win_rates(study):
+    rows = study["rows"]
+    assert list(rows)[:1] == ["sft"]
+    for run_name, method, loss in (("beta-0.1", "dpo", "sigmoid"), ("beta-0.1_loss_type-ipo", "dpo", "ipo"),
+                                   ("preferred-ft", "preferred_ft", "preferred_ft"),
+                                   ("beta-0.1_label_noise-0.25", "dpo", "sigmoid")):
+        steps = {name: row for name, row in rows.items() if row["run"] == run_name}
+        assert set(steps) == {f"{run_name}/step-2", f"{run_name}/step-4"}
+        final = steps[f"{run_name}/step-4"]
+        assert final["method"] == method and final["loss_type"] == loss and final["is_final"] == "True"
+        assert 0 <= float(final["heldout_accuracy"]) <= 1 and int(final["heldout_pairs"]) > 0
+        assert int(final["wins"]) + int(final["losses"]) + int(final["ties"]) == 12
+        assert float(final["win_rate"]) == pytest.approx(
+            (int(final["wins"]) + int(final["ties"]) / 2) / 12)
+    assert rows["preferred-ft/step-4"]["heldout_reward_margin"] == ""  # no beta, no reward margin
+    assert rows["sft"]["heldout_accuracy"] == "" and rows["sft"]["win_rate"] == ""
+    best = [rows[f"best-of-{n}"] for n in (1, 2, 4)]
+    assert [float(r["kl"]) for r in best] == pytest.approx([0.0, 0.1931472, 0.6362944])  # log N - (N-1)/N
+    assert float(best[0]["reward"]) <= float(best[1]["reward"]) <= float(best[2]["reward"])
+    assert all(r["num_samples"] == "24" for r in best)  # 6 prompts x 4 samples
+
+
+def test_the_judge_mode_reports_its_unparsable_share(study):
+    """A tiny random GPT-2 is a hopeless judge: what it says is parsed or counted as unparsable, never guessed."""
+    row = study["rows"]["beta-0.1/step-4"]
+    wins, losses, unparsable = (int(row[k]) for k in ("judge_wins", "judge_losses", "judge_unparsable"))
+    assert wins + losses + unparsable == 6  # sample 0 of each of the 6 prompts
+    assert float(row["judge_unparsable_share"]) == pytest.approx(unparsable / 6)
+    records = read_jsonl(study["eval"] / "judge" / "beta-0.1__step-4.jsonl")
+    assert len(records) == 6 and {r["model_shown_as"] for r in records} <= {"A", "B"}
+    assert study["rows"]["beta-0.1/step-2"]["judge_wins"] == ""  # only final models are judged
+
+
+def test_the_report_shows_every_section(study):
+    report = (study["eval"] / "report.md").read_text()
+    for heading in ("## Reward vs KL frontier", "## Final models", "## Ranked by held-out implicit-reward accuracy",
+                    "## Best-of-N from the SFT model", "## Label noise", "## Training curves",
+                    "## Sample generations"):
+        assert heading in report
+    for label in ("DPO β=0.1", "IPO τ=0.1", "Preferred-FT", "SFT", "25% flipped"):
+        assert label in report
+    assert "log N − (N−1)/N" in report and "unparsable" in report
+    for image in ("frontier.png", "training_curves.png", "label_noise.png"):
+        assert (study["eval"] / image).stat().st_size > 5_000
+
+
+def test_eval_numbers_agree_with_an_independent_recomputation_from_the_saved_samples(study, tiny_assets):
+    """Sequence KL with torch.distributions on unpadded sequences, rewards with the raw classifier, held-out
+    log-probabilities one pair at a time: the same numbers eval.py saved."""
+    from torch.distributions import Categorical, kl_divergence
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_assets["sft_model"])
+    reference = AutoModelForCausalLM.from_pretrained(tiny_assets["sft_model"]).eval()
+    policy = AutoModelForCausalLM.from_pretrained(study["sweep"] / "beta-0.1").eval()
+    classifier = AutoModelForSequenceClassification.from_pretrained(tiny_assets["classifier"]).eval()
+    classifier_tokenizer = AutoTokenizer.from_pretrained(tiny_assets["classifier"])
+    positive = [i for i, label in classifier.config.id2label.items() if label == "POSITIVE"][0]
+
+    samples = read_jsonl(study["eval"] / "samples" / "beta-0.1__step-4.jsonl")
+    kls, rewards = [], []
+    with torch.no_grad():
+        for sample in samples:
+            prompt_ids = tokenizer(sample["prompt"], add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([prompt_ids + sample["completion_token_ids"]])
+            start, end = len(prompt_ids) - 1, ids.shape[1] - 1  # positions that predict completion tokens
+            p = Categorical(logits=policy(ids).logits[0, start:end])
+            q = Categorical(logits=reference(ids).logits[0, start:end])
+            kls.append(kl_divergence(p, q).sum().item())
+            inputs = classifier_tokenizer(sample["prompt"] + sample["completion"], truncation=True, max_length=64,
+                                          return_tensors="pt")
+            rewards.append(torch.softmax(classifier(**inputs).logits[0], -1)[positive].item())
+    assert kls == pytest.approx([s["kl"] for s in samples], abs=1e-4)
+    assert rewards == pytest.approx([s["reward"] for s in samples], abs=1e-5)
+    row = study["rows"]["beta-0.1/step-4"]
+    assert float(row["kl"]) == pytest.approx(sum(kls) / len(kls), abs=1e-4)
+    assert float(row["reward"]) == pytest.approx(sum(rewards) / len(rewards), abs=1e-5)
+
+    def logp(model, prompt, completion):
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(prompt + completion + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+        assert ids[: len(prompt_ids)] == prompt_ids  # a prefix for these prompts, so no boundary merge
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1], -1)
+        return sum(logprobs[t - 1, ids[t]].item() for t in range(len(prompt_ids), len(ids)))
+
+    margins = []
+    for pair in read_jsonl(study["pairs"] / "heldout_pairs.jsonl"):
+        chosen = logp(policy, pair["prompt"], pair["chosen"]) - logp(reference, pair["prompt"], pair["chosen"])
+        rejected = logp(policy, pair["prompt"], pair["rejected"]) - logp(reference, pair["prompt"], pair["rejected"])
+        margins.append(chosen - rejected)
+    assert float(row["heldout_accuracy"]) == pytest.approx(sum(m > 0 for m in margins) / len(margins))
+    assert float(row["heldout_logratio_margin"]) == pytest.approx(sum(margins) / len(margins), abs=1e-4)
+    assert float(row["heldout_reward_margin"]) == pytest.approx(0.1 * sum(margins) / len(margins), abs=1e-5)
+
+
+def test_evaluation_is_incremental(study, tiny_assets):
+    """A second run with the same settings evaluates nothing; a new run in the sweep is the only one evaluated."""
+    results = sorted((study["eval"] / "models").glob("*.json"))
+    before = {path.name: path.stat().st_mtime_ns for path in results}
+    judged = (study["eval"] / "judge" / "beta-0.1__step-4.json").stat().st_mtime_ns
+    run(eval_script, *study["eval_args"])
+    assert {path.name: path.stat().st_mtime_ns for path in results} == before
+    assert (study["eval"] / "judge" / "beta-0.1__step-4.json").stat().st_mtime_ns == judged
+
+    run(dpo, "--model_name_or_path", tiny_assets["sft_model"], "--pairs_file", study["pairs"] / "pairs.jsonl",
+        "--output_dir", study["sweep"], "--sweep", "beta=1.0", "--max_steps", 2, "--save_steps", 2,
+        "--per_device_train_batch_size", 8, "--learning_rate", 1e-3, "--max_length", 32, *TRAINING_ON_CPU)
+    run(eval_script, *study["eval_args"])
+    after = {path.name: path.stat().st_mtime_ns for path in (study["eval"] / "models").glob("*.json")}
+    assert {name for name in after if name not in before} == {"beta-1.0__step-2.json"}
+    assert all(after[name] == mtime for name, mtime in before.items())

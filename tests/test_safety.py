@@ -1,0 +1,86 @@
+"""Training that goes wrong stops cleanly; safe defaults: no remote code, safetensors, no secret in any file."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import dpo
+import sft
+from sentiment_dpo.cli import run_script
+from sentiment_dpo.runs import redact_command, redact_secrets
+
+from tests.conftest import TRAINING_ON_CPU
+
+
+def run(script, *args):
+    run_script(script.main, script.dataclass_types(), [str(arg) for arg in args])
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_good_checkpoints(tiny_assets, tmp_path, monkeypatch,
+                                                                            capsys):
+    """The weights turn NaN at step 10 (as after an exploding update): training stops at once, exit code 3, and
+    the checkpoints on disk (steps 4 and 8) are finite ones to resume from."""
+    from transformers import Trainer
+
+    original_step = Trainer.training_step
+
+    def diverging_step(self, model, inputs, *args, **kwargs):
+        if self.state.global_step == 9:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        return original_step(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", diverging_step)
+    out = tmp_path / "sft"
+    with pytest.raises(SystemExit) as exit_info:
+        run(sft, "--model_name_or_path", tiny_assets["sft_model"], "--dataset_name", tiny_assets["data"],
+            "--output_dir", out, "--max_steps", 20, "--save_steps", 4, "--logging_steps", 1,
+            "--per_device_train_batch_size", 8, "--max_length", 64, "--report_to", "none", *TRAINING_ON_CPU)
+    assert exit_info.value.code == 3
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "diverged at step 10" in errors[0] and "checkpoint-8, is kept" in errors[0]
+    assert sorted(path.name for path in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
+    for checkpoint in out.glob("checkpoint-*"):
+        assert all(torch.isfinite(weight).all() for weight in load_file(checkpoint / "model.safetensors").values())
+    assert not (out / "stage_complete.json").exists() and not (out / "model.safetensors").exists()
+
+
+def test_no_secret_reaches_a_saved_file_and_weights_are_safetensors(tiny_assets, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "The film is", "chosen": " great.", "rejected": " dull."}) + "\n")
+    out = tmp_path / "dpo"
+    secret = "hf_SECRETsecret123"
+    run(dpo, "--model_name_or_path", tiny_assets["sft_model"], "--pairs_file", pairs, "--output_dir", out,
+        "--sweep", "beta=0.1", "--max_steps", 2, "--save_steps", 1, "--max_length", 32, "--hub_token", secret,
+        "--report_to", "wandb", *TRAINING_ON_CPU)
+    assert os.environ.pop("HF_TOKEN") == secret  # moved where huggingface_hub finds it, not into training_args.bin
+    files = [path for path in out.rglob("*") if path.is_file()]
+    assert any(path.name == "run_config.json" for path in files) and any("wandb" in path.parts for path in files)
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
+    assert list(out.rglob("*.safetensors")) and not list(out.rglob("pytorch_model*.bin"))
+
+
+def test_redaction_hides_credentials_but_not_token_counts():
+    assert redact_command(["dpo.py", "--hub_token", "x", "--max_new_tokens", "8", "--wandb_api_key=y"]) == [
+        "dpo.py", "--hub_token", "<redacted>", "--max_new_tokens", "8", "--wandb_api_key=<redacted>"]
+    assert redact_secrets({"a": {"hub_token": "x", "eos_token": "</s>", "password": None}, "list": [{"api_key": 1}]}) \
+        == {"a": {"hub_token": "<redacted>", "eos_token": "</s>", "password": None}, "list": [{"api_key": "<redacted>"}]}
+
+
+def test_remote_code_is_off_unless_asked_for():
+    import eval as eval_script
+    import preference_pairs
+
+    from sentiment_dpo.cli import parse_config
+    from tests.conftest import REPO
+
+    for script, config in ((sft, "sft"), (dpo, "dpo"), (preference_pairs, "pairs"), (eval_script, "eval")):
+        for scale in ("tiny", "gpt2-large"):
+            parsed = parse_config(script.dataclass_types(), ["--config", str(REPO / f"configs/{scale}/{config}.yaml")])
+            flags = [getattr(c, "trust_remote_code") for c in parsed if hasattr(c, "trust_remote_code")]
+            assert flags and not any(flags), (scale, config)
