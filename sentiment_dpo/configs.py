@@ -337,3 +337,44 @@ class EmbeddedAssetsArguments:
     overwrite: bool = field(
         default=False, metadata={"help": "Build again, replacing the cached assets (also when they were built with "
                                           "another config)."})
+
+
+@dataclass
+class BenchArguments:
+    """`bench/run.py`: throughput of every stage at the experiment's shapes, random weights, synthetic tokens."""
+
+    shape: str = field(
+        default="gpt2-large",
+        metadata={"help": "Model shapes: gpt2-large (GPT-2 Large policy, RoBERTa-large classifier) or tiny (CPU tests).",
+                  "choices": ["gpt2-large", "tiny"]},
+    )
+    stages: list[str] = field(
+        default_factory=lambda: ["sft", "dpo", "sample", "score", "kl"], metadata={"help": "Stages to time."}
+    )
+    sft_config: str = field(default="configs/gpt2-large/sft.yaml", metadata={"help": "sft.py config timed."})
+    dpo_config: str = field(
+        default="configs/gpt2-large/dpo.yaml", metadata={"help": "dpo.py config timed against plain TRL defaults."}
+    )
+    dpo_batch_sizes: list[int] = field(default_factory=lambda: [8, 32], metadata={"help": "Pairs per DPO step."})
+    prompt_tokens: int = field(default=8, metadata={"help": "Prompt length, as the longest IMDb prefix."})
+    min_completion_tokens: int = field(default=32, metadata={"help": "Shortest synthetic completion."})
+    max_completion_tokens: int = field(default=64, metadata={"help": "Longest completion; also max_new_tokens."})
+    sft_tokens: int = field(default=256, metadata={"help": "SFT sequence length (IMDb reviews are ~300 tokens)."})
+    warmup_steps: int = field(default=3, metadata={"help": "Training steps run before the clock starts."})
+    steps: int = field(default=10, metadata={"help": "Training steps timed."})
+    num_completions: int = field(default=1024, metadata={"help": "Completions sampled for the sampling figure."})
+    generation_batch_size: int = field(default=256, metadata={"help": "Sequences per generate call."})
+    num_texts: int = field(default=2048, metadata={"help": "Texts scored for the scoring figure."})
+    classifier_batch_size: int = field(default=256, metadata={"help": "Texts per classifier forward pass."})
+    classifier_max_length: int = field(default=512, metadata={"help": "Classifier truncation."})
+    num_kl_sequences: int = field(default=512, metadata={"help": "Sampled sequences of the KL pass."})
+    kl_batch_size: int = field(default=64, metadata={"help": "Sequences per KL forward pass."})
+    peak_tflops: float = field(default=989.0, metadata={"help": "The device's dense bf16 peak, for MFU (H100 SXM)."})
+    output_file: str = field(default="bench/results/gpt2-large.json", metadata={"help": "Where the results go."})
+    seed: int = field(default=0, metadata={"help": "Seed of the weights and the synthetic data."})
+
+    def __post_init__(self):
+        if self.steps < 1 or self.warmup_steps < 1:
+            raise PipelineError("steps and warmup_steps must be at least 1")
+        if not 1 <= self.min_completion_tokens <= self.max_completion_tokens:
+            raise PipelineError("completion lengths need 1 <= min_completion_tokens <= max_completion_tokens")

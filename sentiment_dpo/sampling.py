@@ -128,7 +128,7 @@ def make_preference_pairs(args: PairsArguments) -> Path:
     if args.heldout_prompts:
         summary.update(heldout_prompts=len(ordered) - num_train_prompts, heldout_pairs=len(heldout))
     folder.complete(summary)
-    logger.info("%d pairs from %d prompts in %s: %s", len(pairs), len(ordered), out, summary)
+    logger.info("%d pairs from %d train prompts in %s: %s", len(pairs), num_train_prompts, out, summary)
     if args.report_to == "wandb":
         import wandb
 
