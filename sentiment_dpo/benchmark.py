@@ -73,23 +73,24 @@ def forward_flops_per_token(config, context: int) -> float:
     return 2 * parameters + 2 * config.n_layer * context * d
 
 
+def synchronized_time() -> float:
+    """perf_counter once the GPU has finished the work queued so far (kernels run asynchronously)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 class StepTimer(TrainerCallback):
     """Wall time of the training steps after `warmup` steps, the GPU synchronised at both ends."""
 
     def __init__(self, warmup: int):
         self.warmup, self.start, self.end, self.steps = warmup, None, None, 0
 
-    @staticmethod
-    def _now() -> float:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.warmup:
-            self.start = self._now()
+            self.start = synchronized_time()
         elif state.global_step > self.warmup:
-            self.end, self.steps = self._now(), state.global_step - self.warmup
+            self.end, self.steps = synchronized_time(), state.global_step - self.warmup
 
     @property
     def seconds_per_step(self) -> float:
@@ -212,13 +213,9 @@ class Bench:
     # --- sampling, scoring, KL ----------------------------------------------------------------------------------
 
     def _timed(self, function) -> tuple[float, object]:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = synchronized_time()
         result = function()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return time.perf_counter() - start, result
+        return synchronized_time() - start, result
 
     def sampled_batches(self, policy, count: int):
         from .generation import iter_samples
@@ -278,13 +275,7 @@ class Bench:
                 "seconds": seconds, "peak_memory_gib": _peak_memory_gib()}
 
 
-STAGES = ("sft", "dpo", "sample", "score", "kl")
-
-
 def run_benchmark(args: BenchArguments) -> dict:
-    unknown = [stage for stage in args.stages if stage not in STAGES]
-    if unknown:
-        raise PipelineError(f"stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     bench = Bench(args)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     results = {"device": device, "shape": args.shape, "dtype": str(bench.dtype).replace("torch.", ""),

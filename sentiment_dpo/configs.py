@@ -339,6 +339,9 @@ class EmbeddedAssetsArguments:
                                           "another config)."})
 
 
+BENCH_STAGES = ("sft", "dpo", "sample", "score", "kl")
+
+
 @dataclass
 class BenchArguments:
     """`bench/run.py`: throughput of every stage at the experiment's shapes, random weights, synthetic tokens."""
@@ -349,7 +352,7 @@ class BenchArguments:
                   "choices": ["gpt2-large", "tiny"]},
     )
     stages: list[str] = field(
-        default_factory=lambda: ["sft", "dpo", "sample", "score", "kl"], metadata={"help": "Stages to time."}
+        default_factory=lambda: list(BENCH_STAGES), metadata={"help": f"Stages to time: {', '.join(BENCH_STAGES)}."}
     )
     sft_config: str = field(default="configs/gpt2-large/sft.yaml", metadata={"help": "sft.py config timed."})
     dpo_config: str = field(
@@ -378,3 +381,6 @@ class BenchArguments:
             raise PipelineError("steps and warmup_steps must be at least 1")
         if not 1 <= self.min_completion_tokens <= self.max_completion_tokens:
             raise PipelineError("completion lengths need 1 <= min_completion_tokens <= max_completion_tokens")
+        unknown = [stage for stage in self.stages if stage not in BENCH_STAGES]
+        if unknown:
+            raise PipelineError(f"stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(BENCH_STAGES)}")

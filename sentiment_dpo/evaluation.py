@@ -97,6 +97,14 @@ def _model_signature(path: str) -> str:
     return ";".join(f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights) or path
 
 
+def _read_cache(path: Path, key: str, overwrite: bool) -> dict | None:
+    """A cached result written with `cache_key` equal to `key`, or None (missing, stale, or --overwrite)."""
+    if overwrite or not path.is_file():
+        return None
+    cached = json.loads(path.read_text())
+    return cached if cached.get("cache_key") == key else None
+
+
 def _short_hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -273,8 +281,9 @@ def evaluate_best_of_n(evaluator: Evaluator, prompts, out: Path, settings_hash: 
     samples_per_prompt = max(sizes)
     key = _short_hash(settings_hash, _model_signature(args.sft_model_path), samples_per_prompt, len(prompts))
     cache = out / "models" / "best-of-n.json"
-    if cache.is_file() and not args.overwrite and json.loads(cache.read_text()).get("cache_key") == key:
-        per_prompt = json.loads(cache.read_text())["rewards_per_prompt"]
+    cached = _read_cache(cache, key, args.overwrite)
+    if cached is not None:
+        per_prompt = cached["rewards_per_prompt"]
         logger.info("Best-of-N evaluated already (%d prompts x %d samples)", len(per_prompt), samples_per_prompt)
     else:
         logger.info("Best-of-N: sampling %d completions for each of %d prompts from the SFT model",
@@ -316,8 +325,9 @@ def add_judge_verdicts(rows: list[dict], evaluator: Evaluator, out: Path) -> Non
             continue
         cache = out / "judge" / f"{_safe_name(row['name'])}.json"
         key = _short_hash(judge_settings, row["settings_hash"], row["model_signature"])
-        if cache.is_file() and not args.overwrite and json.loads(cache.read_text()).get("cache_key") == key:
-            row.update(json.loads(cache.read_text())["tally"])
+        cached = _read_cache(cache, key, args.overwrite)
+        if cached is not None:
+            row.update(cached["tally"])
             continue
         if generate is None:
             judge_tokenizer = load_tokenizer(args.judge_model_path, "judge_model_path", args.trust_remote_code)

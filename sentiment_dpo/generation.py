@@ -97,15 +97,6 @@ def completion_logits(model, batch: SampledBatch, rows: slice | None = None) -> 
     return logits[:, batch.prompt_width - 1 : -1]
 
 
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    length = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        length += 1
-    return length
-
-
 @torch.no_grad()
 def completion_logps(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int) -> torch.Tensor:
     """log pi(y | x) of each (prompt x, completion y), summed over y's tokens and the EOS that ends it.
@@ -116,6 +107,8 @@ def completion_logps(model, tokenizer, prompts: list[str], completions: list[str
 
     Returns a [N] float32 tensor (on the CPU) for N = len(prompts) = len(completions).
     """
+    from trl.data_utils import common_prefix_length
+
     device = next(model.parameters()).device
     sequences = []
     for prompt, completion in zip(prompts, completions):

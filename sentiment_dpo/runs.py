@@ -193,6 +193,11 @@ class RunFolder:
         except json.JSONDecodeError:
             return None
 
+    def _holds_another_run(self) -> bool:
+        """Files of another config (or of no recorded config at all) are in the folder."""
+        return (self.recorded_fingerprint() != self.fingerprint and self.path.is_dir()
+                and any(self.path.iterdir()))
+
     def check(self, overwrite: bool = False) -> bool:
         """Whether the stage already finished here with this config, without writing anything.
 
@@ -200,10 +205,8 @@ class RunFolder:
         `claim` will empty it). A stage calls `check` first, validates its inputs, and only then `claim`s, so bad
         input never touches an existing folder.
         """
-        recorded = self.recorded_fingerprint()
-        foreign = recorded != self.fingerprint and self.path.is_dir() and any(self.path.iterdir())
-        if foreign and not overwrite:
-            what = "a run made with a different config" if recorded else "files of something else"
+        if self._holds_another_run() and not overwrite:
+            what = "a run made with a different config" if self.recorded_fingerprint() else "files of something else"
             raise PipelineError(
                 f"{self.path} holds {what}; choose another output folder or pass --overwrite true to replace it"
             )
@@ -216,9 +219,7 @@ class RunFolder:
         """
         if self.check(overwrite):
             return True
-        recorded = self.recorded_fingerprint()
-        foreign = recorded != self.fingerprint and self.path.is_dir() and any(self.path.iterdir())
-        if foreign or (overwrite and self.is_complete):
+        if self._holds_another_run() or (overwrite and self.is_complete):
             logger.warning("Overwriting %s", self.path)
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,17 @@ def _model_dtype(model_args):
     return getattr(torch, model_args.dtype)
 
 
+def write_run_info(run_dir: Path, *, method: str, beta: float | None, loss_type: list[str],
+                   label_smoothing: float | None, label_noise: float, pairs_file: str, reference_model: str,
+                   **extra) -> None:
+    """sweep_run.json of a trained policy (a DPO sweep run or a baseline): what eval.py needs to place it."""
+    atomic_write_json(run_dir / SWEEP_RUN_FILE, {
+        "name": run_dir.name, "method": method, "beta": beta, "loss_type": loss_type,
+        "label_smoothing": label_smoothing, "label_noise": label_noise, "pairs_file": pairs_file,
+        "reference_model": reference_model, **extra,
+    })
+
+
 def _checkpoint_step(path: Path) -> int:
     return int(path.name.split("-")[-1])
 
@@ -174,11 +185,9 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
     folder.claim({"script": script_args, "training": training_args, "model": model_args},
                  overwrite=script_args.overwrite)
     if preferred_ft:
-        atomic_write_json(output_dir / SWEEP_RUN_FILE, {
-            "name": output_dir.name, "method": "preferred_ft", "beta": None, "loss_type": ["preferred_ft"],
-            "label_smoothing": None, "label_noise": 0.0, "pairs_file": script_args.pairs_file,
-            "reference_model": model_args.model_name_or_path,
-        })
+        write_run_info(output_dir, method="preferred_ft", beta=None, loss_type=["preferred_ft"],
+                       label_smoothing=None, label_noise=0.0, pairs_file=script_args.pairs_file,
+                       reference_model=model_args.model_name_or_path)
         logger.info("Preferred-FT on the %d chosen completions of %s", len(train), script_args.pairs_file)
     else:
         logger.info("SFT on %d reviews of %s", len(train), script_args.dataset_name)
@@ -355,12 +364,10 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
             logger.info("[%s] finished already; skipping", name)
             finished.append(run_dir)
             continue
-        atomic_write_json(run_dir / SWEEP_RUN_FILE, {
-            "name": name, "method": "dpo", "sweep": sweep_name, "overrides": overrides, "beta": args.beta,
-            "loss_type": args.loss_type, "label_smoothing": args.label_smoothing,
-            "label_noise": float(overrides.get("label_noise", 0)), "pairs_file": str(run_pairs_file),
-            "reference_model": model_args.model_name_or_path,
-        })
+        write_run_info(run_dir, method="dpo", beta=args.beta, loss_type=args.loss_type,
+                       label_smoothing=args.label_smoothing, label_noise=float(overrides.get("label_noise", 0)),
+                       pairs_file=str(run_pairs_file), reference_model=model_args.model_name_or_path,
+                       sweep=sweep_name, overrides=overrides)
         model = load_causal_lm(model_args.model_name_or_path, "model_name_or_path", _model_dtype(model_args),
                                trust_remote_code=args.trust_remote_code).train()
         if wants_wandb(args.report_to):
