@@ -20,8 +20,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,13 +86,21 @@ class StepTimer(TrainerCallback):
     """Wall time of the training steps after `warmup` steps, the GPU synchronised at both ends."""
 
     def __init__(self, warmup: int):
-        self.warmup, self.start, self.end, self.steps = warmup, None, None, 0
+        self.warmup, self.begin, self.start, self.end, self.steps = warmup, None, None, None, 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.begin = synchronized_time()
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.warmup:
             self.start = synchronized_time()
         elif state.global_step > self.warmup:
             self.end, self.steps = synchronized_time(), state.global_step - self.warmup
+
+    @property
+    def warmup_seconds(self) -> float:
+        """The untimed first steps (compilation, allocator warm-up)."""
+        return self.start - self.begin
 
     @property
     def seconds_per_step(self) -> float:
@@ -105,8 +115,68 @@ def _reset_peak_memory() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def _peak_memory_gib() -> float | None:
-    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+def _peak_memory() -> dict:
+    """Peak GPU memory since the last reset: allocated by tensors, and reserved by PyTorch's caching allocator
+    (what the card must hold, a little more than allocated). None on a CPU."""
+    if not torch.cuda.is_available():
+        return {"peak_memory_gib": None, "peak_reserved_gib": None}
+    return {"peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+            "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30}
+
+
+PLAIN_TRL = "plain TRL"
+
+
+def config_label(entry: str) -> str:
+    """`configs/paper/dpo_24gb.yaml:torch_compile=true` -> `paper/dpo_24gb+torch_compile=true`."""
+    path, _, overrides = entry.partition(":")
+    label = Path(path).with_suffix("").as_posix().removeprefix("configs/")
+    return f"{label}+{overrides}" if overrides else label
+
+
+def _training_config_type(dataclass_types) -> type:
+    return dataclass_types[1]  # (script arguments, training config, model config)
+
+
+def _training_config(dataclass_types, entry: str):
+    """The training config of a script's YAML file, with the `key=value,...` overrides after a colon applied."""
+    from .training import apply_overrides, parse_sweep_entry
+
+    path, _, overrides = entry.partition(":")
+    _, training_args, _ = parse_config(dataclass_types, ["--config", path])
+    return apply_overrides(training_args, parse_sweep_entry(overrides)) if overrides else training_args
+
+
+class ReferencePassTimer:
+    """Wall time per item of TRL's reference pass (precompute_ref_log_probs), the first batch left out as warm-up
+    when there are more."""
+
+    def __init__(self):
+        self.batches: list[tuple[float, int]] = []
+
+    @property
+    def seconds_per_item(self) -> float:
+        timed = self.batches[1:] or self.batches
+        return sum(seconds for seconds, _ in timed) / sum(items for _, items in timed) if timed else 0.0
+
+
+def _dpo_trainer_timing_reference_pass():
+    from trl import DPOTrainer
+
+    class DPOTrainerTimingReferencePass(DPOTrainer):
+        """DPOTrainer whose precomputed reference pass is timed batch by batch."""
+
+        def __init__(self, *args, **kwargs):
+            self.reference_pass = ReferencePassTimer()  # before super().__init__, which runs the pass
+            super().__init__(*args, **kwargs)
+
+        def compute_ref_log_probs(self, model, inputs):
+            start = synchronized_time()
+            chosen, rejected = super().compute_ref_log_probs(model, inputs)
+            self.reference_pass.batches.append((synchronized_time() - start, len(chosen)))
+            return chosen, rejected
+
+    return DPOTrainerTimingReferencePass
 
 
 class Bench:
@@ -135,80 +205,119 @@ class Bench:
     def prompt(self) -> str:
         return random_words(self.rng, self.args.prompt_tokens, self.policy_config.vocab_size)
 
-    def training_overrides(self, output_dir: str, batch_size: int) -> dict:
-        return dict(output_dir=output_dir, per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
+    def training_overrides(self, output_dir: str, batch: int, micro_batch: int) -> dict:
+        """Settings every timed training run shares: `batch` sequences (or pairs) per optimizer step, in
+        micro-batches of `micro_batch`, the device's precision, no saving and no logging."""
+        if batch % micro_batch:
+            raise PipelineError(f"a batch of {batch} is not a multiple of the micro-batch {micro_batch}")
+        return dict(output_dir=output_dir, per_device_train_batch_size=micro_batch,
+                    gradient_accumulation_steps=batch // micro_batch, bf16=self.dtype == torch.bfloat16,
                     max_steps=self.args.warmup_steps + self.args.steps, save_strategy="no", report_to="none",
                     logging_steps=10**9, disable_tqdm=True, use_cpu=self.device.type == "cpu",
                     dataloader_pin_memory=self.device.type == "cuda", num_train_epochs=1)
 
+    def _timed_steps(self) -> int:
+        return self.args.warmup_steps + self.args.steps
+
     # --- training stages -----------------------------------------------------------------------------------------
 
     def sft(self) -> dict:
+        """Each SFT config at its own micro-batch and accumulation, on review-length synthetic texts."""
         import sft as sft_script
+        from datasets import Dataset
         from trl import SFTTrainer
 
-        _, training_args, _ = parse_config(sft_script.dataclass_types(), ["--config", self.args.sft_config])
-        batch = training_args.per_device_train_batch_size
-        texts = [random_words(self.rng, self.args.sft_tokens, self.policy_config.vocab_size)
-                 for _ in range(batch * (self.args.warmup_steps + self.args.steps))]
-        from datasets import Dataset
-
-        with tempfile.TemporaryDirectory() as tmp:
-            args = dataclasses.replace(training_args, **self.training_overrides(tmp, batch),
-                                       max_length=self.args.sft_tokens + 1)
-            timer = StepTimer(self.args.warmup_steps)
-            _reset_peak_memory()
-            SFTTrainer(model=self.new_policy(), args=args, train_dataset=Dataset.from_dict({"text": texts}),
-                       processing_class=self.tokenizer, callbacks=[timer]).train()
-        tokens_per_step = batch * (self.args.sft_tokens + 1)
-        flops = 3 * forward_flops_per_token(self.policy_config, self.args.sft_tokens + 1) * tokens_per_step
-        return self._training_result(timer, batch, "sequences", tokens_per_step, flops)
+        results = {}
+        for entry in self.args.sft_configs:
+            training_args = _training_config(sft_script.dataclass_types(), entry)
+            micro = training_args.per_device_train_batch_size
+            batch = micro * training_args.gradient_accumulation_steps
+            texts = [random_words(self.rng, self.args.sft_tokens, self.policy_config.vocab_size)
+                     for _ in range(batch * self._timed_steps())]
+            with tempfile.TemporaryDirectory() as tmp:
+                args = dataclasses.replace(training_args, **self.training_overrides(tmp, batch, micro),
+                                           max_length=self.args.sft_tokens + 1)
+                timer = StepTimer(self.args.warmup_steps)
+                _reset_peak_memory()
+                SFTTrainer(model=self.new_policy(), args=args, train_dataset=Dataset.from_dict({"text": texts}),
+                           processing_class=self.tokenizer, callbacks=[timer]).train()
+            tokens_per_step = batch * (self.args.sft_tokens + 1)
+            flops = 3 * forward_flops_per_token(self.policy_config, self.args.sft_tokens + 1) * tokens_per_step
+            results[config_label(entry)] = {
+                **self._training_result(timer.seconds_per_step, batch, "sequences", tokens_per_step, flops),
+                "warmup_seconds": timer.warmup_seconds, "micro_batch": micro,
+                "activation_checkpointing": bool(args.activation_checkpointing), "torch_compile": bool(args.torch_compile)}
+        return results
 
     def dpo(self) -> dict:
+        """Plain TRL (DPOConfig's defaults) and each of our DPO configs at the same pairs per optimizer step.
+
+        Ours run at their own micro-batch (accumulating up to the batch). With `precompute_ref_log_probs`, TRL runs
+        the reference model once over the data before training: that pass is timed too and charged to every pair,
+        so `pairs_per_s` is end to end in both columns (as for one epoch, the paper's setting).
+        """
         import dpo as dpo_script
         from datasets import Dataset
 
-        _, ours, _ = parse_config(dpo_script.dataclass_types(), ["--config", self.args.dpo_config])
-        plain_type = type(ours)
         results = {}
         for batch in self.args.dpo_batch_sizes:
             pairs = [{"prompt": self.prompt(), "chosen": self.completion(), "rejected": self.completion()}
-                     for _ in range(batch * (self.args.warmup_steps + self.args.steps))]
+                     for _ in range(batch * self._timed_steps())]
             tokens_per_pair = np.mean([2 * self.args.prompt_tokens + len(p["chosen"].split())
                                        + len(p["rejected"].split()) + 2 for p in pairs])
             context = self.args.prompt_tokens + self.args.max_completion_tokens + 1
             # policy forward + backward (3 forward passes' worth) and the reference's forward
             flops_per_pair = 4 * forward_flops_per_token(self.policy_config, context) * tokens_per_pair
-            for name in ("plain_trl", "ours"):
+            plain = None
+            for entry in [PLAIN_TRL, *self.args.dpo_configs]:
+                if entry == PLAIN_TRL:
+                    config_type = _training_config_type(dpo_script.dataclass_types())
+                    # TRL's defaults; our class only adds the float32 fallback of machines without bf16
+                    make_args = lambda overrides: config_type(**overrides, logging_nan_inf_filter=True)  # noqa: E731
+                    micro = batch
+                else:
+                    ours = _training_config(dpo_script.dataclass_types(), entry)
+                    make_args = lambda overrides, ours=ours: dataclasses.replace(ours, **overrides)  # noqa: E731
+                    micro = min(batch, ours.per_device_train_batch_size)
                 with tempfile.TemporaryDirectory() as tmp:
-                    overrides = self.training_overrides(tmp, batch)
-                    # plain TRL: DPOConfig's defaults (our class only adds the bf16 fallback of CPU machines)
-                    args = (plain_type(**overrides, logging_nan_inf_filter=True) if name == "plain_trl"
-                            else dataclasses.replace(ours, **overrides))
-                    results[f"{name}_batch_{batch}"] = self._time_dpo(args, Dataset.from_list(pairs), batch,
-                                                                      tokens_per_pair, flops_per_pair)
-            results[f"speedup_batch_{batch}"] = (results[f"ours_batch_{batch}"]["pairs_per_s"]
-                                                 / results[f"plain_trl_batch_{batch}"]["pairs_per_s"])
+                    args = make_args(self.training_overrides(tmp, batch, micro))
+                    result = self._time_dpo(args, Dataset.from_list(pairs), batch, tokens_per_pair, flops_per_pair)
+                if plain is None:
+                    plain = result
+                else:
+                    result["speedup_vs_plain_trl"] = result["pairs_per_s"] / plain["pairs_per_s"]
+                results[f"{config_label(entry)} @ {batch}"] = result
         return results
 
     def _time_dpo(self, args, dataset, batch: int, tokens_per_pair: float, flops_per_pair: float) -> dict:
-        from trl import DPOTrainer
-
         timer = StepTimer(self.args.warmup_steps)
         _reset_peak_memory()
         # The reference is passed in: TRL would load it from the policy's path, and random weights have none.
         reference = None if args.precompute_ref_log_probs else self.new_policy()
-        DPOTrainer(model=self.new_policy(), ref_model=reference, args=args, train_dataset=dataset,
-                   processing_class=self.tokenizer, callbacks=[timer]).train()
-        return self._training_result(timer, batch, "pairs", batch * tokens_per_pair, batch * flops_per_pair)
+        setup_start = synchronized_time()
+        trainer = _dpo_trainer_timing_reference_pass()(model=self.new_policy(), ref_model=reference, args=args,
+                                                      train_dataset=dataset, processing_class=self.tokenizer,
+                                                      callbacks=[timer])
+        setup_seconds = synchronized_time() - setup_start
+        trainer.train()
+        reference_seconds_per_pair = trainer.reference_pass.seconds_per_item
+        seconds_per_pair = timer.seconds_per_step / batch + reference_seconds_per_pair
+        result = self._training_result(batch * seconds_per_pair, batch, "pairs", batch * tokens_per_pair,
+                                       batch * flops_per_pair)
+        return {**result, "train_step_seconds": timer.seconds_per_step,
+                "reference_pass_seconds_per_pair": reference_seconds_per_pair, "setup_seconds": setup_seconds,
+                "warmup_seconds": timer.warmup_seconds,
+                "micro_batch": args.per_device_train_batch_size,
+                "activation_checkpointing": bool(args.activation_checkpointing),
+                "precompute_ref_log_probs": bool(args.precompute_ref_log_probs),
+                "torch_compile": bool(args.torch_compile)}
 
-    def _training_result(self, timer: StepTimer, batch: int, unit: str, tokens_per_step: float,
+    def _training_result(self, seconds: float, batch: int, unit: str, tokens_per_step: float,
                          flops_per_step: float) -> dict:
-        seconds = timer.seconds_per_step
         flops_per_s = flops_per_step / seconds
         return {f"{unit}_per_s": batch / seconds, "tokens_per_s": tokens_per_step / seconds,
                 "seconds_per_step": seconds, "batch": batch, "model_tflops_per_s": flops_per_s / 1e12,
-                "mfu": flops_per_s / (self.args.peak_tflops * 1e12), "peak_memory_gib": _peak_memory_gib()}
+                "mfu": flops_per_s / (self.args.peak_tflops * 1e12), **_peak_memory()}
 
     # --- sampling, scoring, KL ----------------------------------------------------------------------------------
 
@@ -217,21 +326,30 @@ class Bench:
         result = function()
         return synchronized_time() - start, result
 
-    def sampled_batches(self, policy, count: int):
+    def sampled_batches(self, policy, count: int, cache_implementation: str = "dynamic"):
         from .generation import iter_samples
 
         prompts = [self.prompt() for _ in range(count)]
         return list(iter_samples(policy, self.tokenizer, prompts, 1, self.args.max_completion_tokens, 1.0,
-                                 self.args.generation_batch_size, self.args.seed))
+                                 self.args.generation_batch_size, self.args.seed,
+                                 cache_implementation=cache_implementation))
 
     def sample(self) -> dict:
+        """The pipeline's sampling with each KV-cache implementation; the warm-up batch (which compiles the static
+        cache's decoding step on a GPU) is timed apart."""
         policy = self.new_policy().to(self.device, self.dtype).eval()
-        self.sampled_batches(policy, self.args.generation_batch_size)  # warm-up
-        _reset_peak_memory()
-        seconds, batches = self._timed(lambda: self.sampled_batches(policy, self.args.num_completions))
-        new_tokens = sum(int(b.completion_mask.sum()) for b in batches)
-        return {"completions_per_s": self.args.num_completions / seconds, "new_tokens_per_s": new_tokens / seconds,
-                "completions": self.args.num_completions, "seconds": seconds, "peak_memory_gib": _peak_memory_gib()}
+        results = {}
+        for cache in self.args.cache_implementations:
+            warmup_seconds, _ = self._timed(
+                lambda: self.sampled_batches(policy, self.args.generation_batch_size, cache))
+            _reset_peak_memory()
+            seconds, batches = self._timed(lambda: self.sampled_batches(policy, self.args.num_completions, cache))
+            new_tokens = sum(int(b.completion_mask.sum()) for b in batches)
+            results[f"{cache} cache"] = {
+                "completions_per_s": self.args.num_completions / seconds, "new_tokens_per_s": new_tokens / seconds,
+                "completions": self.args.num_completions, "seconds": seconds, "warmup_seconds": warmup_seconds,
+                **_peak_memory()}
+        return results
 
     def score(self) -> dict:
         from transformers import RobertaConfig, RobertaForSequenceClassification
@@ -250,7 +368,7 @@ class Bench:
         _reset_peak_memory()
         seconds, _ = self._timed(lambda: classifier.score(texts))
         return {"texts_per_s": len(texts) / seconds, "texts": len(texts), "seconds": seconds,
-                "peak_memory_gib": _peak_memory_gib()}
+                **_peak_memory()}
 
     def kl(self) -> dict:
         from .generation import completion_logits
@@ -272,7 +390,98 @@ class Bench:
         _reset_peak_memory()
         seconds, _ = self._timed(kl_pass)
         return {"sequences_per_s": self.args.num_kl_sequences / seconds, "sequences": self.args.num_kl_sequences,
-                "seconds": seconds, "peak_memory_gib": _peak_memory_gib()}
+                "seconds": seconds, **_peak_memory()}
+
+
+@dataclass
+class PipelineWorkload:
+    """How much work each stage of a pipeline config does, in the units the benchmark measures."""
+
+    sft_tokens: float  # training tokens of sft.py: examples x mean length x epochs
+    pair_completions: int  # sampled and scored by preference_pairs.py (train and held-out prompts)
+    dpo_runs: int
+    dpo_pairs_per_run: float  # pairs x epochs (an upper bound: pairs with equal rewards are dropped)
+    eval_models: int  # SFT + every final model and checkpoint of the sweep
+    eval_samples_per_model: int
+    heldout_sequences_per_model: int  # chosen and rejected of every held-out pair
+    best_of_n_samples: int
+
+
+def pipeline_workload(sft_args, pairs_args, dpo_script_args, dpo_args, eval_args, sft_examples: int,
+                      sft_mean_tokens: float) -> PipelineWorkload:
+    n = pairs_args.completions_per_prompt
+    pairs_per_prompt = n * (n - 1) // 2 if pairs_args.pair_mode == "all" else 1
+    train_pairs = pairs_args.num_prompts * pairs_per_prompt
+    if dpo_script_args.max_train_pairs:
+        train_pairs = min(train_pairs, dpo_script_args.max_train_pairs)
+    pairs_per_run = train_pairs * dpo_args.num_train_epochs
+    steps = math.ceil(pairs_per_run / (dpo_args.per_device_train_batch_size * dpo_args.gradient_accumulation_steps))
+    checkpoints = steps // dpo_args.save_steps if eval_args.include_checkpoints and dpo_args.save_steps else 0
+    runs = len(dpo_script_args.sweep)
+    best_of_n = max(eval_args.best_of_n, default=0) * (eval_args.best_of_n_prompts or eval_args.num_prompts)
+    return PipelineWorkload(
+        sft_tokens=sft_examples * min(sft_mean_tokens, sft_args.max_length or sft_mean_tokens)
+        * sft_args.num_train_epochs,
+        pair_completions=(pairs_args.num_prompts + pairs_args.heldout_prompts) * n,
+        dpo_runs=runs, dpo_pairs_per_run=pairs_per_run,
+        eval_models=1 + runs * (checkpoints + 1),
+        eval_samples_per_model=eval_args.num_prompts * eval_args.samples_per_prompt,
+        heldout_sequences_per_model=2 * pairs_args.heldout_prompts * pairs_per_prompt
+        if eval_args.heldout_pairs_file else 0,
+        best_of_n_samples=best_of_n,
+    )
+
+
+def pipeline_estimate(work: PipelineWorkload, sft_tokens_per_s: float, dpo_pairs_per_s: float,
+                      completions_per_s: float, texts_per_s: float, kl_sequences_per_s: float) -> dict:
+    """Seconds per stage of a whole pipeline run, from the stage throughputs (model loading not counted):
+
+        sft   = sft_tokens / sft_tokens_per_s
+        pairs = pair_completions (1/completions_per_s + 1/texts_per_s)        sample, then score
+        dpo   = dpo_runs * dpo_pairs_per_run / dpo_pairs_per_s
+        eval  = (eval_models * eval_samples + best_of_n_samples) (1/completions_per_s + 1/texts_per_s)
+                + (eval_models - 1) * eval_samples / kl_sequences_per_s     policy and SFT forward, SFT's KL is 0
+                + eval_models * heldout_sequences / (2 kl_sequences_per_s)  one model's forward per sequence
+    """
+    per_sample = 1 / completions_per_s + 1 / texts_per_s
+    stages = {
+        "sft": work.sft_tokens / sft_tokens_per_s,
+        "pairs": work.pair_completions * per_sample,
+        "dpo": work.dpo_runs * work.dpo_pairs_per_run / dpo_pairs_per_s,
+        "eval": (work.eval_models * work.eval_samples_per_model + work.best_of_n_samples) * per_sample
+        + (work.eval_models - 1) * work.eval_samples_per_model / kl_sequences_per_s
+        + work.eval_models * work.heldout_sequences_per_model / (2 * kl_sequences_per_s),
+    }
+    return {"seconds": stages, "total_seconds": sum(stages.values()), "workload": dataclasses.asdict(work)}
+
+
+def estimate_from_results(args: BenchArguments, results: dict) -> dict | None:
+    """`pipeline_estimate` for `args.pipeline_configs` from this run's figures, or None where a stage it needs was
+    not timed (the SFT and DPO configs of the pipeline, at the DPO config's own batch, and its sampling cache)."""
+    import dpo as dpo_script
+    import eval as eval_script
+    import preference_pairs as pairs_script
+    import sft as sft_script
+
+    sft_path, pairs_path, dpo_path, eval_path = args.pipeline_configs
+    _, sft_args, _ = parse_config(sft_script.dataclass_types(), ["--config", sft_path])
+    (pairs_args,) = parse_config(pairs_script.dataclass_types(), ["--config", pairs_path])
+    dpo_script_args, dpo_args, _ = parse_config(dpo_script.dataclass_types(), ["--config", dpo_path])
+    (eval_args,) = parse_config(eval_script.dataclass_types(), ["--config", eval_path])
+    stages = results["stages"]
+    dpo_key = f"{config_label(dpo_path)} @ {dpo_args.per_device_train_batch_size * dpo_args.gradient_accumulation_steps}"
+    try:
+        rates = dict(
+            sft_tokens_per_s=stages["sft"][config_label(sft_path)]["tokens_per_s"],
+            dpo_pairs_per_s=stages["dpo"][dpo_key]["pairs_per_s"],
+            completions_per_s=stages["sample"][f"{eval_args.cache_implementation} cache"]["completions_per_s"],
+            texts_per_s=stages["score"]["texts_per_s"], kl_sequences_per_s=stages["kl"]["sequences_per_s"])
+    except KeyError as missing:
+        logger.info("No end-to-end estimate: this run did not time %s", missing)
+        return None
+    work = pipeline_workload(sft_args, pairs_args, dpo_script_args, dpo_args, eval_args, args.sft_examples,
+                             args.sft_mean_tokens)
+    return {"configs": list(args.pipeline_configs), "rates": rates, **pipeline_estimate(work, **rates)}
 
 
 def run_benchmark(args: BenchArguments) -> dict:
@@ -284,32 +493,45 @@ def run_benchmark(args: BenchArguments) -> dict:
         logger.info("Benchmarking %s at %s's shape on %s", stage, args.shape, device)
         results["stages"][stage] = getattr(bench, stage)()
         logger.info("%s: %s", stage, json.dumps(results["stages"][stage], default=str))
+    if args.pipeline_configs:
+        results["estimate"] = estimate_from_results(args, results)
     atomic_write_text(args.output_file, json.dumps(results, indent=2, default=str) + "\n")
     print(summary_table(results))
     return results
 
 
 def summary_table(results: dict) -> str:
-    """The results as a Markdown table, the figures the README's performance table quotes."""
+    """The results as Markdown, the figures the README's performance table quotes."""
     rows = []
     for stage, result in results["stages"].items():
         if stage == "dpo":
-            for key, value in result.items():
-                if key.startswith("speedup"):
-                    rows.append((f"dpo ours / plain TRL ({key.split('_')[-1]} pairs)", f"{value:.2f}x", "", ""))
-                else:
-                    rows.append((f"dpo {key}", f"{value['pairs_per_s']:.1f} pairs/s", f"{value['mfu']:.1%}",
-                                 _memory(value)))
+            for label, value in result.items():
+                speedup = value.get("speedup_vs_plain_trl")
+                rows.append((f"dpo {label}", f"{value['pairs_per_s']:.1f} pairs/s", f"{value['mfu']:.1%}",
+                             _memory(value), "" if speedup is None else f"{speedup:.2f}x"))
         elif stage == "sft":
-            rows.append(("sft", f"{result['tokens_per_s']:.0f} tokens/s", f"{result['mfu']:.1%}", _memory(result)))
+            for label, value in result.items():
+                rows.append((f"sft {label}", f"{value['tokens_per_s']:.0f} tokens/s", f"{value['mfu']:.1%}",
+                             _memory(value), ""))
+        elif stage == "sample":
+            for label, value in result.items():
+                rows.append((f"sample ({label})", f"{value['completions_per_s']:.1f} completions/s", "",
+                             _memory(value), ""))
         else:
             key = next(k for k in result if k.endswith("_per_s"))
-            rows.append((stage, f"{result[key]:.1f} {key[:-6].replace('_', ' ')}/s", "", _memory(result)))
+            rows.append((stage, f"{result[key]:.1f} {key[:-6].replace('_', ' ')}/s", "", _memory(result), ""))
     lines = [f"{results['shape']} shape on {results['device']} ({results['dtype']})", "",
-             "| stage | throughput | MFU | peak memory |", "|---|---|---|---|"]
+             "| stage | throughput | MFU | peak memory (reserved) | vs plain TRL |", "|---|---|---|---|---|"]
     lines += [f"| {' | '.join(row)} |" for row in rows]
+    estimate = results.get("estimate")
+    if estimate:
+        parts = ", ".join(f"{stage} {seconds / 60:.1f}" for stage, seconds in estimate["seconds"].items())
+        lines += ["", f"End-to-end estimate for {', '.join(estimate['configs'])}: "
+                      f"{estimate['total_seconds'] / 60:.1f} min ({parts} min; model loading not counted)"]
     return "\n".join(lines)
 
 
 def _memory(result: dict) -> str:
-    return "" if result.get("peak_memory_gib") is None else f"{result['peak_memory_gib']:.1f} GiB"
+    if result.get("peak_memory_gib") is None:
+        return ""
+    return f"{result['peak_memory_gib']:.1f} GiB ({result['peak_reserved_gib']:.1f})"

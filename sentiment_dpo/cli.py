@@ -1,7 +1,8 @@
 """What every top-level script shares: parsing a YAML config plus CLI overrides, logging, and clean errors.
 
 A script is `run_script(main, dataclass_types)`: parse with TRL's `TrlParser` (unknown keys are errors), call
-`main(*configs)`, and turn a `PipelineError` (bad input, unreachable hub) into one line and exit code 2.
+`main(*configs)`, and turn a `PipelineError` (bad input, unreachable hub) into one line and exit code 2, and running
+out of GPU (or host) memory into one line with the settings to change and exit code 4.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.parse import urlparse
 logger = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
+EXIT_OUT_OF_MEMORY = 4
 
 
 class PipelineError(Exception):
@@ -92,6 +94,26 @@ def run_script(main: Callable[..., object], dataclass_types: Sequence[type], arg
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to continue from the last checkpoint", file=sys.stderr)
         raise SystemExit(130) from None
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        print(f"error: {out_of_memory_message(error)}", file=sys.stderr)
+        raise SystemExit(EXIT_OUT_OF_MEMORY) from None
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A failed GPU allocation (torch.OutOfMemoryError, a RuntimeError) or host one (MemoryError)."""
+    torch = sys.modules.get("torch")  # imported by then if a GPU allocation failed; never imported just for this
+    return isinstance(error, MemoryError) or (torch is not None and isinstance(error, torch.OutOfMemoryError))
+
+
+def out_of_memory_message(error: BaseException) -> str:
+    """One line for an allocation that failed: what ran out, and the settings that trade speed for memory."""
+    first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return (f"out of memory ({first_line.strip()[:160]}). Finished runs and checkpoints are kept; rerunning resumes. "
+            "Lower per_device_train_batch_size and raise gradient_accumulation_steps by the same factor (the same "
+            "optimizer batch), set activation_checkpointing true, or use the *_24gb configs on a 24 GB GPU; for "
+            "sampling and evaluation lower generation_batch_size, classifier_batch_size or kl_batch_size")
 
 
 def hub_endpoint() -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig, ScriptArguments, SFTConfig
 
 from .cli import PipelineError
+from .generation import CACHE_IMPLEMENTATIONS
 from .judge import DEFAULT_JUDGE_TEMPLATE
 
 logger = logging.getLogger(__name__)
@@ -140,6 +141,14 @@ class SamplingArguments(TrackingArguments):
         metadata={"help": "Score prompt + completion (the whole review) rather than the completion alone."},
     )
     generation_batch_size: int = field(default=64, metadata={"help": "Sequences sampled per forward pass."})
+    cache_implementation: str = field(
+        default="dynamic",
+        metadata={
+            "help": "KV cache while sampling: dynamic (grows token by token) or static (preallocated; transformers "
+            "then compiles the decoding step on a GPU, which pays off from the second batch on).",
+            "choices": list(CACHE_IMPLEMENTATIONS),
+        },
+    )
     classifier_batch_size: int = field(default=64, metadata={"help": "Texts scored per classifier forward pass."})
     classifier_max_length: int = field(default=512, metadata={"help": "Classifier input truncation, in tokens."})
     dtype: str = field(
@@ -354,11 +363,34 @@ class BenchArguments:
     stages: list[str] = field(
         default_factory=lambda: list(BENCH_STAGES), metadata={"help": f"Stages to time: {', '.join(BENCH_STAGES)}."}
     )
-    sft_config: str = field(default="configs/gpt2-large/sft.yaml", metadata={"help": "sft.py config timed."})
-    dpo_config: str = field(
-        default="configs/gpt2-large/dpo.yaml", metadata={"help": "dpo.py config timed against plain TRL defaults."}
+    sft_configs: list[str] = field(
+        default_factory=lambda: ["configs/gpt2-large/sft.yaml", "configs/gpt2-large/sft_24gb.yaml"],
+        metadata={"help": "sft.py configs timed, each at its own batch. An entry may end in `:key=value,...` "
+                          "overrides, e.g. `configs/gpt2-large/sft.yaml:torch_compile=true`."},
     )
-    dpo_batch_sizes: list[int] = field(default_factory=lambda: [8, 32], metadata={"help": "Pairs per DPO step."})
+    dpo_configs: list[str] = field(
+        default_factory=lambda: ["configs/paper/dpo.yaml", "configs/paper/dpo_24gb.yaml"],
+        metadata={"help": "dpo.py configs timed against plain TRL's defaults at each batch of dpo_batch_sizes (with "
+                          "`:key=value,...` overrides as for sft_configs)."},
+    )
+    dpo_batch_sizes: list[int] = field(
+        default_factory=lambda: [8, 64], metadata={"help": "Pairs per optimizer step (the paper's is 64)."}
+    )
+    cache_implementations: list[str] = field(
+        default_factory=lambda: ["dynamic", "static"], metadata={"help": "KV caches the sampling stage is timed with."}
+    )
+    pipeline_configs: list[str] = field(
+        default_factory=lambda: ["configs/gpt2-large/sft.yaml", "configs/paper/pairs.yaml", "configs/paper/dpo.yaml",
+                                 "configs/paper/eval.yaml"],
+        metadata={"help": "The sft, pairs, dpo and eval configs of a pipeline whose end-to-end time is estimated from "
+                          "the stage figures; empty for no estimate."},
+    )
+    sft_examples: int = field(default=25_000, metadata={"help": "SFT dataset size for the estimate (IMDb train)."})
+    sft_mean_tokens: float = field(
+        default=270.0,
+        metadata={"help": "Mean SFT example length in tokens for the estimate (IMDb train reviews in GPT-2 tokens, "
+                          "capped at the config's max_length)."},
+    )
     prompt_tokens: int = field(default=8, metadata={"help": "Prompt length, as the longest IMDb prefix."})
     min_completion_tokens: int = field(default=32, metadata={"help": "Shortest synthetic completion."})
     max_completion_tokens: int = field(default=64, metadata={"help": "Longest completion; also max_new_tokens."})
@@ -384,3 +416,14 @@ class BenchArguments:
         unknown = [stage for stage in self.stages if stage not in BENCH_STAGES]
         if unknown:
             raise PipelineError(f"stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(BENCH_STAGES)}")
+        if any(batch < 1 for batch in self.dpo_batch_sizes):
+            raise PipelineError(f"dpo_batch_sizes must be positive, got {self.dpo_batch_sizes}")
+        unknown = [cache for cache in self.cache_implementations if cache not in CACHE_IMPLEMENTATIONS]
+        if unknown:
+            raise PipelineError(f"cache_implementations: unknown {', '.join(unknown)}; choose from "
+                                f"{', '.join(CACHE_IMPLEMENTATIONS)}")
+        if self.pipeline_configs and len(self.pipeline_configs) != 4:
+            raise PipelineError("pipeline_configs needs 4 files (the sft, pairs, dpo and eval configs) or none")
+        for path in [*self.pipeline_configs, *(entry.partition(":")[0] for entry in self.sft_configs + self.dpo_configs)]:
+            if not os.path.isfile(path):
+                raise PipelineError(f"config file {path} does not exist")

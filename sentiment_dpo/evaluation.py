@@ -120,7 +120,8 @@ def evaluate_policy(policy, reference, tokenizer, classifier: SentimentClassifie
     """
     samples = []
     for batch in iter_samples(policy, tokenizer, [p.prompt for p in prompts], args.samples_per_prompt,
-                              args.max_new_tokens, args.temperature, args.generation_batch_size, args.seed):
+                              args.max_new_tokens, args.temperature, args.generation_batch_size, args.seed,
+                              cache_implementation=args.cache_implementation):
         kls = []
         for start in range(0, len(batch.item_indices), args.kl_batch_size):
             rows = slice(start, start + args.kl_batch_size)
@@ -291,7 +292,8 @@ def evaluate_best_of_n(evaluator: Evaluator, prompts, out: Path, settings_hash: 
         records = []
         for batch in iter_samples(evaluator.reference, evaluator.tokenizer, [p.prompt for p in prompts],
                                   samples_per_prompt, args.max_new_tokens, args.temperature,
-                                  args.generation_batch_size, args.seed + 1):
+                                  args.generation_batch_size, args.seed + 1,
+                                  cache_implementation=args.cache_implementation):
             for item, token_ids in zip(batch.item_indices, batch.completion_token_ids()):
                 prompt = prompts[item // samples_per_prompt]
                 records.append({"prompt_index": prompt.prompt_index, "prompt": prompt.prompt,

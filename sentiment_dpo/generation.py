@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+CACHE_IMPLEMENTATIONS = ("dynamic", "static")
+
 
 @dataclass
 class SampledBatch:
@@ -49,27 +51,39 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def iter_samples(model, tokenizer, prompts: list[str], samples_per_prompt: int, max_new_tokens: int,
-                 temperature: float, batch_size: int, seed: int, item_offset: int = 0) -> Iterator[SampledBatch]:
+                 temperature: float, batch_size: int, seed: int, item_offset: int = 0,
+                 cache_implementation: str = "dynamic") -> Iterator[SampledBatch]:
     """Sample `samples_per_prompt` completions of every prompt, `batch_size` sequences at a time.
 
     Items are (prompt i, sample k) in the order i * samples_per_prompt + k. Each batch re-seeds torch's generator
     from `seed` and the batch's first item (counted from `item_offset`, for callers that sample a long prompt list
     in slices), so a batch's samples do not depend on the batches before it: a run that resumes part-way gives
     the same samples.
+
+    `cache_implementation="static"` preallocates the KV cache, and transformers then compiles the decoding step on
+    a GPU (the first batch pays for the compilation). Every batch is then left-padded to one width, the longest
+    prompt's, so that the compiled step keeps one shape instead of recompiling for each batch's widest prompt.
     """
     from transformers import GenerationConfig
 
+    if cache_implementation not in CACHE_IMPLEMENTATIONS:
+        raise ValueError(f"cache_implementation must be one of {CACHE_IMPLEMENTATIONS}, got {cache_implementation!r}")
     generation_config = GenerationConfig(
         do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        cache_implementation="static" if cache_implementation == "static" else None,
     )
+    padding = {"padding": True}
+    if cache_implementation == "static" and prompts:
+        width = max(map(len, tokenizer(list(dict.fromkeys(prompts)), add_special_tokens=False)["input_ids"]))
+        padding = {"padding": "max_length", "max_length": width}
     device = next(model.parameters()).device
     items = [i for i in range(len(prompts)) for _ in range(samples_per_prompt)]
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
         for start in range(0, len(items), batch_size):
             batch_items = list(range(start, min(start + batch_size, len(items))))
-            inputs = tokenizer([prompts[items[i]] for i in batch_items], return_tensors="pt", padding=True,
+            inputs = tokenizer([prompts[items[i]] for i in batch_items], return_tensors="pt", **padding,
                                add_special_tokens=False).to(device)
             torch.manual_seed(seed * 1_000_003 + item_offset + start)
             with torch.no_grad():

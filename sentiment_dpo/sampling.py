@@ -48,7 +48,8 @@ def sample_and_score(model, tokenizer, classifier: SentimentClassifier, prompts,
     finished: list[list[bool]] = [[] for _ in prompts]
     item_offset = prompts[0].prompt_index * n
     for batch in iter_samples(model, tokenizer, [p.prompt for p in prompts], n, args.max_new_tokens,
-                              args.temperature, args.generation_batch_size, args.seed, item_offset=item_offset):
+                              args.temperature, args.generation_batch_size, args.seed, item_offset=item_offset,
+                              cache_implementation=args.cache_implementation):
         for item, token_ids in zip(batch.item_indices, batch.completion_token_ids()):
             ended = bool(token_ids) and token_ids[-1] == tokenizer.eos_token_id
             completions[item // n].append(tokenizer.decode(token_ids, skip_special_tokens=True))

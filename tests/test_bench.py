@@ -1,12 +1,14 @@
 """The benchmark harness at tiny scale on the CPU: every stage runs and reports positive figures (the figures
 themselves belong to a GPU run, not to a test)."""
 
+import dataclasses
 import json
 
 import pytest
 
-from sentiment_dpo.benchmark import forward_flops_per_token, synthetic_tokenizer
-from sentiment_dpo.cli import run_script
+from sentiment_dpo.benchmark import (PipelineWorkload, config_label, forward_flops_per_token, pipeline_estimate,
+                                     pipeline_workload, synthetic_tokenizer)
+from sentiment_dpo.cli import parse_config, run_script
 from tests.conftest import REPO
 
 
@@ -40,10 +42,66 @@ def test_the_harness_times_every_stage_at_tiny_scale(tmp_path, monkeypatch):
     results = json.loads(output.read_text())
     stages = results["stages"]
     assert set(stages) == {"sft", "dpo", "sample", "score", "kl"} and results["shape"] == "tiny"
-    assert stages["sft"]["tokens_per_s"] > 0 and stages["sft"]["mfu"] > 0
-    for batch in (4, 8):
-        plain, ours = stages["dpo"][f"plain_trl_batch_{batch}"], stages["dpo"][f"ours_batch_{batch}"]
-        assert plain["pairs_per_s"] > 0 and ours["pairs_per_s"] > 0
-        assert stages["dpo"][f"speedup_batch_{batch}"] == pytest.approx(ours["pairs_per_s"] / plain["pairs_per_s"])
-    assert stages["sample"]["completions_per_s"] > 0 and stages["sample"]["completions"] == 32
+    assert stages["sft"]["tiny/sft"]["tokens_per_s"] > 0 and stages["sft"]["tiny/sft"]["mfu"] > 0
+    for batch in (4, 32):
+        plain = stages["dpo"][f"plain TRL @ {batch}"]
+        ours, precomputed = (stages["dpo"][f"{label} @ {batch}"]
+                             for label in ("tiny/dpo", "tiny/dpo+precompute_ref_log_probs=true"))
+        assert plain["activation_checkpointing"] and not ours["activation_checkpointing"]  # TRL's default, ours
+        for result in (plain, ours, precomputed):
+            assert result["pairs_per_s"] > 0 and result["batch"] == batch
+        for result in (ours, precomputed):
+            assert result["speedup_vs_plain_trl"] == pytest.approx(result["pairs_per_s"] / plain["pairs_per_s"])
+        # The reference pass that precompute_ref_log_probs runs before training is charged to every pair.
+        assert plain["reference_pass_seconds_per_pair"] == ours["reference_pass_seconds_per_pair"] == 0
+        assert precomputed["precompute_ref_log_probs"] and precomputed["reference_pass_seconds_per_pair"] > 0
+        assert precomputed["pairs_per_s"] == pytest.approx(
+            1 / (precomputed["train_step_seconds"] / batch + precomputed["reference_pass_seconds_per_pair"]))
+    for cache in ("dynamic", "static"):
+        sample = stages["sample"][f"{cache} cache"]
+        assert sample["completions_per_s"] > 0 and sample["completions"] == 32
     assert stages["score"]["texts_per_s"] > 0 and stages["kl"]["sequences_per_s"] > 0
+    estimate = results["estimate"]
+    assert estimate["total_seconds"] == pytest.approx(sum(estimate["seconds"].values()))
+    # at the DPO config's own batch (32 pairs) and the eval config's KV cache
+    assert estimate["rates"]["dpo_pairs_per_s"] == stages["dpo"]["tiny/dpo @ 32"]["pairs_per_s"]
+    assert estimate["rates"]["completions_per_s"] == stages["sample"]["dynamic cache"]["completions_per_s"]
+
+
+def test_config_labels_name_the_file_and_its_overrides():
+    assert config_label("configs/paper/dpo_24gb.yaml") == "paper/dpo_24gb"
+    assert config_label("configs/paper/dpo.yaml:torch_compile=true") == "paper/dpo+torch_compile=true"
+
+
+def test_end_to_end_estimate_worked_by_hand():
+    work = PipelineWorkload(sft_tokens=1000, pair_completions=100, dpo_runs=2, dpo_pairs_per_run=300, eval_models=3,
+                            eval_samples_per_model=10, heldout_sequences_per_model=20, best_of_n_samples=40)
+    estimate = pipeline_estimate(work, sft_tokens_per_s=100, dpo_pairs_per_s=60, completions_per_s=10,
+                                 texts_per_s=20, kl_sequences_per_s=5)
+    # sft 1000/100 = 10 s. pairs: each completion is sampled (0.1 s) and scored (0.05 s): 100 x 0.15 = 15 s.
+    # dpo: 2 runs x 300 pairs / 60 = 10 s. eval: (3 models x 10 + 40 best-of-N) x 0.15 = 10.5 s of sampling and
+    # scoring, KL of the 2 models other than SFT 2 x 10 / 5 = 4 s, held-out log-probs 3 x 20 / (2 x 5) = 6 s.
+    assert estimate["seconds"] == pytest.approx({"sft": 10, "pairs": 15, "dpo": 10, "eval": 20.5})
+    assert estimate["total_seconds"] == pytest.approx(55.5)
+
+
+def test_the_paper_workload_worked_by_hand(monkeypatch):
+    """What the paper configs ask of each stage (the estimate's input)."""
+    monkeypatch.chdir(REPO)
+    import dpo
+    import eval as eval_script
+    import preference_pairs
+    import sft
+
+    _, sft_args, _ = parse_config(sft.dataclass_types(), ["--config", "configs/gpt2-large/sft.yaml"])
+    (pairs_args,) = parse_config(preference_pairs.dataclass_types(), ["--config", "configs/paper/pairs.yaml"])
+    dpo_script_args, dpo_args, _ = parse_config(dpo.dataclass_types(), ["--config", "configs/paper/dpo.yaml"])
+    (eval_args,) = parse_config(eval_script.dataclass_types(), ["--config", "configs/paper/eval.yaml"])
+    work = pipeline_workload(sft_args, pairs_args, dpo_script_args, dpo_args, eval_args, 25_000, 270)
+    # 25,000 reviews x 270 tokens; (25,000 train + 1,000 held-out prompts) x 4 completions; 4 betas x 25,000 x 6
+    # pairs. 150,000 / 64 = 2,344 steps: 11 checkpoints (every 200) + the final model per beta, and SFT: 49 models.
+    # 1,000 prompts x 4 samples per model; 1,000 held-out prompts x 6 pairs x 2 sequences; best-of-64 on 1,000.
+    assert dataclasses.asdict(work) == {
+        "sft_tokens": 6_750_000, "pair_completions": 104_000, "dpo_runs": 4, "dpo_pairs_per_run": 150_000,
+        "eval_models": 49, "eval_samples_per_model": 4_000, "heldout_sequences_per_model": 12_000,
+        "best_of_n_samples": 64_000}

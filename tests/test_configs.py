@@ -10,12 +10,13 @@ from sentiment_dpo.cli import PipelineError, parse_config
 from tests.conftest import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*/*.yaml"))
+PROFILE_24GB = "_24gb"
 
 
 def script_types(config_path: Path):
     import importlib
 
-    stage = config_path.stem
+    stage = config_path.stem.removesuffix(PROFILE_24GB)
     if stage == "assets":
         from sentiment_dpo.configs import EmbeddedAssetsArguments
 
@@ -47,6 +48,24 @@ def test_the_study_extends_the_demo_sweep_with_the_same_training_settings():
     preferred_ft = yaml.safe_load((REPO / "configs/tiny/preferred_ft.yaml").read_text())
     assert preferred_ft["output_dir"].startswith(demo["output_dir"] + "/")  # in the sweep folder eval.py reads
     assert preferred_ft["pairs_file"] == demo["pairs_file"]
+
+
+@pytest.mark.parametrize("scale", ["gpt2-large", "paper"])
+def test_the_24gb_profiles_train_as_the_80gb_configs_do_in_smaller_micro_batches(scale):
+    """A GPU profile changes speed and memory, never the training: the same keys and values but for the micro-batch,
+    the accumulation (same optimizer batch) and activation checkpointing."""
+    profiles = sorted((REPO / "configs" / scale).glob(f"*{PROFILE_24GB}.yaml"))
+    expected = {"sft", "dpo", "preferred_ft"} if scale == "gpt2-large" else {"dpo", "preferred_ft"}
+    assert {path.stem.removesuffix(PROFILE_24GB) for path in profiles} == expected
+    speed_only = {"per_device_train_batch_size", "gradient_accumulation_steps", "activation_checkpointing"}
+    for profile_path in profiles:
+        profile = yaml.safe_load(profile_path.read_text())
+        full = yaml.safe_load(profile_path.with_name(profile_path.name.replace(PROFILE_24GB, "")).read_text())
+        assert profile.keys() == full.keys()
+        assert {key for key in full if full[key] != profile[key]} <= speed_only
+        assert profile["per_device_train_batch_size"] < full["per_device_train_batch_size"]
+        assert (profile["per_device_train_batch_size"] * profile["gradient_accumulation_steps"]
+                == full["per_device_train_batch_size"] * full["gradient_accumulation_steps"])
 
 
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda path: f"{path.parent.name}/{path.name}")

@@ -43,6 +43,21 @@ def test_samples_are_reproducible_and_do_not_depend_on_slicing(tiny_assets):
                      for ids in batch.completion_token_ids()]
 
 
+def test_a_static_cache_samples_what_the_dynamic_one_does_at_one_prompt_width(tiny_assets):
+    """The static cache (compiled on a GPU) changes only the padding: every batch is as wide as the longest prompt,
+    and the completions are the ones the dynamic cache samples."""
+    model, tokenizer = _model_and_tokenizer(tiny_assets["sft_model"])
+    tokenizer.pad_token = tokenizer.eos_token
+    widest = max(len(tokenizer(prompt)["input_ids"]) for prompt in PROMPTS)
+    batches = {cache: list(iter_samples(model, tokenizer, PROMPTS, 2, 6, 1.0, 2, seed=5, cache_implementation=cache))
+               for cache in ("dynamic", "static")}
+    assert {batch.prompt_width for batch in batches["static"]} == {widest}
+    assert len({batch.prompt_width for batch in batches["dynamic"]}) > 1  # the check above could fail
+    completions = {cache: [ids for batch in found for ids in batch.completion_token_ids()]
+                   for cache, found in batches.items()}
+    assert completions["static"] == completions["dynamic"]
+
+
 def test_completion_logits_are_the_logits_generate_sampled_from(tiny_assets):
     """With left padding, recomputing the logits in one forward pass must give generate's own scores."""
     model, tokenizer = _model_and_tokenizer(tiny_assets["sft_model"])

@@ -2,6 +2,7 @@
 
 import json
 import os
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from safetensors.torch import load_file
 
 import dpo
 import sft
-from sentiment_dpo.cli import run_script
+from sentiment_dpo.cli import EXIT_OUT_OF_MEMORY, run_script
 from sentiment_dpo.runs import redact_command, redact_secrets
 
 from tests.conftest import TRAINING_ON_CPU
@@ -46,6 +47,32 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_good_checkpoints(tiny
     for checkpoint in out.glob("checkpoint-*"):
         assert all(torch.isfinite(weight).all() for weight in load_file(checkpoint / "model.safetensors").values())
     assert not (out / "stage_complete.json").exists() and not (out / "model.safetensors").exists()
+
+
+@dataclass
+class NoSettings:
+    verbose: bool = False
+
+
+def test_running_out_of_gpu_memory_is_one_line_naming_what_to_change(capsys):
+    def main(_):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+                                     "23.55 GiB of which 1.02 GiB is free.\nSee documentation for Memory Management")
+
+    with pytest.raises(SystemExit) as stopped:
+        run_script(main, (NoSettings,), [])
+    assert stopped.value.code == EXIT_OUT_OF_MEMORY
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: out of memory (CUDA out of memory. Tried to allocate 2.00")
+    assert "gradient_accumulation_steps" in lines[0] and "_24gb" in lines[0] and "kept" in lines[0]
+
+
+def test_other_errors_are_not_taken_for_running_out_of_memory():
+    def main(_):
+        raise RuntimeError("a bug: its traceback must stay")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_script(main, (NoSettings,), [])
 
 
 def test_no_secret_reaches_a_saved_file_and_weights_are_safetensors(tiny_assets, tmp_path, monkeypatch):

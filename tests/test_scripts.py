@@ -150,6 +150,38 @@ def test_dpo_resumes_interrupted_runs_and_skips_finished_ones(dpo_dir, tiny_asse
     assert complete["summary"]["global_step"] == 6 and (interrupted / "checkpoint-6").is_dir()
 
 
+@pytest.mark.parametrize("speed_settings", [["--precompute_ref_log_probs", "true"],
+                                            ["--precompute_ref_log_probs", "true", "--torch_compile", "true"]],
+                         ids=["precomputed-reference", "precomputed-reference-compiled"])
+def test_the_gpu_speed_settings_train_as_the_plain_ones_and_resume(dpo_dir, tiny_assets, pairs_dir, tmp_path,
+                                                                    speed_settings):
+    """The 80 GB DPO configs run the reference model once over the pairs before training (precompute_ref_log_probs)
+    and compile the policy: the weights are those of a live reference without compilation, and a resumed run
+    recomputes the reference pass from the SFT model, not from the checkpoint it resumes."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "fast"
+    args = dpo_args(tiny_assets, pairs_dir, out, "--sweep", "beta=1.0", *speed_settings)
+    run(dpo, *args)
+    run_dir = out / "beta-1.0"
+    precomputed = load_file(run_dir / "model.safetensors")
+    live = load_file(dpo_dir / "beta-1.0" / "model.safetensors")
+    sft_weights = load_file(f"{tiny_assets['sft_model']}/model.safetensors")
+    assert any(not torch.equal(precomputed[name], sft_weights[name]) for name in sft_weights)  # it trained
+    for name, tensor in live.items():
+        torch.testing.assert_close(precomputed[name], tensor, rtol=0, atol=1e-5)
+
+    (run_dir / "stage_complete.json").unlink()  # as if killed after checkpoint-3
+    (run_dir / "model.safetensors").unlink()
+    shutil.rmtree(run_dir / "checkpoint-6")
+    run(dpo, *args)
+    for name, tensor in load_file(run_dir / "model.safetensors").items():
+        torch.testing.assert_close(tensor, precomputed[name], rtol=0, atol=1e-6)
+
+
 def test_eval_writes_the_frontier_for_sft_and_every_checkpoint(dpo_dir, tiny_assets, tmp_path):
     out = tmp_path / "eval"
     args = ["--sft_model_path", tiny_assets["sft_model"], "--dpo_output_dir", dpo_dir,
