@@ -14,9 +14,12 @@ CONFIGS ?= configs/tiny
 
 install: $(INSTALLED)
 
+# pip byte-compiles ~14,000 files on one core; compileall does it on every core (half the wall time on two).
+# A file that does not compile is compiled, or reported, when it is imported instead.
 $(INSTALLED): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
+	@$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1 || true
 	@touch $@
 
 assets: install
