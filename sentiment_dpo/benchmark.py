@@ -18,6 +18,7 @@ the embedding matrix counted once, as the LM head), a backward pass twice that; 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -110,6 +111,8 @@ class StepTimer(TrainerCallback):
 
 
 def _reset_peak_memory() -> None:
+    """Free what the previous stage left (trainers hold reference cycles) and restart the peak counters."""
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

@@ -243,7 +243,8 @@ def sweep_run_name(overrides: dict[str, str]) -> str:
 
 
 def apply_overrides(training_args, overrides: dict[str, str]):
-    """A copy of `training_args` (a DPOConfig) with string overrides converted as the command line converts them."""
+    """A copy of `training_args` (a DPOConfig, or an SFTConfig) with string overrides converted as the command line
+    converts them."""
     from transformers import HfArgumentParser
 
     actions = {action.dest: action for action in HfArgumentParser(type(training_args))._actions}
@@ -260,11 +261,16 @@ def apply_overrides(training_args, overrides: dict[str, str]):
         if action.choices and any(value not in action.choices for value in values):
             raise PipelineError(f"sweep: {key}={raw!r} is not one of {', '.join(map(str, action.choices))}")
         converted[key] = values if action.nargs in ("+", "*") else values[0]
+    if converted.get("torch_compile") is False:
+        # TrainingArguments turns torch_compile back on when a compile backend is set, and its first __post_init__
+        # set one: turning compilation off clears them too.
+        converted.update(torch_compile_backend=None, torch_compile_mode=None)
     try:
         run_args = dataclasses.replace(training_args, **converted)
     except (TypeError, ValueError) as error:
         raise PipelineError(f"sweep: {' '.join(str(error).split())}") from None
-    check_beta(run_args.beta)
+    if hasattr(run_args, "beta"):  # a DPO config (the benchmark also overrides SFT configs)
+        check_beta(run_args.beta)
     return run_args
 
 

@@ -41,3 +41,17 @@ def test_overrides_are_typed_and_leave_the_base_config_alone(base_config):
 def test_bad_overrides_are_one_line_errors(base_config, overrides, message):
     with pytest.raises(PipelineError, match=message):
         apply_overrides(base_config, overrides)
+
+
+def test_compilation_can_be_turned_off_by_an_override(base_config):
+    """TrainingArguments turns torch_compile back on when a compile backend is set, as its first __post_init__ does."""
+    compiled = apply_overrides(base_config, {"torch_compile": "true"})
+    assert compiled.torch_compile and compiled.torch_compile_backend
+    assert not apply_overrides(compiled, {"torch_compile": "false"}).torch_compile
+
+
+def test_overrides_apply_to_sft_configs_too(tmp_path):
+    from sentiment_dpo.configs import SFTTrainingConfig
+
+    sft_config = SFTTrainingConfig(output_dir=str(tmp_path), bf16=False, report_to="none")
+    assert apply_overrides(sft_config, {"per_device_train_batch_size": "4"}).per_device_train_batch_size == 4
