@@ -137,10 +137,6 @@ def config_label(entry: str) -> str:
     return f"{label}+{overrides}" if overrides else label
 
 
-def _training_config_type(dataclass_types) -> type:
-    return dataclass_types[1]  # (script arguments, training config, model config)
-
-
 def _training_config(dataclass_types, entry: str):
     """The training config of a script's YAML file, with the `key=value,...` overrides after a colon applied."""
     from .training import apply_overrides, parse_sweep_entry
@@ -249,7 +245,8 @@ class Bench:
             results[config_label(entry)] = {
                 **self._training_result(timer.seconds_per_step, batch, "sequences", tokens_per_step, flops),
                 "warmup_seconds": timer.warmup_seconds, "micro_batch": micro,
-                "activation_checkpointing": bool(args.activation_checkpointing), "torch_compile": bool(args.torch_compile)}
+                "activation_checkpointing": bool(args.activation_checkpointing),
+                "torch_compile": bool(args.torch_compile)}
         return results
 
     def dpo(self) -> dict:
@@ -262,34 +259,29 @@ class Bench:
         import dpo as dpo_script
         from datasets import Dataset
 
+        dataclass_types = dpo_script.dataclass_types()
+        ours = {config_label(entry): _training_config(dataclass_types, entry) for entry in self.args.dpo_configs}
+        plain_type = dataclass_types[1]  # TRL's DPOConfig; our subclass only adds the float32 fallback of CPUs
         results = {}
         for batch in self.args.dpo_batch_sizes:
-            pairs = [{"prompt": self.prompt(), "chosen": self.completion(), "rejected": self.completion()}
-                     for _ in range(batch * self._timed_steps())]
-            tokens_per_pair = np.mean([2 * self.args.prompt_tokens + len(p["chosen"].split())
-                                       + len(p["rejected"].split()) + 2 for p in pairs])
+            pairs = Dataset.from_list([{"prompt": self.prompt(), "chosen": self.completion(),
+                                        "rejected": self.completion()} for _ in range(batch * self._timed_steps())])
+            tokens_per_pair = np.mean([2 * self.args.prompt_tokens + len(chosen.split()) + len(rejected.split()) + 2
+                                       for chosen, rejected in zip(pairs["chosen"], pairs["rejected"])])
             context = self.args.prompt_tokens + self.args.max_completion_tokens + 1
             # policy forward + backward (3 forward passes' worth) and the reference's forward
             flops_per_pair = 4 * forward_flops_per_token(self.policy_config, context) * tokens_per_pair
-            plain = None
-            for entry in [PLAIN_TRL, *self.args.dpo_configs]:
-                if entry == PLAIN_TRL:
-                    config_type = _training_config_type(dpo_script.dataclass_types())
-                    # TRL's defaults; our class only adds the float32 fallback of machines without bf16
-                    make_args = lambda overrides: config_type(**overrides, logging_nan_inf_filter=True)  # noqa: E731
-                    micro = batch
-                else:
-                    ours = _training_config(dpo_script.dataclass_types(), entry)
-                    make_args = lambda overrides, ours=ours: dataclasses.replace(ours, **overrides)  # noqa: E731
-                    micro = min(batch, ours.per_device_train_batch_size)
+            with tempfile.TemporaryDirectory() as tmp:
+                args = plain_type(**self.training_overrides(tmp, batch, batch), logging_nan_inf_filter=True)
+                plain = self._time_dpo(args, pairs, batch, tokens_per_pair, flops_per_pair)
+            results[f"{PLAIN_TRL} @ {batch}"] = plain
+            for label, config in ours.items():
+                micro = min(batch, config.per_device_train_batch_size)
                 with tempfile.TemporaryDirectory() as tmp:
-                    args = make_args(self.training_overrides(tmp, batch, micro))
-                    result = self._time_dpo(args, Dataset.from_list(pairs), batch, tokens_per_pair, flops_per_pair)
-                if plain is None:
-                    plain = result
-                else:
-                    result["speedup_vs_plain_trl"] = result["pairs_per_s"] / plain["pairs_per_s"]
-                results[f"{config_label(entry)} @ {batch}"] = result
+                    args = dataclasses.replace(config, **self.training_overrides(tmp, batch, micro))
+                    result = self._time_dpo(args, pairs, batch, tokens_per_pair, flops_per_pair)
+                result["speedup_vs_plain_trl"] = result["pairs_per_s"] / plain["pairs_per_s"]
+                results[f"{label} @ {batch}"] = result
         return results
 
     def _time_dpo(self, args, dataset, batch: int, tokens_per_pair: float, flops_per_pair: float) -> dict:
@@ -412,8 +404,9 @@ class PipelineWorkload:
 
 def pipeline_workload(sft_args, pairs_args, dpo_script_args, dpo_args, eval_args, sft_examples: int,
                       sft_mean_tokens: float) -> PipelineWorkload:
-    n = pairs_args.completions_per_prompt
-    pairs_per_prompt = n * (n - 1) // 2 if pairs_args.pair_mode == "all" else 1
+    from .pairs import max_pairs_per_prompt
+
+    pairs_per_prompt = max_pairs_per_prompt(pairs_args.completions_per_prompt, pairs_args.pair_mode)
     train_pairs = pairs_args.num_prompts * pairs_per_prompt
     if dpo_script_args.max_train_pairs:
         train_pairs = min(train_pairs, dpo_script_args.max_train_pairs)
@@ -425,7 +418,7 @@ def pipeline_workload(sft_args, pairs_args, dpo_script_args, dpo_args, eval_args
     return PipelineWorkload(
         sft_tokens=sft_examples * min(sft_mean_tokens, sft_args.max_length or sft_mean_tokens)
         * sft_args.num_train_epochs,
-        pair_completions=(pairs_args.num_prompts + pairs_args.heldout_prompts) * n,
+        pair_completions=(pairs_args.num_prompts + pairs_args.heldout_prompts) * pairs_args.completions_per_prompt,
         dpo_runs=runs, dpo_pairs_per_run=pairs_per_run,
         eval_models=1 + runs * (checkpoints + 1),
         eval_samples_per_model=eval_args.num_prompts * eval_args.samples_per_prompt,
@@ -472,7 +465,8 @@ def estimate_from_results(args: BenchArguments, results: dict) -> dict | None:
     dpo_script_args, dpo_args, _ = parse_config(dpo_script.dataclass_types(), ["--config", dpo_path])
     (eval_args,) = parse_config(eval_script.dataclass_types(), ["--config", eval_path])
     stages = results["stages"]
-    dpo_key = f"{config_label(dpo_path)} @ {dpo_args.per_device_train_batch_size * dpo_args.gradient_accumulation_steps}"
+    dpo_batch = dpo_args.per_device_train_batch_size * dpo_args.gradient_accumulation_steps
+    dpo_key = f"{config_label(dpo_path)} @ {dpo_batch}"
     try:
         rates = dict(
             sft_tokens_per_s=stages["sft"][config_label(sft_path)]["tokens_per_s"],

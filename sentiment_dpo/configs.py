@@ -424,6 +424,7 @@ class BenchArguments:
                                 f"{', '.join(CACHE_IMPLEMENTATIONS)}")
         if self.pipeline_configs and len(self.pipeline_configs) != 4:
             raise PipelineError("pipeline_configs needs 4 files (the sft, pairs, dpo and eval configs) or none")
-        for path in [*self.pipeline_configs, *(entry.partition(":")[0] for entry in self.sft_configs + self.dpo_configs)]:
+        config_files = [entry.partition(":")[0] for entry in self.sft_configs + self.dpo_configs]
+        for path in [*self.pipeline_configs, *config_files]:
             if not os.path.isfile(path):
                 raise PipelineError(f"config file {path} does not exist")

@@ -38,6 +38,12 @@ def make_pairs(completions: Sequence[str], rewards: Sequence[float], mode: str =
     raise ValueError(f"unknown pair mode {mode!r}; expected one of {', '.join(PAIR_MODES)}")
 
 
+def max_pairs_per_prompt(completions_per_prompt: int, mode: str) -> int:
+    """Most pairs `make_pairs` gives for one prompt: N(N-1)/2 in mode "all", 1 in "best_vs_worst" (fewer when
+    rewards tie)."""
+    return completions_per_prompt * (completions_per_prompt - 1) // 2 if mode == "all" else 1
+
+
 def pair_records(prompt_record: dict, mode: str) -> list[dict]:
     """The pairs of one scored prompt record (prompt, completions, rewards) as JSONL records for TRL's DPOTrainer.
 

@@ -13,7 +13,7 @@ from .data import build_prompts, load_reviews
 from .generation import iter_samples
 from .metrics import mean_and_standard_error
 from .models import SentimentClassifier, default_device, load_causal_lm, load_tokenizer, resolve_dtype
-from .pairs import flip_labels, noisy_pairs_file, pair_records
+from .pairs import flip_labels, max_pairs_per_prompt, noisy_pairs_file, pair_records
 from .runs import RunFolder, atomic_write_text, config_fingerprint, write_jsonl
 from .tracking import finish_wandb_run, start_wandb_run
 
@@ -151,8 +151,7 @@ def _summarize(records: list[dict], pairs: list[dict], args: PairsArguments) -> 
     for label in sorted({record["label"] for record in records}):
         label_rewards = [r for record in records if record["label"] == label for r in record["rewards"]]
         by_label[f"reward_mean_label_{label}"] = sum(label_rewards) / len(label_rewards)
-    max_pairs = len(records) * (args.completions_per_prompt * (args.completions_per_prompt - 1) // 2
-                                if args.pair_mode == "all" else 1)
+    max_pairs = len(records) * max_pairs_per_prompt(args.completions_per_prompt, args.pair_mode)
     return {
         "prompts": len(records), "completions": len(rewards), "pairs": len(pairs), "pairs_possible": max_pairs,
         "reward_mean": reward_mean, "reward_sem": reward_sem,
