@@ -190,6 +190,8 @@ class Bench:
         self.tokenizer = synthetic_tokenizer(self.policy_config.vocab_size)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = torch.bfloat16 if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        # The pipeline's measurements (rewards, KL) use float32 weights by default (measure_dtype).
+        self.measure_dtype = getattr(torch, self.args.measure_dtype)
 
     def new_policy(self):
         from transformers import AutoModelForCausalLM
@@ -324,15 +326,17 @@ class Bench:
     def sampled_batches(self, policy, count: int, cache_implementation: str = "dynamic"):
         from .generation import iter_samples
 
-        prompts = [self.prompt() for _ in range(count)]
-        return list(iter_samples(policy, self.tokenizer, prompts, 1, self.args.max_completion_tokens, 1.0,
-                                 self.args.generation_batch_size, self.args.seed,
-                                 cache_implementation=cache_implementation))
+        prompts = self.tokenizer([self.prompt() for _ in range(count)], add_special_tokens=False)["input_ids"]
+        return list(iter_samples(policy, prompts, 1, self.args.max_completion_tokens, 1.0,
+                                 self.args.generation_batch_size, self.args.seed, self.tokenizer.pad_token_id,
+                                 self.tokenizer.eos_token_id, cache_implementation=cache_implementation))
 
     def sample(self) -> dict:
         """The pipeline's sampling with each KV-cache implementation; the warm-up batch (which compiles the static
         cache's decoding step on a GPU) is timed apart."""
-        policy = self.new_policy().to(self.device, self.dtype).eval()
+        from .models import with_float32_head
+
+        policy = with_float32_head(self.new_policy(), self.dtype).to(self.device).eval()  # as the pipeline samples
         results = {}
         for cache in self.args.cache_implementations:
             warmup_seconds, _ = self._timed(
@@ -349,13 +353,13 @@ class Bench:
     def score(self) -> dict:
         from transformers import RobertaConfig, RobertaForSequenceClassification
 
-        from .models import SentimentClassifier
+        from .models import SentimentClassifier, with_float32_head
 
         shape = SHAPES[self.args.shape]["classifier"]
         config = RobertaConfig(**shape, id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0,
                                "POSITIVE": 1}, pad_token_id=0, bos_token_id=0, eos_token_id=0)
         torch.manual_seed(self.args.seed)
-        model = RobertaForSequenceClassification(config).to(self.device, self.dtype)
+        model = with_float32_head(RobertaForSequenceClassification(config), self.measure_dtype).to(self.device)
         classifier = SentimentClassifier(model, synthetic_tokenizer(shape["vocab_size"]),
                                          self.args.classifier_batch_size, self.args.classifier_max_length)
         texts = [self.prompt() + self.completion() for _ in range(self.args.num_texts)]
@@ -369,9 +373,12 @@ class Bench:
         from .generation import completion_logits
         from .metrics import sequence_kl
 
-        policy = self.new_policy().to(self.device, self.dtype).eval()
-        reference = self.new_policy().to(self.device, self.dtype).eval()
-        batches = self.sampled_batches(policy, self.args.num_kl_sequences)
+        from .models import with_float32_head
+
+        sampler = with_float32_head(self.new_policy(), self.dtype).to(self.device).eval()
+        policy = with_float32_head(self.new_policy(), self.measure_dtype).to(self.device).eval()
+        reference = with_float32_head(self.new_policy(), self.measure_dtype).to(self.device).eval()
+        batches = self.sampled_batches(sampler, self.args.num_kl_sequences)
         step = self.args.kl_batch_size
 
         def kl_pass():

@@ -75,11 +75,18 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
         if unknown:
             raise PipelineError(f"{config_path}: unknown config key(s): {', '.join(unknown)}")
     try:
-        return tuple(parser.parse_args_and_config(args=argv, fail_with_unknown_args=True))
+        configs = tuple(parser.parse_args_and_config(args=argv, fail_with_unknown_args=True))
     except PipelineError:
         raise
     except (ValueError, TypeError) as error:
         raise PipelineError(f"invalid configuration: {' '.join(str(error).split())}") from None
+    if args is None:
+        # Trackers record the command line (wandb writes sys.argv into every run file it syncs): once parsed, a
+        # credential given there (--hub_token hf_...) is blanked in sys.argv itself. The token lives on in HF_TOKEN.
+        from .runs import redact_command
+
+        sys.argv[1:] = redact_command(sys.argv[1:])
+    return configs
 
 
 def run_script(main: Callable[..., object], dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> None:

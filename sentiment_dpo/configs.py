@@ -11,6 +11,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from trl import DPOConfig, ScriptArguments, SFTConfig
 
@@ -45,13 +46,52 @@ def _bf16_training_available() -> bool:
     return is_torch_bf16_gpu_available() or is_torch_xla_available()
 
 
+def check_output_dir(path: str | None, field_name: str = "output_dir") -> None:
+    """An output folder must be a folder (or not exist yet), and so must every folder above it."""
+    if not path:
+        raise PipelineError(f"{field_name} is not set")
+    for folder in (Path(path), *Path(path).parents):
+        if folder.exists() and not folder.is_dir():
+            raise PipelineError(f"{field_name}: {folder} is a file, not a folder")
+
+
+def check_can_train(config) -> None:
+    """Settings with which training cannot run or would train nothing are refused before any folder is touched
+    (transformers would fail later with a traceback, or finish zero steps and mark an untrained model done)."""
+    def positive_number(name: str, allow_zero: bool = False) -> None:
+        value = getattr(config, name)
+        ok = isinstance(value, (int, float)) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+        if not ok:
+            raise PipelineError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value}")
+
+    positive_number("learning_rate")
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if getattr(config, name) < 1:
+            raise PipelineError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.max_steps is None or config.max_steps <= 0:
+        if not (math.isfinite(config.num_train_epochs) and config.num_train_epochs > 0):
+            raise PipelineError(f"num_train_epochs must be positive (or set max_steps), got {config.num_train_epochs}")
+    for name in ("warmup_steps", "weight_decay"):
+        positive_number(name, allow_zero=True)
+    if config.max_grad_norm is not None:
+        positive_number("max_grad_norm", allow_zero=True)
+    if getattr(config, "max_length", None) is not None and config.max_length < 2:
+        raise PipelineError(f"max_length must be at least 2 tokens, got {config.max_length}")
+    if str(config.save_strategy) in ("steps", "SaveStrategy.STEPS") and not config.save_steps > 0:
+        raise PipelineError(f"save_steps must be positive, got {config.save_steps}")
+    if not config.logging_steps > 0:
+        raise PipelineError(f"logging_steps must be positive, got {config.logging_steps}")
+    check_output_dir(config.output_dir)
+
+
 class _Bf16WhereAvailable:
     """TRL trains in bf16 by default and transformers then refuses to start on a machine without a bf16 GPU.
     The full-scale configs ask for bf16; on such a machine they train in float32 instead, with a warning, so that
     the same config runs everywhere (and a missing model or hub is reported before precision). Also keeps a hub
-    token out of the saved training arguments."""
+    token out of the saved training arguments, and refuses settings that cannot train (`check_can_train`)."""
 
     def __post_init__(self):
+        check_can_train(self)
         if getattr(self, "hub_token", None):
             # The Trainer pickles its arguments into every checkpoint (training_args.bin): a token given in a config
             # or on the command line would be saved with the weights. It moves to the environment instead, where
@@ -154,8 +194,19 @@ class SamplingArguments(TrackingArguments):
     dtype: str = field(
         default="auto",
         metadata={
-            "help": "Precision of the models while sampling and scoring: auto (bfloat16 on a GPU that has it, "
-            "else float32), float32, bfloat16 or float16.",
+            "help": "Precision of the policy's weights while sampling: auto (bfloat16 on a GPU that has it, else "
+            "float32), float32, bfloat16 or float16. The logits are float32 whatever it is (the output layer stays "
+            "float32), so the sampled distribution is not rounded.",
+            "choices": ["auto", "float32", "bfloat16", "float16"],
+        },
+    )
+    measure_dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "Precision of the weights of every measurement: the classifier's rewards and, in eval.py, the KL "
+            "and held-out log-probability passes. float32 by default: with GPT-2 Large's logits (-60 to -70) even "
+            "bfloat16 weights behind a float32 output layer move small KLs and implicit-reward margins by a large "
+            "share of their size (tests/test_precision.py). bfloat16 (output layer still float32) is faster.",
             "choices": ["auto", "float32", "bfloat16", "float16"],
         },
     )
@@ -179,6 +230,8 @@ class SamplingArguments(TrackingArguments):
             )
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise PipelineError(f"temperature must be a positive number, got {self.temperature}")
+        if hasattr(self, "output_dir"):
+            check_output_dir(self.output_dir)
 
 
 @dataclass
@@ -201,6 +254,14 @@ class PairsArguments(SamplingArguments):
         metadata={
             "help": "Extra prompts, beyond num_prompts, whose pairs go to heldout_pairs.jsonl: no model trains on "
             "them, and eval.py measures each model's implicit-reward accuracy on them."
+        },
+    )
+    heldout_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Split the held-out prompts come from, e.g. IMDb's `unsupervised` (50,000 unlabelled reviews), "
+            "so that the train prompts can use every review of dataset_split. By default they come from "
+            "dataset_split too, after the train prompts. Never the evaluation split."
         },
     )
     label_noise: list[float] = field(
@@ -405,6 +466,9 @@ class BenchArguments:
     num_kl_sequences: int = field(default=512, metadata={"help": "Sampled sequences of the KL pass."})
     kl_batch_size: int = field(default=64, metadata={"help": "Sequences per KL forward pass."})
     peak_tflops: float = field(default=989.0, metadata={"help": "The device's dense bf16 peak, for MFU (H100 SXM)."})
+    measure_dtype: str = field(
+        default="float32", metadata={"help": "Weights of the scoring and KL stages, as the pipeline's measure_dtype.",
+                                     "choices": ["float32", "bfloat16"]})
     output_file: str = field(default="bench/results/gpt2-large.json", metadata={"help": "Where the results go."})
     seed: int = field(default=0, metadata={"help": "Seed of the weights and the synthetic data."})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import asdict, dataclass
@@ -31,28 +32,78 @@ def _is_blank(file: Path) -> bool:
     return True
 
 
+# String class labels users' files carry (IMDb's CSV has positive/negative, Rotten Tomatoes fresh/rotten), mapped to
+# the 0/1 of the hub's IMDb; matched case-insensitively. Integer labels are kept as they are.
+# datasets' builder for each local file format a split may come in.
+LOCAL_FORMATS = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}
+POSITIVE_LABEL_NAMES = ("positive", "pos", "fresh", "1")
+NEGATIVE_LABEL_NAMES = ("negative", "neg", "rotten", "0")
+
+
+def label_to_class(value, column: str, source: str) -> int:
+    """0/1 class of one label value: an integer as it is, a string by name (positive/pos/fresh -> 1,
+    negative/neg/rotten -> 0, any case). Anything else is a `PipelineError` naming the value and the column."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        name = value.strip().lower()
+        if name in POSITIVE_LABEL_NAMES:
+            return 1
+        if name in NEGATIVE_LABEL_NAMES:
+            return 0
+    raise PipelineError(
+        f"label_column: {source} has the label {value!r} in column {column}, which is not a class: use integers, or "
+        f"the names {'/'.join(POSITIVE_LABEL_NAMES[:3])} and {'/'.join(NEGATIVE_LABEL_NAMES[:3])}"
+    )
+
+
+def _local_split_files(path: Path, split: str, field_name: str) -> tuple[str, list[Path]]:
+    """The datasets builder and the files of one split of a local dataset: the file itself, or a folder's
+    `<split>.<format>` files (any split name: IMDb's `unsupervised` too)."""
+    files = [path] if path.is_file() else sorted(file for file in path.glob(f"{split}.*") if file.is_file())
+    if not files:
+        found = sorted(file.name for file in path.iterdir() if file.is_file())
+        raise PipelineError(f"{field_name}: {path} has no file for split '{split}' ({split}.jsonl, .csv or .parquet); "
+                            f"it has {', '.join(found) or 'no files'}")
+    builders = {LOCAL_FORMATS.get(file.suffix.lstrip(".").lower()) for file in files}
+    if None in builders or len(builders) != 1:
+        raise PipelineError(f"{field_name}: cannot read {', '.join(map(str, files))}: a split is one .jsonl, .json, "
+                            ".csv or .parquet file")
+    if all(_is_blank(file) for file in files):
+        raise PipelineError(f"{field_name}: split '{split}' of {path} is empty ({files[0]})")
+    return builders.pop(), files
+
+
 def load_reviews(name_or_path: str, split: str, config_name: str | None = None, text_column: str = "text",
-                 label_column: str | None = "label", field_name: str = "dataset_name"):
-    """Load one split of a review dataset as a `datasets.Dataset` with cleaned `text` (and `label`) columns.
+                 label_column: str | None = "label", field_name: str = "dataset_name", clean: bool = True):
+    """Load one split of a review dataset as a `datasets.Dataset` with `text` (and integer `label`) columns.
 
     `name_or_path` is a hub id (`stanfordnlp/imdb`), a folder with `<split>.jsonl`/`.csv`/`.parquet` files or one
-    saved with `save_to_disk`, or a single data file.
+    saved with `save_to_disk`, or a single data file. Columns of other names are mapped with `text_column` and
+    `label_column`; string labels are mapped by name (`label_to_class`). With `clean`, HTML line breaks are removed
+    and white space collapsed (IMDb's reviews are full of `<br />`); empty texts are dropped.
     """
     import datasets
 
     require_source(name_or_path, "dataset", field_name)
     path = Path(name_or_path)
-    split_files = [path] if path.is_file() else sorted(path.glob(f"{split}.*")) if path.is_dir() else []
-    if split_files and all(_is_blank(file) for file in split_files):
-        raise PipelineError(f"{field_name}: split '{split}' of {name_or_path} is empty ({split_files[0]})")
+    saved_to_disk = path.is_dir() and (path / "dataset_dict.json").exists()
+    if path.exists() and not saved_to_disk:
+        builder, files = _local_split_files(path, split, field_name)
+
+    def read():
+        if saved_to_disk:
+            return datasets.load_from_disk(str(path))[split]
+        if path.exists():
+            return datasets.load_dataset(builder, data_files={split: [str(file) for file in files]})[split]
+        return datasets.load_dataset(name_or_path, name=config_name, split=split)
+
     try:
-        if path.is_dir() and (path / "dataset_dict.json").exists():
-            dataset = datasets.load_from_disk(str(path))[split]
-        elif path.is_file():
-            suffix = path.suffix.lstrip(".")
-            dataset = datasets.load_dataset({"jsonl": "json"}.get(suffix, suffix), data_files={split: str(path)})[split]
-        else:
-            dataset = datasets.load_dataset(name_or_path, name=config_name, split=split)
+        dataset = read()
     except (KeyError, ValueError) as error:
         raise PipelineError(f"{field_name}: cannot load split '{split}' of {name_or_path}: {error}") from None
     except (OSError, ConnectionError) as error:
@@ -72,11 +123,19 @@ def load_reviews(name_or_path: str, split: str, config_name: str | None = None, 
             f"it has {', '.join(dataset.column_names)}"
         )
     dataset = dataset.select_columns(wanted)
+    if label_column:
+        source = f"{name_or_path} ({split})"
+        labels = [label_to_class(value, label_column, source) for value in dataset[label_column]]
+        dataset = dataset.remove_columns(label_column).add_column("label", labels)
     if text_column != "text":
         dataset = dataset.rename_column(text_column, "text")
-    if label_column and label_column != "label":
-        dataset = dataset.rename_column(label_column, "label")
-    return dataset.map(lambda row: {"text": clean_review(row["text"] or "")}).filter(lambda row: len(row["text"]) > 0)
+    non_text = next((value for value in dataset["text"] if value is not None and not isinstance(value, str)), None)
+    if non_text is not None:
+        kind = type(non_text).__name__
+        raise PipelineError(f"{field_name}: {name_or_path} ({split}) column {text_column} holds {kind} values such as "
+                            f"{non_text!r}, not text")
+    normalize = clean_review if clean else str.strip
+    return dataset.map(lambda row: {"text": normalize(row["text"] or "")}).filter(lambda row: len(row["text"]) > 0)
 
 
 def draw_prefix_lengths(count: int, min_tokens: int, max_tokens: int, seed: int) -> np.ndarray:
@@ -86,28 +145,67 @@ def draw_prefix_lengths(count: int, min_tokens: int, max_tokens: int, seed: int)
 
 @dataclass(frozen=True)
 class Prompt:
-    """A review prefix: the prompt text, its length in policy tokens, and the review (row and class) it came from."""
+    """A review prefix: its policy token ids and their text, and the review (split, row and class) it came from.
+
+    The token ids are the review's own first `prefix_tokens` tokens; sampling continues exactly these ids (never a
+    re-tokenization of the text, which can differ), and they are what DPO trains on.
+    """
 
     prompt_index: int
     source_index: int
     label: int
     prompt: str
     prefix_tokens: int
+    prompt_token_ids: tuple[int, ...] = ()
+    split: str = ""
 
     def to_record(self) -> dict:
-        return asdict(self)
+        record = asdict(self)
+        record["prompt_token_ids"] = list(self.prompt_token_ids)
+        return record
 
 
-def build_prompts(reviews, tokenizer, num_prompts: int, min_tokens: int, max_tokens: int, seed: int) -> list[Prompt]:
+def decode_tokens(tokenizer, token_ids) -> str:
+    """The text of `token_ids` exactly as the tokenizer's bytes give it: special tokens (EOS) dropped, and no
+    "clean-up" of spaces before punctuation, which would make the text differ from what the ids spell."""
+    return tokenizer.decode(list(token_ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def whole_character_prefix_length(tokenizer, token_ids: list[int], length: int, min_tokens: int, max_tokens: int,
+                                  full_text: str | None = None) -> int | None:
+    """A prefix length near `length` whose tokens end on a whole character, or None.
+
+    Byte-level BPE (GPT-2's) splits a multi-byte UTF-8 character over several tokens, so a prefix can end inside
+    one, and its text then ends in U+FFFD ("It doesn\ufffd"). Such a prefix is shortened token by token, down to
+    `min_tokens`, and failing that lengthened up to `max_tokens`; a prefix must also leave at least one token of the
+    review to complete. A prefix is whole when its text starts the text of all of the review's tokens.
+    """
+    candidates = [*range(length, min_tokens - 1, -1), *range(length + 1, max_tokens + 1)]
+    for candidate in candidates:
+        if candidate >= len(token_ids):
+            continue
+        text = decode_tokens(tokenizer, token_ids[:candidate])
+        if "\ufffd" not in text:
+            return candidate
+        full_text = decode_tokens(tokenizer, token_ids) if full_text is None else full_text
+        if full_text.startswith(text):  # the review itself has U+FFFD there
+            return candidate
+    return None
+
+
+def build_prompts(reviews, tokenizer, num_prompts: int, min_tokens: int, max_tokens: int, seed: int,
+                  split: str = "", first_index: int = 0, warn: bool = True) -> list[Prompt]:
     """Take `num_prompts` review prefixes, as balanced over the review classes as the data allows.
 
     Reviews are visited in a seeded random order; each visited review gets a prefix length drawn uniformly from
-    [min_tokens, max_tokens] and gives the prompt `decode(tokens[:length])` if the review is longer than that
-    (a prefix must leave something to complete). Classes take turns until each has its share, so that positive
-    and negative reviews are both represented.
+    [min_tokens, max_tokens] (moved to the nearest whole-character boundary, see `whole_character_prefix_length`)
+    and gives the prompt `tokens[:length]` if the review is longer than that (a prefix must leave something to
+    complete). Each class gets an equal quota, so that positive and negative reviews are both represented, and the
+    classes are interleaved so that any leading slice of the prompts is balanced too. Prompts are numbered from
+    `first_index`.
     """
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(reviews))
+    order = rng.permutation(len(reviews)).tolist()
     lengths = draw_prefix_lengths(len(reviews), min_tokens, max_tokens, seed + 1)
     labels = np.asarray(reviews["label"]) if "label" in reviews.column_names else np.zeros(len(reviews), int)
     classes = sorted(set(labels.tolist()))
@@ -116,25 +214,48 @@ def build_prompts(reviews, tokenizer, num_prompts: int, min_tokens: int, max_tok
     taken = {label: 0 for label in classes}
     texts = reviews["text"]
     prompts: list[Prompt] = []
-    for position, source_index in enumerate(order.tolist()):
+    too_short = no_whole_prefix = 0
+    chunk = 1024  # reviews tokenized at a time, in visiting order: only the reviews needed are tokenized
+    for chunk_start in range(0, len(order), chunk):
         if len(prompts) == num_prompts:
             break
-        label = int(labels[source_index])
-        if taken[label] >= quota[label]:
-            continue
-        token_ids = tokenizer(texts[source_index], add_special_tokens=False)["input_ids"]
-        length = int(lengths[position])
-        if len(token_ids) <= length:
-            continue
-        prompt_text = tokenizer.decode(token_ids[:length])
-        prompts.append(Prompt(len(prompts), source_index, label, prompt_text, length))
-        taken[label] += 1
-    if len(prompts) < num_prompts:
-        logger.warning("Only %d reviews are long enough for a prefix; asked for %d prompts", len(prompts), num_prompts)
+        visit = order[chunk_start : chunk_start + chunk]
+        encoded = tokenizer([texts[i] for i in visit], add_special_tokens=False)["input_ids"]
+        for position, source_index, token_ids in zip(range(chunk_start, chunk_start + len(visit)), visit, encoded):
+            if len(prompts) == num_prompts:
+                break
+            label = int(labels[source_index])
+            if taken[label] >= quota[label]:
+                continue
+            drawn = int(lengths[position])
+            if len(token_ids) <= drawn:
+                too_short += 1
+                continue
+            length = whole_character_prefix_length(tokenizer, token_ids, drawn, min_tokens, max_tokens)
+            if length is None:
+                no_whole_prefix += 1
+                continue
+            prefix = tuple(token_ids[:length])
+            prompts.append(Prompt(len(prompts), source_index, label, decode_tokens(tokenizer, prefix), length, prefix,
+                                  split))
+            taken[label] += 1
     if not prompts:
         raise PipelineError("no review is longer than its prefix: the dataset has no usable prompts")
-    # Interleave the classes so any leading slice of the prompts is balanced too.
+    if len(prompts) < num_prompts and warn:
+        reasons = []
+        if too_short:
+            reasons.append(f"{too_short} are no longer than the prefix length drawn for them")
+        if no_whole_prefix:
+            reasons.append(f"{no_whole_prefix} have no prefix of {min_tokens}-{max_tokens} tokens that ends on a "
+                           "whole character")
+        reasons += [f"class {label} has {taken[label]} usable reviews for its quota of {quota[label]} (prompts are "
+                    "balanced over classes)" for label in classes if taken[label] < quota[label]]
+        logger.warning("Made %d of the %d prompts asked for from the %d reviews%s: %s", len(prompts), num_prompts,
+                       len(reviews), f" of split '{split}'" if split else "", "; ".join(reasons))
+    # Interleave the classes so any leading slice of the prompts is balanced too; the rest keep their order.
     by_class = {label: [p for p in prompts if p.label == label] for label in classes}
-    interleaved = [p for group in zip(*by_class.values()) for p in group]
-    interleaved += [p for p in prompts if p not in set(interleaved)]
-    return [Prompt(i, p.source_index, p.label, p.prompt, p.prefix_tokens) for i, p in enumerate(interleaved)]
+    paired = min(len(group) for group in by_class.values())
+    interleaved = [p for group in zip(*(group[:paired] for group in by_class.values())) for p in group]
+    leftover = {p.prompt_index for group in by_class.values() for p in group[paired:]}
+    interleaved += [p for p in prompts if p.prompt_index in leftover]
+    return [dataclasses.replace(p, prompt_index=first_index + i) for i, p in enumerate(interleaved)]

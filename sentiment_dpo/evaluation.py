@@ -22,14 +22,17 @@ import torch
 
 from .cli import PipelineError, require_source
 from .configs import EvalArguments
-from .data import build_prompts, load_reviews
+from .data import build_prompts, decode_tokens, load_reviews
 from .generation import completion_logits, completion_logps, iter_samples
 from .judge import JudgeItem, greedy_generate_fn, judge
-from .metrics import (best_of_n_expected_reward, best_of_n_kl, implicit_reward_accuracy, mean_and_standard_error,
-                      sequence_kl, win_counts)
+from .metrics import (best_of_n_expected_reward, best_of_n_kl, clustered_mean_and_standard_error,
+                      implicit_reward_accuracy, mean_and_standard_error, sequence_kl, win_counts)
 from .models import SentimentClassifier, check_classifier_labels, default_device, load_causal_lm, load_tokenizer, resolve_dtype
 from .runs import (COMPLETE_FILE, RunFolder, atomic_write_json, config_fingerprint, read_jsonl, write_jsonl)
-from .training import SWEEP_RUN_FILE, file_sha256, is_complete_checkpoint
+from .pairs import TOKENIZED_COLUMNS
+from .trainers import tokenize_preference_pairs
+from .checkpoints import is_complete_checkpoint
+from .training import SWEEP_RUN_FILE, check_pairs_match_tokenizer, file_sha256, load_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -109,18 +112,29 @@ def _short_hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+@dataclass
+class Policy:
+    """One policy in the two precisions eval.py uses: `sampler` (weights in `dtype`) samples, `measurer` (weights in
+    `measure_dtype`, float32 by default) gives the logits of the KL and log-probability passes; one model when the
+    two agree. Both compute their logits in float32 (`models.Float32Head`)."""
+
+    sampler: torch.nn.Module
+    measurer: torch.nn.Module
+
+
 @torch.no_grad()
-def evaluate_policy(policy, reference, tokenizer, classifier: SentimentClassifier, prompts, args: EvalArguments,
-                    is_reference: bool) -> tuple[dict, list[dict]]:
+def evaluate_policy(policy: Policy, reference: Policy, tokenizer, classifier: SentimentClassifier, prompts,
+                    args: EvalArguments, is_reference: bool) -> tuple[dict, list[dict]]:
     """Sample from `policy`, score the samples, and measure their sequence KL to `reference`.
 
-    Returns (summary, samples): summary has reward, reward_sem, kl, kl_sem, num_samples; each sample record has
-    the prompt, the sample's index among the prompt's samples, the completion (text and token ids), its reward
-    and its KL.
+    Returns (summary, samples): summary has reward, reward_sem, kl, kl_sem (standard errors clustered by prompt),
+    num_samples; each sample record has the prompt (text and token ids), the sample's index among the prompt's
+    samples, the completion (text and token ids, EOS included where sampled), its reward and its KL.
     """
     samples = []
-    for batch in iter_samples(policy, tokenizer, [p.prompt for p in prompts], args.samples_per_prompt,
+    for batch in iter_samples(policy.sampler, [p.prompt_token_ids for p in prompts], args.samples_per_prompt,
                               args.max_new_tokens, args.temperature, args.generation_batch_size, args.seed,
+                              tokenizer.pad_token_id, tokenizer.eos_token_id,
                               cache_implementation=args.cache_implementation):
         kls = []
         for start in range(0, len(batch.item_indices), args.kl_batch_size):
@@ -128,18 +142,23 @@ def evaluate_policy(policy, reference, tokenizer, classifier: SentimentClassifie
             if is_reference:
                 kls.append(torch.zeros(len(batch.item_indices[rows])))
                 continue
-            kls.append(sequence_kl(completion_logits(policy, batch, rows), completion_logits(reference, batch, rows),
-                                   batch.completion_mask[rows], args.temperature).cpu())
+            kls.append(sequence_kl(completion_logits(policy.measurer, batch, rows),
+                                   completion_logits(reference.measurer, batch, rows), batch.completion_mask[rows],
+                                   args.temperature).cpu())
         for item, token_ids, kl in zip(batch.item_indices, batch.completion_token_ids(), torch.cat(kls).tolist()):
             prompt = prompts[item // args.samples_per_prompt]
             samples.append({"prompt_index": prompt.prompt_index, "sample_index": item % args.samples_per_prompt,
-                            "prompt": prompt.prompt, "completion": tokenizer.decode(token_ids, skip_special_tokens=True),
-                            "completion_token_ids": token_ids, "kl": kl})
+                            "prompt": prompt.prompt, "completion": decode_tokens(tokenizer, token_ids),
+                            "prompt_token_ids": list(prompt.prompt_token_ids), "completion_token_ids": token_ids,
+                            "kl": kl})
     for sample, reward in zip(samples, classifier.score(_scored_texts(samples, args))):
         sample["reward"] = reward
-    reward, reward_sem = mean_and_standard_error([s["reward"] for s in samples])
-    kl, kl_sem = mean_and_standard_error([s["kl"] for s in samples])
-    summary = {"reward": reward, "reward_sem": reward_sem, "kl": kl, "kl_sem": kl_sem, "num_samples": len(samples)}
+    # The samples of one prompt are not independent of each other: standard errors are clustered by prompt.
+    prompt_of = [s["prompt_index"] for s in samples]
+    reward, reward_sem = clustered_mean_and_standard_error([s["reward"] for s in samples], prompt_of)
+    kl, kl_sem = clustered_mean_and_standard_error([s["kl"] for s in samples], prompt_of)
+    summary = {"reward": reward, "reward_sem": reward_sem, "kl": kl, "kl_sem": kl_sem, "num_samples": len(samples),
+               "num_prompts": len(prompts)}
     return summary, samples
 
 
@@ -148,29 +167,32 @@ def _scored_texts(samples: list[dict], args: EvalArguments) -> list[str]:
 
 
 class HeldoutPairs:
-    """The held-out preference pairs, and log pi_ref of their completions (computed once, for every model)."""
+    """The held-out preference pairs as token ids (the sampled ids, or TRL's tokenization of text pairs), and
+    log pi_ref of their completions (computed once, for every model)."""
 
-    def __init__(self, path: str, batch_size: int):
-        records = read_jsonl(path, "heldout_pairs_file", required=("prompt", "chosen", "rejected"))
+    def __init__(self, path: str, tokenizer, batch_size: int):
+        field_name = "heldout_pairs_file"
+        pairs = load_pairs(path, None, 0, field_name=field_name)
+        check_pairs_match_tokenizer(pairs, tokenizer, path, field_name)
+        pairs = tokenize_preference_pairs(pairs, tokenizer)
         self.path, self.sha, self.batch_size = path, file_sha256(path), batch_size
-        self.prompts = [r["prompt"] for r in records]
-        self.chosen = [r["chosen"] for r in records]
-        self.rejected = [r["rejected"] for r in records]
+        self.pad_token_id = tokenizer.pad_token_id
+        self.prompt_ids, self.chosen_ids, self.rejected_ids = (pairs[column] for column in TOKENIZED_COLUMNS)
         self._reference = None
 
     def __len__(self) -> int:
-        return len(self.prompts)
+        return len(self.prompt_ids)
 
-    def logps(self, model, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    def logps(self, model) -> tuple[torch.Tensor, torch.Tensor]:
         """[P] log pi(chosen | prompt) and [P] log pi(rejected | prompt)."""
-        chosen = completion_logps(model, tokenizer, self.prompts, self.chosen, self.batch_size)
-        rejected = completion_logps(model, tokenizer, self.prompts, self.rejected, self.batch_size)
+        chosen = completion_logps(model, self.prompt_ids, self.chosen_ids, self.pad_token_id, self.batch_size)
+        rejected = completion_logps(model, self.prompt_ids, self.rejected_ids, self.pad_token_id, self.batch_size)
         return chosen, rejected
 
-    def metrics(self, policy, reference, tokenizer, beta: float | None) -> dict:
+    def metrics(self, policy: Policy, reference: Policy, beta: float | None) -> dict:
         if self._reference is None:
-            self._reference = self.logps(reference, tokenizer)
-        policy_chosen, policy_rejected = self.logps(policy, tokenizer)
+            self._reference = self.logps(reference.measurer)
+        policy_chosen, policy_rejected = self.logps(policy.measurer)
         result = implicit_reward_accuracy(policy_chosen, policy_rejected, *self._reference, beta=beta)
         return {f"heldout_{key}": value for key, value in result.items()} | {"heldout_pairs": len(self)}
 
@@ -182,28 +204,34 @@ class Evaluator:
         self.args = args
         self.device = default_device()
         self.dtype = resolve_dtype(args.dtype, self.device)
+        self.measure_dtype = resolve_dtype(args.measure_dtype, self.device)
         self.tokenizer = load_tokenizer(args.sft_model_path, "sft_model_path", args.trust_remote_code)
         self._reference = self._classifier = None
 
+    def load(self, path: str, field_name: str) -> Policy:
+        def load(dtype):
+            return load_causal_lm(path, field_name, dtype, self.device, self.args.trust_remote_code,
+                                  float32_logits=True)
+
+        measurer = load(self.measure_dtype)
+        return Policy(sampler=measurer if self.dtype == self.measure_dtype else load(self.dtype), measurer=measurer)
+
     @property
-    def reference(self):
+    def reference(self) -> Policy:
         if self._reference is None:
-            self._reference = load_causal_lm(self.args.sft_model_path, "sft_model_path", self.dtype, self.device,
-                                             self.args.trust_remote_code)
+            self._reference = self.load(self.args.sft_model_path, "sft_model_path")
         return self._reference
 
     @property
     def classifier(self) -> SentimentClassifier:
         if self._classifier is None:
             self._classifier = SentimentClassifier.load(
-                self.args.classifier_name_or_path, self.dtype, self.device, self.args.classifier_batch_size,
+                self.args.classifier_name_or_path, self.measure_dtype, self.device, self.args.classifier_batch_size,
                 self.args.classifier_max_length, self.args.trust_remote_code)
         return self._classifier
 
-    def load_policy(self, model: ModelToEvaluate):
-        if model.run == SFT_RUN:
-            return self.reference
-        return load_causal_lm(model.path, "dpo_output_dir", self.dtype, self.device, self.args.trust_remote_code)
+    def load_policy(self, model: ModelToEvaluate) -> Policy:
+        return self.reference if model.run == SFT_RUN else self.load(model.path, "dpo_output_dir")
 
 
 def _safe_name(name: str) -> str:
@@ -238,7 +266,7 @@ def evaluate_models(models, evaluator: Evaluator, prompts, heldout: HeldoutPairs
             logger.info("[%s] reward %.3f ± %.3f, KL %.2f ± %.2f", model.name, row["reward"], row["reward_sem"],
                         row["kl"], row["kl_sem"])
         if wants_heldout:
-            row.update(heldout.metrics(policy, evaluator.reference, evaluator.tokenizer, model.beta),
+            row.update(heldout.metrics(policy, evaluator.reference, model.beta),
                        heldout_pairs_sha=heldout.sha)
             logger.info("[%s] held-out implicit-reward accuracy %.3f on %d pairs", model.name,
                         row["heldout_accuracy"], row["heldout_pairs"])
@@ -290,14 +318,16 @@ def evaluate_best_of_n(evaluator: Evaluator, prompts, out: Path, settings_hash: 
         logger.info("Best-of-N: sampling %d completions for each of %d prompts from the SFT model",
                     samples_per_prompt, len(prompts))
         records = []
-        for batch in iter_samples(evaluator.reference, evaluator.tokenizer, [p.prompt for p in prompts],
+        tokenizer = evaluator.tokenizer
+        for batch in iter_samples(evaluator.reference.sampler, [p.prompt_token_ids for p in prompts],
                                   samples_per_prompt, args.max_new_tokens, args.temperature,
-                                  args.generation_batch_size, args.seed + 1,
+                                  args.generation_batch_size, args.seed + 1, tokenizer.pad_token_id,
+                                  tokenizer.eos_token_id,
                                   cache_implementation=args.cache_implementation):
             for item, token_ids in zip(batch.item_indices, batch.completion_token_ids()):
                 prompt = prompts[item // samples_per_prompt]
                 records.append({"prompt_index": prompt.prompt_index, "prompt": prompt.prompt,
-                                "completion": evaluator.tokenizer.decode(token_ids, skip_special_tokens=True)})
+                                "completion": decode_tokens(tokenizer, token_ids)})
         for record, reward in zip(records, evaluator.classifier.score(_scored_texts(records, args))):
             record["reward"] = reward
         write_jsonl(out / "samples" / "best-of-n.jsonl", records)
@@ -310,7 +340,8 @@ def evaluate_best_of_n(evaluator: Evaluator, prompts, out: Path, settings_hash: 
         rows.append({"name": f"best-of-{n}", "run": BEST_OF_N_RUN, "method": "best_of_n", "beta": None,
                      "loss_type": "best_of_n", "label_smoothing": None, "label_noise": 0.0, "step": n,
                      "is_final": True, "reward": reward, "reward_sem": reward_sem, "kl": best_of_n_kl(n),
-                     "kl_sem": 0.0, "num_samples": len(per_prompt) * samples_per_prompt})
+                     "kl_sem": 0.0, "num_samples": len(per_prompt) * samples_per_prompt,
+                     "num_prompts": len(per_prompt)})
     return rows
 
 
@@ -363,13 +394,14 @@ def evaluate_frontier(args: EvalArguments) -> Path:
     folder = RunFolder(out, settings_hash, "eval")
     folder.check(overwrite=args.overwrite)  # never "complete": new checkpoints may come
     models = discover_models(args.sft_model_path, args.dpo_output_dir, args.include_checkpoints)
-    heldout = HeldoutPairs(args.heldout_pairs_file, args.kl_batch_size) if args.heldout_pairs_file else None
     check_classifier_labels(args.classifier_name_or_path, args.trust_remote_code)
     evaluator = Evaluator(args)
+    heldout = (HeldoutPairs(args.heldout_pairs_file, evaluator.tokenizer, args.kl_batch_size)
+               if args.heldout_pairs_file else None)
     reviews = load_reviews(args.dataset_name, args.dataset_split, args.dataset_config, args.text_column,
                            args.label_column)
     prompts = build_prompts(reviews, evaluator.tokenizer, args.num_prompts, args.min_prefix_tokens,
-                            args.max_prefix_tokens, args.seed)
+                            args.max_prefix_tokens, args.seed, split=args.dataset_split)
     folder.claim({"eval": args}, overwrite=args.overwrite)  # every input is loaded and checked by now
     logger.info("Evaluating %d models on %d held-out prompts x %d samples", len(models), len(prompts),
                 args.samples_per_prompt)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -50,10 +51,54 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def iter_samples(model, tokenizer, prompts: list[str], samples_per_prompt: int, max_new_tokens: int,
-                 temperature: float, batch_size: int, seed: int, item_offset: int = 0,
-                 cache_implementation: str = "dynamic") -> Iterator[SampledBatch]:
-    """Sample `samples_per_prompt` completions of every prompt, `batch_size` sequences at a time.
+def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int,
+             width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, W] input ids, each sequence right-aligned after `pad_token_id`s, and the [B, W] attention mask (1 on the
+    sequence's own tokens). W is `width`, or the longest sequence's length."""
+    width = max(map(len, sequences)) if width is None else width
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        if ids:
+            input_ids[row, width - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+    return input_ids, attention_mask
+
+
+def pure_sampling_config(temperature: float, max_new_tokens: int, pad_token_id: int, eos_token_id: int,
+                         cache_implementation: str = "dynamic"):
+    """Ancestral sampling at `temperature` and nothing else: no top-k, top-p, min-p, typical-p, repetition
+    penalty, n-gram blocking, forced or suppressed tokens, minimum length. Built from transformers' defaults, not
+    from the model's own `generation_config`, whose settings would otherwise be merged in."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+        pad_token_id=pad_token_id, eos_token_id=eos_token_id,
+        cache_implementation="static" if cache_implementation == "static" else None,
+    )
+
+
+@contextmanager
+def generation_config_of(model, generation_config):
+    """`model.generate` reads defaults from `model.generation_config` for every setting the config it is given
+    leaves at its default (a model may ship `repetition_penalty`, `min_p`, `no_repeat_ngram_size` ...): while
+    sampling, the model's own config is ours."""
+    saved = model.generation_config
+    model.generation_config = generation_config
+    try:
+        yield generation_config
+    finally:
+        model.generation_config = saved
+
+
+def iter_samples(model, prompt_token_ids: Sequence[Sequence[int]], samples_per_prompt: int, max_new_tokens: int,
+                 temperature: float, batch_size: int, seed: int, pad_token_id: int, eos_token_id: int,
+                 item_offset: int = 0, cache_implementation: str = "dynamic") -> Iterator[SampledBatch]:
+    """Sample `samples_per_prompt` completions of every prompt (given as token ids), `batch_size` sequences at a time.
+
+    The model continues exactly the prompt's ids (a re-tokenization of the prompt's text can differ), sampling at
+    `temperature` with no other logits processor, whatever the model's `generation_config` says.
 
     Items are (prompt i, sample k) in the order i * samples_per_prompt + k. Each batch re-seeds torch's generator
     from `seed` and the batch's first item (counted from `item_offset`, for callers that sample a long prompt list
@@ -64,39 +109,30 @@ def iter_samples(model, tokenizer, prompts: list[str], samples_per_prompt: int, 
     a GPU (the first batch pays for the compilation). Every batch is then left-padded to one width, the longest
     prompt's, so that the compiled step keeps one shape instead of recompiling for each batch's widest prompt.
     """
-    from transformers import GenerationConfig
-
     if cache_implementation not in CACHE_IMPLEMENTATIONS:
         raise ValueError(f"cache_implementation must be one of {CACHE_IMPLEMENTATIONS}, got {cache_implementation!r}")
-    generation_config = GenerationConfig(
-        do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        cache_implementation="static" if cache_implementation == "static" else None,
-    )
-    padding = {"padding": True}
-    if cache_implementation == "static" and prompts:
-        width = max(map(len, tokenizer(list(dict.fromkeys(prompts)), add_special_tokens=False)["input_ids"]))
-        padding = {"padding": "max_length", "max_length": width}
+    generation_config = pure_sampling_config(temperature, max_new_tokens, pad_token_id, eos_token_id,
+                                             cache_implementation)
+    width = max(map(len, prompt_token_ids)) if cache_implementation == "static" and prompt_token_ids else None
     device = next(model.parameters()).device
-    items = [i for i in range(len(prompts)) for _ in range(samples_per_prompt)]
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
+    items = [i for i in range(len(prompt_token_ids)) for _ in range(samples_per_prompt)]
+    with generation_config_of(model, generation_config):
         for start in range(0, len(items), batch_size):
             batch_items = list(range(start, min(start + batch_size, len(items))))
-            inputs = tokenizer([prompts[items[i]] for i in batch_items], return_tensors="pt", **padding,
-                               add_special_tokens=False).to(device)
+            input_ids, attention_mask = left_pad([prompt_token_ids[items[i]] for i in batch_items], pad_token_id,
+                                                 width)
+            input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
             torch.manual_seed(seed * 1_000_003 + item_offset + start)
             with torch.no_grad():
-                sequences = model.generate(**inputs, generation_config=generation_config)
-            completion = sequences[:, inputs["input_ids"].shape[1] :]
+                sequences = model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                           generation_config=generation_config)
+            completion = sequences[:, input_ids.shape[1] :]
             yield SampledBatch(
                 item_indices=batch_items,
                 sequences=sequences,
-                prompt_mask=inputs["attention_mask"],
-                completion_mask=completion_mask_from_tokens(completion, tokenizer.eos_token_id),
+                prompt_mask=attention_mask,
+                completion_mask=completion_mask_from_tokens(completion, eos_token_id),
             )
-    finally:
-        tokenizer.padding_side = padding_side
 
 
 @torch.no_grad()
@@ -112,28 +148,24 @@ def completion_logits(model, batch: SampledBatch, rows: slice | None = None) -> 
 
 
 @torch.no_grad()
-def completion_logps(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int) -> torch.Tensor:
-    """log pi(y | x) of each (prompt x, completion y), summed over y's tokens and the EOS that ends it.
+def completion_logps(model, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
+                     pad_token_id: int, batch_size: int) -> torch.Tensor:
+    """log pi(y | x) of each (prompt x, completion y) given as token ids, summed over y's tokens:
 
-    Tokenized as TRL's DPOTrainer tokenizes its pairs, so that the implicit reward beta * (log pi - log pi_ref)
-    matches the one DPO trained: x + y + EOS is tokenized as one text, and y's tokens are those after the longest
-    common prefix with the tokenized x.
+        log pi(y | x) = sum_{t=1..T} log softmax(logits(x, y_<t))[y_t]
 
-    Returns a [N] float32 tensor (on the CPU) for N = len(prompts) = len(completions).
+    with y as it is given (its EOS included only where it has one), so that the implicit reward
+    beta * (log pi - log pi_ref) is the one DPO trained on the same ids. Log-softmax is taken in float32.
+
+    Returns a [N] float32 tensor (on the CPU) for N = len(prompt_ids) = len(completion_ids).
     """
-    from trl.data_utils import common_prefix_length
-
     device = next(model.parameters()).device
-    sequences = []
-    for prompt, completion in zip(prompts, completions):
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        full_ids = tokenizer(prompt + completion + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-        sequences.append((full_ids, common_prefix_length(prompt_ids, full_ids)))
+    sequences = [(list(x) + list(y), len(x)) for x, y in zip(prompt_ids, completion_ids)]
     results = []
     for start in range(0, len(sequences), batch_size):
         batch = sequences[start : start + batch_size]
         width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
         completion_mask = torch.zeros((len(batch), width), dtype=torch.bool)
         for row, (ids, prompt_length) in enumerate(batch):

@@ -81,6 +81,32 @@ def mean_and_standard_error(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(variance / n)
 
 
+def clustered_mean_and_standard_error(values: Sequence[float], clusters: Sequence) -> tuple[float, float]:
+    """Mean of `values` and its standard error when the values of one cluster (the samples of one prompt) are not
+    independent of each other: the cluster-robust standard error over G clusters,
+
+        mean = (1/n) sum_i v_i
+        SE   = sqrt( G/(G-1) * sum_g ( sum_{i in g} (v_i - mean) )^2 ) / n
+
+    With m values in every cluster this is the standard error of the G cluster means, sqrt(s^2 / G) with s^2 their
+    sample variance; treating the n = G m values as independent would understate it when a prompt's samples
+    resemble each other. The error is 0 for fewer than 2 clusters.
+    """
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values")
+    if len(clusters) != n:
+        raise ValueError(f"{n} values but {len(clusters)} cluster labels")
+    mean = math.fsum(values) / n
+    residual_sums: dict = {}
+    for value, cluster in zip(values, clusters):
+        residual_sums[cluster] = residual_sums.get(cluster, 0.0) + (value - mean)
+    g = len(residual_sums)
+    if g < 2:
+        return mean, 0.0
+    return mean, math.sqrt(g / (g - 1) * math.fsum(r * r for r in residual_sums.values())) / n
+
+
 def implicit_reward_accuracy(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,

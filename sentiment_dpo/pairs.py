@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 
 PAIR_MODES = ("all", "best_vs_worst")
+# A pair's text fields, and TRL's tokenized preference format, which the pairs of preference_pairs.py also carry.
+TEXT_COLUMNS = ("prompt", "chosen", "rejected")
+TOKENIZED_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
 
 def make_pairs(completions: Sequence[str], rewards: Sequence[float], mode: str = "all") -> list[tuple[int, int]]:
@@ -45,28 +48,33 @@ def max_pairs_per_prompt(completions_per_prompt: int, mode: str) -> int:
 
 
 def pair_records(prompt_record: dict, mode: str) -> list[dict]:
-    """The pairs of one scored prompt record (prompt, completions, rewards) as JSONL records for TRL's DPOTrainer.
+    """The pairs of one scored prompt record (completions.jsonl) as JSONL records for TRL's DPOTrainer.
 
-    A completion that is empty (the model ended at once) takes part in no pair: DPO would train on EOS alone.
+    Each pair carries the sampled token ids, TRL's tokenized format (`prompt_ids`, `chosen_ids`, `rejected_ids`),
+    which dpo.py trains on as they are: a completion's ids end with EOS only where EOS was sampled, and a completion
+    that ended at once (EOS alone, empty text) is a sample like any other. The text fields are for reading.
     """
     completions, rewards = prompt_record["completions"], prompt_record["rewards"]
+    completion_ids = prompt_record["completion_token_ids"]
     return [
         {
             "prompt": prompt_record["prompt"],
             "chosen": completions[chosen],
             "rejected": completions[rejected],
+            "prompt_ids": prompt_record["prompt_token_ids"],
+            "chosen_ids": completion_ids[chosen],
+            "rejected_ids": completion_ids[rejected],
             "chosen_reward": rewards[chosen],
             "rejected_reward": rewards[rejected],
             "prompt_index": prompt_record["prompt_index"],
         }
         for chosen, rejected in make_pairs(completions, rewards, mode)
-        if completions[chosen].strip() and completions[rejected].strip()
     ]
 
 
 def flip_labels(pairs: Sequence[dict], fraction: float, seed: int) -> list[dict]:
     """Label noise: a copy of `pairs` in which round(fraction * len(pairs)) of them, picked by a seeded random
-    permutation, have chosen and rejected (and their rewards) swapped and carry `label_flipped: true`.
+    permutation, have chosen and rejected (their texts, token ids and rewards) swapped and carry `label_flipped: true`.
 
     The permutation does not depend on `fraction`, so the pairs flipped at a lower level are a subset of those
     flipped at a higher one: the levels of a noise study differ only by the added noise.
@@ -78,8 +86,10 @@ def flip_labels(pairs: Sequence[dict], fraction: float, seed: int) -> list[dict]
     for index, pair in enumerate(pairs):
         pair = {**pair, "label_flipped": index in flipped}
         if index in flipped:
-            pair["chosen"], pair["rejected"] = pair["rejected"], pair["chosen"]
-            pair["chosen_reward"], pair["rejected_reward"] = pair["rejected_reward"], pair["chosen_reward"]
+            for chosen, rejected in (("chosen", "rejected"), ("chosen_ids", "rejected_ids"),
+                                     ("chosen_reward", "rejected_reward")):
+                if chosen in pair:
+                    pair[chosen], pair[rejected] = pair[rejected], pair[chosen]
         noisy.append(pair)
     return noisy
 

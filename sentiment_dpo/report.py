@@ -23,7 +23,7 @@ NOISE_PNG = "label_noise.png"
 REPORT_MD = "report.md"
 FRONTIER_COLUMNS = [
     "name", "run", "method", "beta", "loss_type", "label_smoothing", "label_noise", "step", "is_final",
-    "reward", "reward_sem", "kl", "kl_sem", "num_samples",
+    "reward", "reward_sem", "kl", "kl_sem", "num_samples", "num_prompts",
     "heldout_accuracy", "heldout_ties", "heldout_logratio_margin", "heldout_reward_margin", "heldout_pairs",
     "wins", "losses", "ties", "win_rate",
     "judge_wins", "judge_losses", "judge_unparsable", "judge_win_rate", "judge_unparsable_share",
@@ -103,7 +103,7 @@ def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
     best_of_n = sorted((row for row in rows if row["run"] == "best-of-n"), key=lambda row: row["step"])
     if best_of_n:
         axes.plot([r["kl"] for r in best_of_n], [r["reward"] for r in best_of_n], color="black", linestyle="--",
-                  marker="x", label="best-of-N from SFT (analytic KL)")
+                  marker="x", label=f"best-of-N from SFT (analytic KL{best_of_n_prompts_note(rows)})")
         for r in best_of_n:
             axes.annotate(f"N={r['step']}", (r["kl"], r["reward"]), textcoords="offset points", xytext=(4, -10),
                           fontsize=7)
@@ -121,6 +121,15 @@ def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="center right")
     _save(figure, path)
+
+
+def best_of_n_prompts_note(rows: list[dict]) -> str:
+    """"; first 32 of the 128 prompts" when best-of-N was measured on fewer prompts than the models beside it."""
+    measured = [row.get("num_prompts") for row in rows if row["run"] == "best-of-n"]
+    others = [row.get("num_prompts") for row in rows if row["run"] != "best-of-n"]
+    if measured and others and measured[0] and max(others) and measured[0] < max(others):
+        return f"; first {measured[0]} of the {max(others)} prompts"
+    return ""
 
 
 def read_training_metrics(run_dir: str | Path) -> list[dict]:
@@ -277,13 +286,15 @@ def write_report(rows: list[dict], out: Path, args, num_prompts: int, heldout) -
         f"- Reward: P(POSITIVE) of `{args.classifier_name_or_path}` on "
         f"{'prompt + completion' if args.score_prompt else 'the completion'}. "
         f"KL: exact sequence-level KL(π || π_SFT) of each sample, averaged; π_SFT = `{args.sft_model_path}`.",
-        f"- Held-out pairs: "
+        "- Held-out pairs: "
         + (f"{len(heldout)} pairs of `{heldout.path}`, made like the training pairs from prompts no model trained on."
            if heldout else "none (set heldout_pairs_file)."),
         "", "## Reward vs KL frontier", "", f"![frontier]({FRONTIER_PNG})", "",
         "Each line is one training run through its saved checkpoints; the large point is its final model. "
-        + (f"The black dashed curve is best-of-N sampling from the SFT model; {BEST_OF_N_KL_NOTE}."
-           if best_of_n else ""), "",
+        + (f"The black dashed curve is best-of-N sampling from the SFT model; {BEST_OF_N_KL_NOTE}"
+           f"{best_of_n_prompts_note(rows).replace('; first', ', measured on the first')}."
+           if best_of_n else "")
+        + " ± is a standard error clustered by prompt (the samples of one prompt are not independent).", "",
         "## Final models", "", final_models_table(final_rows, with_judge), "",
         "Held-out accuracy: share of held-out pairs whose chosen completion gets the higher implicit reward "
         "β·log(π/π_SFT) (ties count as wrong). Margin: mean β·Δ, Δ the chosen-minus-rejected log-ratio. "
@@ -303,7 +314,7 @@ def write_report(rows: list[dict], out: Path, args, num_prompts: int, heldout) -
                           for r in best_of_n]), "",
                   f"Reward: unbiased estimate of the expected best of N among {max(r['step'] for r in best_of_n)} "
                   f"samples per prompt, over {best_of_n[0]['num_samples'] // max(r['step'] for r in best_of_n)} "
-                  "prompts.", ""]
+                  "prompts (± over prompts).", ""]
     if study:
         lines += ["## Label noise", "", f"![label noise]({NOISE_PNG})", "",
                   _table(["run", "flipped labels", "reward ± s.e.", "KL", "held-out accuracy", "win rate vs SFT"],

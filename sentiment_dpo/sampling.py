@@ -9,9 +9,9 @@ from pathlib import Path
 
 from .cli import PipelineError, require_source
 from .configs import PairsArguments
-from .data import build_prompts, load_reviews
+from .data import build_prompts, decode_tokens, load_reviews
 from .generation import iter_samples
-from .metrics import mean_and_standard_error
+from .metrics import clustered_mean_and_standard_error
 from .models import SentimentClassifier, default_device, load_causal_lm, load_tokenizer, resolve_dtype
 from .pairs import flip_labels, max_pairs_per_prompt, noisy_pairs_file, pair_records
 from .runs import RunFolder, atomic_write_text, config_fingerprint, write_jsonl
@@ -24,43 +24,75 @@ PAIRS_FILE = "pairs.jsonl"
 HELDOUT_PAIRS_FILE = "heldout_pairs.jsonl"
 
 
-def _finished_records(path: Path) -> dict[int, dict]:
-    """Prompt records already written by an interrupted run; a torn last line (killed mid-write) is dropped."""
-    records = {}
+def prompt_slices(prompts: list, args: PairsArguments) -> list[list]:
+    """The prompts in the slices whose records are appended to completions.jsonl together: a few sampling batches'
+    worth each, so that little is redone after an interruption."""
+    size = max(1, args.generation_batch_size // args.completions_per_prompt) * 4
+    return [prompts[start : start + size] for start in range(0, len(prompts), size)]
+
+
+def finished_records(path: Path, slices: list[list]) -> dict[int, dict]:
+    """Prompt records of the slices an interrupted run wrote whole. Whatever a kill left of the slice being
+    written (some of its lines, a line cut at any byte) is dropped, and the file is cut back to the whole slices,
+    which the run then continues after: they hold exactly the bytes an uninterrupted run writes."""
     if not path.is_file():
-        return records
-    good_lines = []
-    for line in path.read_text().splitlines():
+        return {}
+    written = {}
+    for line in path.read_bytes().split(b"\n"):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = json.loads(line.decode())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and "prompt_index" in record:
+            written[record["prompt_index"]] = record
+    kept = {}
+    for prompt_slice in slices:
+        if not all(prompt.prompt_index in written for prompt in prompt_slice):
             break
-        records[record["prompt_index"]] = record
-        good_lines.append(line)
-    atomic_write_text(path, "".join(line + "\n" for line in good_lines))
-    return records
+        kept.update((prompt.prompt_index, written[prompt.prompt_index]) for prompt in prompt_slice)
+    atomic_write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in kept.values()))
+    return kept
 
 
 def sample_and_score(model, tokenizer, classifier: SentimentClassifier, prompts, args) -> list[dict]:
-    """Scored prompt records: N completions of each prompt and their rewards P(POSITIVE)."""
+    """Scored prompt records: N completions of each prompt (token ids as sampled, and their text) and their rewards
+    P(POSITIVE)."""
     n = args.completions_per_prompt
-    completions: list[list[str]] = [[] for _ in prompts]
-    finished: list[list[bool]] = [[] for _ in prompts]
+    completion_ids: list[list[list[int]]] = [[] for _ in prompts]
     item_offset = prompts[0].prompt_index * n
-    for batch in iter_samples(model, tokenizer, [p.prompt for p in prompts], n, args.max_new_tokens,
-                              args.temperature, args.generation_batch_size, args.seed, item_offset=item_offset,
+    for batch in iter_samples(model, [p.prompt_token_ids for p in prompts], n, args.max_new_tokens,
+                              args.temperature, args.generation_batch_size, args.seed, tokenizer.pad_token_id,
+                              tokenizer.eos_token_id, item_offset=item_offset,
                               cache_implementation=args.cache_implementation):
         for item, token_ids in zip(batch.item_indices, batch.completion_token_ids()):
-            ended = bool(token_ids) and token_ids[-1] == tokenizer.eos_token_id
-            completions[item // n].append(tokenizer.decode(token_ids, skip_special_tokens=True))
-            finished[item // n].append(ended)
+            completion_ids[item // n].append(token_ids)
+    completions = [[decode_tokens(tokenizer, ids) for ids in per_prompt] for per_prompt in completion_ids]
     texts = [(p.prompt if args.score_prompt else "") + c for p, cs in zip(prompts, completions) for c in cs]
     rewards = classifier.score(texts)
     return [
-        {**prompt.to_record(), "completions": completions[i], "rewards": rewards[i * n : (i + 1) * n],
-         "ended_with_eos": finished[i]}
+        {**prompt.to_record(), "completions": completions[i], "completion_token_ids": completion_ids[i],
+         "rewards": rewards[i * n : (i + 1) * n],
+         "ended_with_eos": [bool(ids) and ids[-1] == tokenizer.eos_token_id for ids in completion_ids[i]]}
         for i, prompt in enumerate(prompts)
     ]
+
+
+def pair_prompts(reviews, heldout_reviews, tokenizer, args: PairsArguments) -> tuple[list, int]:
+    """The train prompts, then the held-out ones, and how many are train prompts. Held-out prompts come from
+    `heldout_split` when it is set (IMDb's `unsupervised` split, say, so that every train review gives a train
+    prompt), else from the same split as the train prompts, after them."""
+    if heldout_reviews is None:
+        prompts = build_prompts(reviews, tokenizer, args.num_prompts + args.heldout_prompts, args.min_prefix_tokens,
+                                args.max_prefix_tokens, args.seed, split=args.dataset_split)
+        if len(prompts) <= args.heldout_prompts:
+            raise PipelineError(f"heldout_prompts: the dataset gives only {len(prompts)} prompts, not enough for "
+                                f"{args.heldout_prompts} held-out ones and some to train on")
+        return prompts, len(prompts) - args.heldout_prompts
+    train = build_prompts(reviews, tokenizer, args.num_prompts, args.min_prefix_tokens, args.max_prefix_tokens,
+                          args.seed, split=args.dataset_split)
+    heldout = build_prompts(heldout_reviews, tokenizer, args.heldout_prompts, args.min_prefix_tokens,
+                            args.max_prefix_tokens, args.seed + 1, split=args.heldout_split, first_index=len(train))
+    return train + heldout, len(train)
 
 
 def make_preference_pairs(args: PairsArguments) -> Path:
@@ -84,32 +116,29 @@ def make_preference_pairs(args: PairsArguments) -> Path:
     tokenizer = load_tokenizer(args.model_name_or_path, "model_name_or_path", args.trust_remote_code)
     reviews = load_reviews(args.dataset_name, args.dataset_split, args.dataset_config, args.text_column,
                            args.label_column)
-    model = load_causal_lm(args.model_name_or_path, "model_name_or_path", dtype, device, args.trust_remote_code)
-    classifier = SentimentClassifier.load(args.classifier_name_or_path, dtype, device, args.classifier_batch_size,
-                                          args.classifier_max_length, args.trust_remote_code)
-    prompts = build_prompts(reviews, tokenizer, args.num_prompts + args.heldout_prompts, args.min_prefix_tokens,
-                            args.max_prefix_tokens, args.seed)
-    if len(prompts) <= args.heldout_prompts:
-        raise PipelineError(f"heldout_prompts: the dataset gives only {len(prompts)} prompts, not enough for "
-                            f"{args.heldout_prompts} held-out ones and some to train on")
-    num_train_prompts = len(prompts) - args.heldout_prompts
+    heldout_reviews = None
+    if args.heldout_prompts and args.heldout_split not in (None, args.dataset_split):
+        heldout_reviews = load_reviews(args.dataset_name, args.heldout_split, args.dataset_config, args.text_column,
+                                       args.label_column)
+    model = load_causal_lm(args.model_name_or_path, "model_name_or_path", dtype, device, args.trust_remote_code,
+                           float32_logits=True)
+    classifier = SentimentClassifier.load(args.classifier_name_or_path, resolve_dtype(args.measure_dtype, device),
+                                          device, args.classifier_batch_size, args.classifier_max_length,
+                                          args.trust_remote_code)
+    prompts, num_train_prompts = pair_prompts(reviews, heldout_reviews, tokenizer, args)
     folder.claim({"pairs": args}, overwrite=args.overwrite)  # every input is loaded and checked by now
     if args.report_to == "wandb":
         start_wandb_run(out, args.wandb_project, "preference_pairs", None, "preference_pairs", config=vars(args))
 
     completions_path = out / COMPLETIONS_FILE
-    records = _finished_records(completions_path)
+    slices = prompt_slices(prompts, args)
+    records = finished_records(completions_path, slices)
     if records:
         logger.info("Resuming: %d of %d prompts already sampled", len(records), len(prompts))
-    slice_size = max(1, args.generation_batch_size // args.completions_per_prompt) * 4
-    for start in range(0, len(prompts), slice_size):
-        todo = [p for p in prompts[start : start + slice_size] if p.prompt_index not in records]
-        if not todo:
+    for prompt_slice in slices:
+        if prompt_slice[0].prompt_index in records:
             continue
-        if len(todo) != len(prompts[start : start + slice_size]):  # a slice is written whole, never in part
-            raise PipelineError(f"{completions_path} was not written by this config (it holds part of a slice of "
-                                "prompts); move it away to start over")
-        new_records = sample_and_score(model, tokenizer, classifier, todo, args)
+        new_records = sample_and_score(model, tokenizer, classifier, prompt_slice, args)
         with completions_path.open("a") as handle:
             handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in new_records)
             handle.flush()
@@ -145,7 +174,8 @@ def make_preference_pairs(args: PairsArguments) -> Path:
 
 def _summarize(records: list[dict], pairs: list[dict], args: PairsArguments) -> dict:
     rewards = [r for record in records for r in record["rewards"]]
-    reward_mean, reward_sem = mean_and_standard_error(rewards)
+    reward_mean, reward_sem = clustered_mean_and_standard_error(
+        rewards, [record["prompt_index"] for record in records for _ in record["rewards"]])
     gaps = [pair["chosen_reward"] - pair["rejected_reward"] for pair in pairs]
     by_label = {}
     for label in sorted({record["label"] for record in records}):

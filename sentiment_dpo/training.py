@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import os
@@ -14,12 +13,15 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from .checkpoints import (KeepResumeStateOfTheLatestCheckpoint, check_free_disk, checkpoint_step, count_parameters,
+                          drop_resume_state_of_older_checkpoints, estimate_training_disk, last_complete_checkpoint,
+                          resume_checkpoint, training_steps)
 from .cli import PipelineError, require_source
 from .configs import DPOScriptArguments, SFTScriptArguments
 from .data import load_reviews
 from .models import load_causal_lm, load_tokenizer, resolve_dtype
-from .pairs import noisy_pairs_file
-from .runs import RunFolder, atomic_write_json, config_fingerprint, read_jsonl
+from .pairs import TEXT_COLUMNS, TOKENIZED_COLUMNS, noisy_pairs_file
+from .runs import COMPLETE_FILE, RunFolder, atomic_write_json, config_fingerprint, read_jsonl
 from .tracking import MetricsFileCallback, finish_wandb_run, start_wandb_run, wants_wandb
 
 logger = logging.getLogger(__name__)
@@ -47,34 +49,6 @@ def write_run_info(run_dir: Path, *, method: str, beta: float | None, loss_type:
         "label_smoothing": label_smoothing, "label_noise": label_noise, "pairs_file": pairs_file,
         "reference_model": reference_model, **extra,
     })
-
-
-def _checkpoint_step(path: Path) -> int:
-    return int(path.name.split("-")[-1])
-
-
-def is_complete_checkpoint(path: str | Path) -> bool:
-    """The Trainer writes trainer_state.json last when it saves a checkpoint: without it (or with half of it) the
-    save was interrupted and the checkpoint cannot be trusted."""
-    try:
-        json.loads((Path(path) / "trainer_state.json").read_text())
-        return True
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
-def _resume_checkpoint(output_dir: str | Path) -> str | None:
-    """The last complete checkpoint of `output_dir`; checkpoints whose save was interrupted (killed mid-save) are
-    removed, so that neither the resumed run nor eval.py ever loads half-written weights."""
-    checkpoints = sorted((path for path in Path(output_dir).glob("checkpoint-*")
-                          if path.is_dir() and path.name.split("-")[-1].isdigit()), key=_checkpoint_step)
-    for checkpoint in reversed(checkpoints):
-        if is_complete_checkpoint(checkpoint):
-            logger.info("Resuming from %s", checkpoint)
-            return str(checkpoint)
-        logger.warning("Removing %s: its save was interrupted", checkpoint)
-        shutil.rmtree(checkpoint)
-    return None
 
 
 def _save_full_model(trainer, output_dir: str | Path) -> None:
@@ -129,11 +103,33 @@ class StopOnNonFiniteValues(TrainerCallback):
 
     @staticmethod
     def _message(args, state, what: str) -> str:
-        good = [path for path in Path(args.output_dir).glob("checkpoint-*") if is_complete_checkpoint(path)]
-        last = max(good, key=_checkpoint_step).name if good else None
+        last = last_complete_checkpoint(args.output_dir)
+        last = last.name if last else None
         kept = f"the last good checkpoint, {last}, is kept" if last else "no checkpoint had been saved yet"
         return (f"training diverged at step {state.global_step} in {args.output_dir}: {what}; {kept}. Lower the "
                 "learning rate (or check the data) and start again with --overwrite true")
+
+
+def training_callbacks(output_dir: Path) -> list:
+    """What every training run of the pipeline adds to the Trainer's callbacks."""
+    return [MetricsFileCallback(output_dir), StopOnNonFiniteValues(), KeepResumeStateOfTheLatestCheckpoint()]
+
+
+def finish_run(trainer, folder: RunFolder, summary: dict) -> None:
+    """The end of every training run: final weights saved (merged, staged, checked finite), the folder marked
+    complete, its checkpoints cut down to weights (nothing will resume from them), tracking closed."""
+    _save_full_model(trainer, folder.path)
+    folder.complete(summary)
+    drop_resume_state_of_older_checkpoints(folder.path, keep=None)
+    finish_wandb_run()
+
+
+def disk_needed(model_args, training_args, peft_config, steps: int):
+    """The disk a run of `steps` steps writes (`checkpoints.estimate_training_disk`), from the model's config."""
+    parameters, trainable = count_parameters(model_args.model_name_or_path, peft_config,
+                                             training_args.trust_remote_code)
+    return estimate_training_disk(parameters, trainable, _model_dtype(model_args).itemsize, steps, training_args,
+                                  adapters_only=peft_config is not None)
 
 
 def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
@@ -160,9 +156,13 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
     trust = training_args.trust_remote_code
     tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust)
     if preferred_ft:
-        train = preferred_completions(script_args.pairs_file)
-        check_prompt_lengths(train["prompt"], tokenizer, training_args.max_length, "pairs_file",
+        pairs = load_pairs(script_args.pairs_file, None, 0)
+        check_pairs_match_tokenizer(pairs, tokenizer, script_args.pairs_file)
+        check_prompt_lengths(pairs[prompt_column(pairs)], tokenizer, training_args.max_length, "pairs_file",
                              script_args.pairs_file)
+        train = preferred_completions(pairs)
+        if is_tokenized(pairs):
+            training_args.completion_only_loss = True  # the loss on the completion ids only, as for text pairs
     else:
         train = load_reviews(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config,
                              script_args.text_column, label_column=None)
@@ -181,6 +181,10 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
         model = load_causal_lm(model_args.model_name_or_path, "model_name_or_path", _model_dtype(model_args),
                                trust_remote_code=trust).train()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    peft_config = get_peft_config(model_args)
+    steps = training_steps(len(train), training_args)
+    check_free_disk(output_dir, disk_needed(model_args, training_args, peft_config, steps).total,
+                    f"{'Preferred-FT' if preferred_ft else 'SFT'} ({steps} steps)")
 
     folder.claim({"script": script_args, "training": training_args, "model": model_args},
                  overwrite=script_args.overwrite)
@@ -196,26 +200,28 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
         start_wandb_run(output_dir, script_args.wandb_project, training_args.run_name or "sft", None, "sft")
     trainer = SFTTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-        callbacks=[MetricsFileCallback(output_dir), StopOnNonFiniteValues()],
+        peft_config=peft_config, callbacks=training_callbacks(output_dir),
     )
-    result = trainer.train(resume_from_checkpoint=_resume_checkpoint(output_dir))
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(output_dir))
     summary = {"global_step": trainer.state.global_step, "train_loss": result.training_loss}
     if evaluation is not None:
         summary.update(trainer.evaluate())
-    _save_full_model(trainer, output_dir)
-    folder.complete(summary)
-    finish_wandb_run()
+    finish_run(trainer, folder, summary)
     logger.info("SFT model saved to %s (%s)", output_dir, summary)
     return output_dir
 
 
-def preferred_completions(pairs_file: str):
-    """Preferred-FT's data (DPO paper, section 6): every distinct (prompt, chosen completion) of a pairs file, as
-    TRL's prompt-completion format, so that SFTTrainer puts the loss on the completion (and its EOS) only."""
+def preferred_completions(pairs):
+    """Preferred-FT's data (DPO paper, section 6): every distinct (prompt, chosen completion) of the pairs (from
+    `load_pairs`), with the loss on the completion only. Pairs with token ids give `input_ids` and a
+    `completion_mask` (the sampled ids, EOS only where sampled); text pairs give TRL's prompt-completion format."""
     from datasets import Dataset
 
-    pairs = load_pairs(pairs_file, None, 0)
+    if is_tokenized(pairs):
+        unique = dict.fromkeys((tuple(p), tuple(c)) for p, c in zip(pairs["prompt_ids"], pairs["chosen_ids"]))
+        examples = [{"input_ids": [*prompt, *chosen], "completion_mask": [0] * len(prompt) + [1] * len(chosen)}
+                    for prompt, chosen in unique]
+        return Dataset.from_list(examples)
     unique = dict.fromkeys(zip(pairs["prompt"], pairs["chosen"]))
     return Dataset.from_list([{"prompt": prompt, "completion": chosen} for prompt, chosen in unique])
 
@@ -295,14 +301,18 @@ def sweep_pairs_file(pairs_file: str, overrides: dict[str, str]) -> str:
 
 def check_prompt_lengths(prompts, tokenizer, max_length: int | None, field_name: str, path: str) -> None:
     """A prompt of max_length tokens or more leaves no room for its completion: TRL would silently train on a
-    truncated prompt alone, so it is an error, naming the first such record."""
+    truncated prompt alone, so it is an error, naming the first such record. `prompts` are texts or token ids."""
     if not max_length:
         return
-    unique = list(dict.fromkeys(prompts))
-    lengths = dict(zip(unique, map(len, tokenizer(unique, add_special_tokens=False)["input_ids"])))
-    for number, prompt in enumerate(prompts, start=1):
-        if lengths[prompt] >= max_length:
-            raise PipelineError(f"{field_name}: {path} record {number}: the prompt is {lengths[prompt]} tokens, "
+    if prompts and not isinstance(prompts[0], str):
+        lengths = [len(ids) for ids in prompts]
+    else:
+        unique = list(dict.fromkeys(prompts))
+        by_text = dict(zip(unique, map(len, tokenizer(unique, add_special_tokens=False)["input_ids"])))
+        lengths = [by_text[prompt] for prompt in prompts]
+    for number, length in enumerate(lengths, start=1):
+        if length >= max_length:
+            raise PipelineError(f"{field_name}: {path} record {number}: the prompt is {length} tokens, "
                                 f"which leaves no room for a completion within max_length {max_length}")
 
 
@@ -311,23 +321,114 @@ def check_beta(beta) -> None:
         raise PipelineError(f"beta must be a positive number, got {beta!r}")
 
 
-def load_pairs(pairs_file: str, max_pairs: int | None, seed: int):
-    """The pairs file as a `datasets.Dataset` of prompt/chosen/rejected, checked line by line."""
+# DPOConfig options that only some of TRL's losses read (TRL 1.16's DPOTrainer): under any other loss a value away
+# from the default would train a plain run under another run's name.
+LOSS_SPECIFIC_OPTIONS = {
+    "label_smoothing": ("robust", "exo_pair", "aot", "aot_unpaired"),
+    "discopop_tau": ("discopop",),
+}
+
+
+def check_options_take_effect(args, where: str) -> None:
+    """Refuse settings that the chosen loss (or the rest of the config) ignores: a silent no-op is a mislabelled run."""
+    from trl import DPOConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(DPOConfig)}
+    for option, losses in LOSS_SPECIFIC_OPTIONS.items():
+        value = getattr(args, option)
+        if value != defaults[option] and not set(args.loss_type) & set(losses):
+            raise PipelineError(f"{where}: {option}={value:g} has no effect with loss_type {','.join(args.loss_type)}; "
+                                f"only {', '.join(losses)} use it (add loss_type=..., or drop {option})")
+    if args.f_alpha_divergence_coef != defaults["f_alpha_divergence_coef"] and \
+            args.f_divergence_type != "alpha_divergence":
+        raise PipelineError(f"{where}: f_alpha_divergence_coef has no effect with f_divergence_type "
+                            f"{args.f_divergence_type}; it needs f_divergence_type=alpha_divergence")
+    for option in ("ref_model_mixup_alpha", "ref_model_sync_steps"):
+        if getattr(args, option) != defaults[option] and not args.sync_ref_model:
+            raise PipelineError(f"{where}: {option} has no effect without sync_ref_model true")
+
+
+def _is_token_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(token, int) and not isinstance(token, bool) for token in value)
+
+
+def load_pairs(pairs_file: str, max_pairs: int | None, seed: int, field_name: str = "pairs_file"):
+    """The pairs file as a `datasets.Dataset`, checked record by record.
+
+    Pairs that carry token ids (`prompt_ids`, `chosen_ids`, `rejected_ids`: TRL's tokenized format, as
+    preference_pairs.py writes them) give a dataset of those ids, which DPO trains on as they are; text pairs
+    (`prompt`, `chosen`, `rejected`) give a text dataset that TRL tokenizes.
+    """
     from datasets import Dataset
 
-    records = read_jsonl(pairs_file, "pairs_file", required=("prompt", "chosen", "rejected"))
+    first = read_jsonl(pairs_file, field_name)[0]
+    tokenized = all(key in first for key in TOKENIZED_COLUMNS)
+    columns = TOKENIZED_COLUMNS if tokenized else TEXT_COLUMNS
+    records = read_jsonl(pairs_file, field_name, required=columns)
     for number, record in enumerate(records, start=1):
-        for key in ("prompt", "chosen", "rejected"):
+        where = f"{field_name}: {pairs_file} record {number}"
+        if tokenized:
+            for key in TOKENIZED_COLUMNS:
+                if not _is_token_list(record[key]) or not record[key]:
+                    raise PipelineError(f"{where}: {key} is not a non-empty list of token ids")
+            if record["chosen_ids"] == record["rejected_ids"]:
+                raise PipelineError(f"{where}: chosen equals rejected")
+            continue
+        for key in TEXT_COLUMNS:
             if not isinstance(record[key], str):
-                raise PipelineError(f"pairs_file: {pairs_file} record {number}: {key} is not a string")
+                raise PipelineError(f"{where}: {key} is not a string")
         if not record["chosen"].strip() or not record["rejected"].strip():
-            raise PipelineError(f"pairs_file: {pairs_file} record {number} has an empty completion")
+            raise PipelineError(f"{where} has an empty completion")
         if record["chosen"] == record["rejected"]:
-            raise PipelineError(f"pairs_file: {pairs_file} record {number}: chosen equals rejected")
-    dataset = Dataset.from_list([{key: r[key] for key in ("prompt", "chosen", "rejected")} for r in records])
+            raise PipelineError(f"{where}: chosen equals rejected")
+    kept = columns + tuple(key for key in TEXT_COLUMNS if tokenized and all(key in r for r in records))
+    dataset = Dataset.from_list([{key: r[key] for key in kept} for r in records])
     if max_pairs:
         dataset = dataset.shuffle(seed=seed).select(range(min(max_pairs, len(dataset))))
     return dataset
+
+
+def is_tokenized(dataset) -> bool:
+    return all(column in dataset.column_names for column in TOKENIZED_COLUMNS)
+
+
+def prompt_column(dataset) -> str:
+    return "prompt_ids" if is_tokenized(dataset) else "prompt"
+
+
+def check_pairs_match_tokenizer(dataset, tokenizer, path: str, field_name: str = "pairs_file",
+                                checked: int = 256) -> None:
+    """Token ids are only meaningful with the tokenizer that made them: every id must be in the vocabulary, and the
+    ids of the first `checked` pairs must spell their text fields (where the pairs have them)."""
+    from .data import decode_tokens
+
+    if not is_tokenized(dataset):
+        return
+    vocabulary = len(tokenizer)
+    for column in TOKENIZED_COLUMNS:
+        for number, ids in enumerate(dataset[column], start=1):
+            if min(ids) < 0 or max(ids) >= vocabulary:
+                raise PipelineError(f"{field_name}: {path} record {number}: {column} has token ids outside the "
+                                    f"{vocabulary}-token vocabulary of the model's tokenizer")
+    if not all(column in dataset.column_names for column in TEXT_COLUMNS):
+        return
+    head = dataset.select(range(min(checked, len(dataset))))
+    for number, record in enumerate(head, start=1):
+        for ids_key, text_key in zip(TOKENIZED_COLUMNS, TEXT_COLUMNS):
+            if decode_tokens(tokenizer, record[ids_key]) != record[text_key]:
+                raise PipelineError(f"{field_name}: {path} record {number}: {ids_key} does not spell its {text_key} "
+                                    "with the model's tokenizer: the pairs were sampled with another tokenizer")
+
+
+def warn_of_truncation(dataset, max_length: int | None, path: str) -> None:
+    """TRL's collator cuts a pair whose prompt + completion exceeds max_length: say how many are cut."""
+    if not max_length or not is_tokenized(dataset):
+        return
+    cut = sum(1 for prompt, chosen, rejected in zip(*(dataset[c] for c in TOKENIZED_COLUMNS))
+              if len(prompt) + max(len(chosen), len(rejected)) > max_length)
+    if cut:
+        logger.warning("%d of the %d pairs of %s are longer than max_length %d: TRL truncates their completions",
+                       cut, len(dataset), path, max_length)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -337,7 +438,9 @@ def file_sha256(path: str | Path) -> str:
 def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) -> list[Path]:
     """Train one DPO model per sweep entry into `<output_dir>/<entry>`; finished runs are skipped, interrupted
     ones resume from their last checkpoint. The reference model is the SFT model the policy starts from."""
-    from trl import DPOTrainer, get_peft_config
+    from trl import get_peft_config
+
+    from .trainers import DPOTrainer
 
     root = Path(training_args.output_dir)
     sweep_name = script_args.sweep_name or root.name
@@ -348,15 +451,29 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
     run_args = {name: apply_overrides(training_args, {k: v for k, v in overrides.items() if k not in DATA_SWEEP_KEYS})
                 for name, overrides in runs}
     check_beta(training_args.beta)
+    for (name, _), entry in zip(runs, script_args.sweep):
+        check_options_take_effect(run_args[name], f"sweep entry {entry!r}")
     pairs_files = {name: sweep_pairs_file(script_args.pairs_file, overrides) for name, overrides in runs}
     pairs = {path: load_pairs(path, script_args.max_train_pairs, training_args.seed)
              for path in dict.fromkeys(pairs_files.values())}
     pairs_sha = {path: file_sha256(path) for path in pairs}
     tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", training_args.trust_remote_code)
     for path, dataset in pairs.items():
-        check_prompt_lengths(dataset["prompt"], tokenizer, training_args.max_length, "pairs_file", path)
+        check_pairs_match_tokenizer(dataset, tokenizer, path)
+        check_prompt_lengths(dataset[prompt_column(dataset)], tokenizer, training_args.max_length, "pairs_file", path)
+        warn_of_truncation(dataset, training_args.max_length, path)
     logger.info("DPO sweep %s: %d runs (%s) on %s", sweep_name, len(runs), ", ".join(names),
                 ", ".join(f"{len(dataset)} pairs of {path}" for path, dataset in pairs.items()))
+    peft_config = get_peft_config(model_args)
+    needed = 0
+    for name, _ in runs:
+        if (root / name / COMPLETE_FILE).is_file():
+            continue
+        latest = last_complete_checkpoint(root / name)
+        steps = training_steps(len(pairs[pairs_files[name]]), run_args[name])
+        needed += disk_needed(model_args, run_args[name], peft_config,
+                              steps - (checkpoint_step(latest) if latest else 0)).total
+    check_free_disk(root, needed, "the sweep's unfinished runs")
 
     finished = []
     for name, overrides in runs:
@@ -381,15 +498,13 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
                             config={"sweep_overrides": overrides})
         trainer = DPOTrainer(
             model=model, ref_model=None, args=args, train_dataset=pairs[run_pairs_file], processing_class=tokenizer,
-            peft_config=get_peft_config(model_args), callbacks=[MetricsFileCallback(run_dir), StopOnNonFiniteValues()],
+            peft_config=peft_config, callbacks=training_callbacks(run_dir),
         )
         logger.info("[%s] training (beta=%s, loss=%s)", name, args.beta, ",".join(args.loss_type))
-        result = trainer.train(resume_from_checkpoint=_resume_checkpoint(run_dir))
-        _save_full_model(trainer, run_dir)
+        result = trainer.train(resume_from_checkpoint=resume_checkpoint(run_dir))
         last_logs = next((entry for entry in reversed(trainer.state.log_history) if "rewards/margins" in entry), {})
-        folder.complete({"global_step": trainer.state.global_step, "train_loss": result.training_loss,
-                         **{key: value for key, value in last_logs.items() if key.startswith("rewards/")}})
-        finish_wandb_run()
+        finish_run(trainer, folder, {"global_step": trainer.state.global_step, "train_loss": result.training_loss,
+                                     **{key: value for key, value in last_logs.items() if key.startswith("rewards/")}})
         logger.info("[%s] saved to %s", name, run_dir)
         finished.append(run_dir)
         del trainer, model

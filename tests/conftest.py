@@ -81,3 +81,18 @@ def tiny_assets(tmp_path_factory):
         "root": root, "data": root / "data", "policy_init": root / "policy-init", "sft_model": root / "sft-model",
         "classifier": root / "classifier", "classifier_accuracy": metrics["test_accuracy"],
     }
+
+
+def interrupt_after_checkpoint(monkeypatch, step: int) -> None:
+    """Make the next in-process training run stop as a kill would, right after checkpoint-<step> is saved (and the
+    older checkpoints cut down to their weights): the state on disk is the one a real interruption there leaves."""
+    from sentiment_dpo.checkpoints import KeepResumeStateOfTheLatestCheckpoint
+
+    on_save = KeepResumeStateOfTheLatestCheckpoint.on_save
+
+    def on_save_then_stop(self, args, state, control, **kwargs):
+        on_save(self, args, state, control, **kwargs)
+        if state.global_step == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(KeepResumeStateOfTheLatestCheckpoint, "on_save", on_save_then_stop)

@@ -1,5 +1,6 @@
-"""Every bad input of issue #4: one line naming the file or field and what is wrong, exit code 2, and nothing on
-disk changed (no output folder created, an existing one untouched)."""
+"""Every bad input of issues #4 and #11: one line naming the file or field and what is wrong, exit code 2, and nothing
+on disk changed (no output folder created, an existing one untouched). Most cases run in process (fast); a sample of
+them also runs as a real command line, where no traceback may reach the terminal."""
 
 import json
 import shutil
@@ -41,7 +42,26 @@ def workspace(tmp_path, tiny_assets):
     (tmp_path / "empty-data" / "train.jsonl").write_text("")
     (tmp_path / "no-text-data").mkdir()
     (tmp_path / "no-text-data" / "train.jsonl").write_text(json.dumps({"review": "Good.", "label": 1}) + "\n")
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "imdb-neutral.csv").write_text('review,sentiment\n"A fine film, really.",positive\n'
+                                              '"It was a film, of sorts.",neutral\n')
+    (tmp_path / "numbers-data").mkdir()
+    (tmp_path / "numbers-data" / "train.jsonl").write_text("".join(json.dumps({"text": i, "label": i % 2}) + "\n"
+                                                                   for i in range(4)))
+    (tmp_path / "list.yaml").write_text("- beta: 0.1\n")
+    (tmp_path / "broken.yaml").write_text("beta: [0.1\n")
     return tmp_path
+
+
+def tokenized_pair(assets, **changes):
+    """A pair in TRL's tokenized format whose ids spell its text with the tiny model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(assets["sft_model"])
+    pair = dict(GOOD_PAIR)
+    for key in ("prompt", "chosen", "rejected"):
+        pair[f"{key}_ids"] = tokenizer(pair[key], add_special_tokens=False)["input_ids"]
+    return {**pair, **changes}
 
 
 def write_pairs(path, *records, raw_lines=()):
@@ -131,6 +151,78 @@ CASES = [
      ["temperature must be a positive number"]),
     ("config file that does not exist", dpo, lambda w, a: ["--config", str(w / "missing.yaml")],
      ["missing.yaml does not exist"]),
+    # issue #11: settings that cannot train, data as users have it, silent no-ops, token ids that do not fit
+    ("negative learning rate", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--learning_rate=-1e-5"),
+     ["learning_rate must be a positive number", "-1e-05"]),
+    ("learning rate that is not a number", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--learning_rate", "x"),
+     ["--learning_rate", "invalid float value"]),
+    ("zero epochs", sft, lambda w, a: sft_args(w, a, a["data"], "--max_steps", "-1", "--num_train_epochs", "0"),
+     ["num_train_epochs must be positive"]),
+    ("negative epochs", dpo,
+     lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--max_steps", "-1", "--num_train_epochs", "-2"),
+     ["num_train_epochs must be positive"]),
+    ("zero batch size", sft, lambda w, a: sft_args(w, a, a["data"], "--per_device_train_batch_size", "0"),
+     ["per_device_train_batch_size must be at least 1"]),
+    ("zero accumulation", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--gradient_accumulation_steps", "0"),
+     ["gradient_accumulation_steps must be at least 1"]),
+    ("negative warm-up", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--warmup_steps", "-5"),
+     ["warmup_steps must be a non-negative number"]),
+    ("max_length of one token", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--max_length", "1"),
+     ["max_length must be at least 2"]),
+    ("training output_dir that is a file", dpo,
+     lambda w, a: [*dpo_args(w, a, w / "pairs.jsonl"), "--output_dir", str(w / "a-file")], ["output_dir", "is a file"]),
+    ("SFT output_dir below a file", sft,
+     lambda w, a: [*sft_args(w, a, a["data"]), "--output_dir", str(w / "a-file" / "sft")], ["output_dir", "is a file"]),
+    ("pairs output_dir that is a file", preference_pairs,
+     lambda w, a: [*pairs_args(w, a), "--output_dir", str(w / "a-file")], ["output_dir", "a-file is a file"]),
+    ("eval output_dir below a file", eval_script,
+     lambda w, a: [*eval_args(w, a), "--output_dir", str(w / "a-file" / "eval")], ["output_dir", "a-file is a file"]),
+    ("a string label that is no class", preference_pairs,
+     lambda w, a: pairs_args(w, a, "--dataset_name", w / "imdb-neutral.csv", "--text_column", "review",
+                             "--label_column", "sentiment"),
+     ["label_column", "'neutral'", "column sentiment"]),
+    ("a text column of numbers", sft, lambda w, a: sft_args(w, a, w / "numbers-data"), ["dataset_name", "holds int"]),
+    ("a split the dataset does not have", preference_pairs,
+     lambda w, a: pairs_args(w, a, "--dataset_split", "validation"), ["dataset_name", "validation"]),
+    ("no prompts asked for", preference_pairs, lambda w, a: pairs_args(w, a, "--num_prompts", "0"),
+     ["num_prompts must be at least 1"]),
+    ("no new tokens", eval_script, lambda w, a: eval_args(w, a, "--max_new_tokens", "0"),
+     ["max_new_tokens must be at least 1"]),
+    ("label smoothing under a loss that ignores it", dpo,
+     lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--sweep", "beta=0.1,label_smoothing=0.1"),
+     ["sweep entry", "label_smoothing=0.1 has no effect with loss_type sigmoid", "robust"]),
+    ("label smoothing in the base config under the default loss", dpo,
+     lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--label_smoothing", "0.2"),
+     ["label_smoothing=0.2 has no effect"]),
+    ("discopop_tau without discopop", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--discopop_tau", "0.5"),
+     ["discopop_tau=0.5 has no effect"]),
+    ("loss weights that do not match the losses", dpo,
+     lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--loss_type", "sigmoid", "--loss_weights", "1", "0.5"),
+     ["loss_weights", "2 weights for 1 loss types"]),
+    ("token ids outside the vocabulary", dpo,
+     lambda w, a: dpo_args(w, a, write_pairs(w / "ids.jsonl", tokenized_pair(a, chosen_ids=[5, 10_000_000]))),
+     ["pairs_file", "record 1", "chosen_ids", "outside"]),
+    ("token ids of another tokenizer", dpo,
+     lambda w, a: dpo_args(w, a, write_pairs(w / "ids.jsonl", tokenized_pair(a), tokenized_pair(a, prompt_ids=[7, 8]))),
+     ["pairs_file", "record 2", "prompt_ids does not spell its prompt", "another tokenizer"]),
+    ("token ids that are not a list of ids", dpo,
+     lambda w, a: dpo_args(w, a, write_pairs(w / "ids.jsonl", tokenized_pair(a, rejected_ids="12 13"))),
+     ["pairs_file", "record 1", "rejected_ids is not a non-empty list of token ids"]),
+    ("chosen ids equal to rejected ids", dpo,
+     lambda w, a: dpo_args(w, a, write_pairs(w / "ids.jsonl",
+                                             tokenized_pair(a, rejected_ids=[3, 4], chosen_ids=[3, 4]))),
+     ["pairs_file", "record 1", "chosen equals rejected"]),
+    ("a config file that holds a list", dpo, lambda w, a: ["--config", str(w / "list.yaml")],
+     ["list.yaml must hold a YAML mapping"]),
+    ("a config file that is not YAML", dpo, lambda w, a: ["--config", str(w / "broken.yaml")],
+     ["broken.yaml is not valid YAML"]),
+    ("a malformed sweep entry", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--sweep", "beta"),
+     ["sweep entry 'beta'", "key=value"]),
+    ("a sweep folder with no finished run", eval_script,
+     lambda w, a: eval_args(w, a, "--dpo_output_dir", w / "empty-data"), ["dpo_output_dir", "no finished run"]),
+    ("held-out split that does not exist", preference_pairs,
+     lambda w, a: pairs_args(w, a, "--heldout_prompts", "2", "--heldout_split", "unsupervised"),
+     ["dataset_name", "unsupervised"]),
 ]
 
 
@@ -148,4 +240,31 @@ def test_bad_input_gets_one_line_exit_2_and_changes_nothing(script, make_args, f
     assert len(error_lines) == 1, error_lines
     for fragment in fragments:
         assert fragment in error_lines[0]
+    assert snapshot(workspace, tiny_assets["root"]) == before
+
+
+# A sample of the cases above, run as the command lines users type: exit code 2, one line, no traceback.
+COMMAND_LINE_CASES = ["negative learning rate", "zero epochs", "training output_dir that is a file",
+                      "a string label that is no class", "label smoothing under a loss that ignores it",
+                      "token ids of another tokenizer"]
+
+
+@pytest.mark.parametrize("case", COMMAND_LINE_CASES)
+def test_bad_input_on_the_command_line_is_one_line_without_a_traceback(case, workspace, tiny_assets):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    _, script, make_args, fragments = next(c for c in CASES if c[0] == case)
+    args = [str(arg) for arg in make_args(workspace, tiny_assets)]
+    before = snapshot(workspace, tiny_assets["root"])
+    result = subprocess.run([sys.executable, script.__file__, *args],
+                            cwd=workspace, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and all(fragment in errors[0] for fragment in fragments), errors
     assert snapshot(workspace, tiny_assets["root"]) == before

@@ -1,5 +1,6 @@
-"""The benchmark harness at tiny scale on the CPU: every stage runs and reports positive figures (the figures
-themselves belong to a GPU run, not to a test)."""
+"""The benchmark harness at tiny scale on the CPU: every stage runs at the batch and with the settings asked for, the
+plain-TRL column with TRL's defaults; its arithmetic (FLOPs, the workload, the end-to-end estimate) against numbers
+worked out by hand. The figures themselves belong to a GPU run, not to a test."""
 
 import dataclasses
 import json
@@ -50,19 +51,15 @@ def test_the_harness_times_every_stage_at_tiny_scale(tmp_path, monkeypatch):
         assert plain["activation_checkpointing"] and not ours["activation_checkpointing"]  # TRL's default, ours
         for result in (plain, ours, precomputed):
             assert result["pairs_per_s"] > 0 and result["batch"] == batch
-        for result in (ours, precomputed):
-            assert result["speedup_vs_plain_trl"] == pytest.approx(result["pairs_per_s"] / plain["pairs_per_s"])
         # The reference pass that precompute_ref_log_probs runs before training is charged to every pair.
         assert plain["reference_pass_seconds_per_pair"] == ours["reference_pass_seconds_per_pair"] == 0
         assert precomputed["precompute_ref_log_probs"] and precomputed["reference_pass_seconds_per_pair"] > 0
-        assert precomputed["pairs_per_s"] == pytest.approx(
-            1 / (precomputed["train_step_seconds"] / batch + precomputed["reference_pass_seconds_per_pair"]))
     for cache in ("dynamic", "static"):
         sample = stages["sample"][f"{cache} cache"]
         assert sample["completions_per_s"] > 0 and sample["completions"] == 32
     assert stages["score"]["texts_per_s"] > 0 and stages["kl"]["sequences_per_s"] > 0
-    estimate = results["estimate"]
-    assert estimate["total_seconds"] == pytest.approx(sum(estimate["seconds"].values()))
+    estimate = results["estimate"]  # its arithmetic: test_end_to_end_estimate_worked_by_hand
+    assert set(estimate["seconds"]) == {"sft", "pairs", "dpo", "eval"} and min(estimate["seconds"].values()) > 0
     # at the DPO config's own batch (32 pairs) and the eval config's KV cache
     assert estimate["rates"]["dpo_pairs_per_s"] == stages["dpo"]["tiny/dpo @ 32"]["pairs_per_s"]
     assert estimate["rates"]["completions_per_s"] == stages["sample"]["dynamic cache"]["completions_per_s"]

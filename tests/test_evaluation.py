@@ -92,12 +92,16 @@ def test_preferred_ft_trains_on_chosen_completions_only(study):
     info = json.loads((run_dir / "sweep_run.json").read_text())
     assert info["method"] == "preferred_ft" and info["beta"] is None
     assert (run_dir / "model.safetensors").is_file() and (run_dir / "checkpoint-2").is_dir()
-    from sentiment_dpo.training import preferred_completions
+    from sentiment_dpo.training import load_pairs, preferred_completions
 
-    data = preferred_completions(str(study["pairs"] / "pairs.jsonl"))
+    data = preferred_completions(load_pairs(str(study["pairs"] / "pairs.jsonl"), None, 0))
     pairs = read_jsonl(study["pairs"] / "pairs.jsonl")
-    assert set(zip(data["prompt"], data["completion"])) == {(p["prompt"], p["chosen"]) for p in pairs}
-    assert len(data) == len(set(zip(data["prompt"], data["completion"])))  # each chosen completion once
+    # The sampled ids of each distinct (prompt, chosen), the loss on the chosen ids only (EOS only where sampled)
+    examples = [(tuple(ids[: mask.index(1)]), tuple(ids[mask.index(1):]))
+                for ids, mask in zip(data["input_ids"], data["completion_mask"])]
+    assert all(mask == sorted(mask) for mask in data["completion_mask"])  # prompt zeros, then completion ones
+    assert set(examples) == {(tuple(p["prompt_ids"]), tuple(p["chosen_ids"])) for p in pairs}
+    assert len(examples) == len(set(examples))  # each chosen completion once
 
 
 def test_the_frontier_has_every_series_with_held_out_accuracy_and_win_rates(study):
@@ -110,7 +114,8 @@ def test_the_frontier_has_every_series_with_held_out_accuracy_and_win_rates(stud
         assert set(steps) == {f"{run_name}/step-2", f"{run_name}/step-4"}
         final = steps[f"{run_name}/step-4"]
         assert final["method"] == method and final["loss_type"] == loss and final["is_final"] == "True"
-        assert 0 <= float(final["heldout_accuracy"]) <= 1 and int(final["heldout_pairs"]) > 0
+        correct = float(final["heldout_accuracy"]) * int(final["heldout_pairs"])  # a count of pairs
+        assert int(final["heldout_pairs"]) > 0 and correct == pytest.approx(round(correct), abs=1e-9)
         assert int(final["wins"]) + int(final["losses"]) + int(final["ties"]) == 12
         assert float(final["win_rate"]) == pytest.approx(
             (int(final["wins"]) + int(final["ties"]) / 2) / 12)
@@ -148,7 +153,7 @@ def test_the_report_shows_every_section(study):
 
 def test_eval_numbers_agree_with_an_independent_recomputation_from_the_saved_samples(study, tiny_assets):
     """Sequence KL with torch.distributions on unpadded sequences, rewards with the raw classifier, held-out
-    log-probabilities one pair at a time: the same numbers eval.py saved."""
+    log-probabilities of the pairs' sampled ids one pair at a time: the same numbers eval.py saved."""
     from torch.distributions import Categorical, kl_divergence
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -163,7 +168,8 @@ def test_eval_numbers_agree_with_an_independent_recomputation_from_the_saved_sam
     kls, rewards = [], []
     with torch.no_grad():
         for sample in samples:
-            prompt_ids = tokenizer(sample["prompt"], add_special_tokens=False)["input_ids"]
+            prompt_ids = sample["prompt_token_ids"]
+            assert tokenizer.decode(prompt_ids) == sample["prompt"]
             ids = torch.tensor([prompt_ids + sample["completion_token_ids"]])
             start, end = len(prompt_ids) - 1, ids.shape[1] - 1  # positions that predict completion tokens
             p = Categorical(logits=policy(ids).logits[0, start:end])
@@ -178,18 +184,16 @@ def test_eval_numbers_agree_with_an_independent_recomputation_from_the_saved_sam
     assert float(row["kl"]) == pytest.approx(sum(kls) / len(kls), abs=1e-4)
     assert float(row["reward"]) == pytest.approx(sum(rewards) / len(rewards), abs=1e-5)
 
-    def logp(model, prompt, completion):
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        ids = tokenizer(prompt + completion + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-        assert ids[: len(prompt_ids)] == prompt_ids  # a prefix for these prompts, so no boundary merge
+    def logp(model, prompt_ids, completion_ids):
+        ids = prompt_ids + completion_ids  # as sampled: EOS only where the completion has it
         with torch.no_grad():
-            logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1], -1)
+            logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1].double(), -1)
         return sum(logprobs[t - 1, ids[t]].item() for t in range(len(prompt_ids), len(ids)))
 
     margins = []
     for pair in read_jsonl(study["pairs"] / "heldout_pairs.jsonl"):
-        chosen = logp(policy, pair["prompt"], pair["chosen"]) - logp(reference, pair["prompt"], pair["chosen"])
-        rejected = logp(policy, pair["prompt"], pair["rejected"]) - logp(reference, pair["prompt"], pair["rejected"])
+        chosen, rejected = (logp(policy, pair["prompt_ids"], pair[key]) - logp(reference, pair["prompt_ids"], pair[key])
+                            for key in ("chosen_ids", "rejected_ids"))
         margins.append(chosen - rejected)
     assert float(row["heldout_accuracy"]) == pytest.approx(sum(m > 0 for m in margins) / len(margins))
     assert float(row["heldout_logratio_margin"]) == pytest.approx(sum(margins) / len(margins), abs=1e-4)
@@ -212,3 +216,51 @@ def test_evaluation_is_incremental(study, tiny_assets):
     after = {path.name: path.stat().st_mtime_ns for path in (study["eval"] / "models").glob("*.json")}
     assert {name for name in after if name not in before} == {"beta-1.0__step-2.json"}
     assert all(after[name] == mtime for name, mtime in before.items())
+
+
+def test_a_new_held_out_file_is_measured_without_sampling_again(study, tmp_path):
+    """Only the held-out metrics of each model are measured again when only the held-out pairs changed: the samples
+    (and so reward, KL and win rates) are kept."""
+    import shutil
+
+    eval_dir = tmp_path / "eval"
+    shutil.copytree(study["eval"], eval_dir)
+    fewer = tmp_path / "heldout_pairs.jsonl"
+    first_three = (study["pairs"] / "heldout_pairs.jsonl").read_text().splitlines()[:3]
+    fewer.write_text("".join(line + "\n" for line in first_three))
+    args = [str(arg) for arg in study["eval_args"]]
+    args[args.index("--heldout_pairs_file") + 1] = str(fewer)
+    args[args.index("--output_dir") + 1] = str(eval_dir)
+    samples = {path.name: path.stat().st_mtime_ns for path in (eval_dir / "samples").glob("*.jsonl")}
+    run(eval_script, *args)
+    assert {path.name: path.stat().st_mtime_ns for path in (eval_dir / "samples").glob("*.jsonl")} == samples
+    with (eval_dir / "frontier.csv").open() as handle:
+        rows = {row["name"]: row for row in csv.DictReader(handle)}
+    for name, row in rows.items():
+        if row["heldout_pairs"] and name in study["rows"]:
+            assert row["heldout_pairs"] == "3" and row["reward"] == study["rows"][name]["reward"]
+
+
+def test_a_model_whose_weights_changed_is_evaluated_again(study, tmp_path):
+    """The per-model cache is keyed by the weights: a checkpoint retrained in place is sampled and measured again,
+    every other model comes from the cache."""
+    import shutil
+
+    sweep, eval_dir = tmp_path / "dpo", tmp_path / "eval"
+    shutil.copytree(study["sweep"], sweep)
+    shutil.copytree(study["eval"], eval_dir)
+    args = [str(arg) for arg in study["eval_args"]]
+    args[args.index("--dpo_output_dir") + 1] = str(sweep)
+    args[args.index("--output_dir") + 1] = str(eval_dir)
+    run(eval_script, *args)  # every model from the cache: the copies keep their file sizes and times
+    before = {path.name: path.stat().st_mtime_ns for path in (eval_dir / "samples").glob("*.jsonl")}
+    weights = sweep / "beta-0.1" / "checkpoint-2" / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] * 1.01
+    save_file(tensors, weights, metadata={"format": "pt"})
+    run(eval_script, *args)
+    after = {path.name: path.stat().st_mtime_ns for path in (eval_dir / "samples").glob("*.jsonl")}
+    assert [name for name in after if after[name] != before[name]] == ["beta-0.1__step-2.jsonl"]

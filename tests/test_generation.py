@@ -4,11 +4,28 @@ import torch
 from torch.testing import assert_close
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sentiment_dpo.generation import (completion_logits, completion_mask_from_tokens, iter_samples,
-                                      position_ids_from_mask)
+from sentiment_dpo.generation import (completion_logits, completion_logps, completion_mask_from_tokens,
+                                      iter_samples, left_pad, position_ids_from_mask,
+                                      pure_sampling_config)
 from sentiment_dpo.metrics import sequence_kl
 
 PROMPTS = ["The film is", "This movie", "The ending of the story is"]
+
+
+def prompt_ids(tokenizer, prompts=PROMPTS):
+    return tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+
+
+def samples(model, tokenizer, prompts, per_prompt, new_tokens, batch_size, seed, **kwargs):
+    return iter_samples(model, prompt_ids(tokenizer, prompts), per_prompt, new_tokens, 1.0, batch_size, seed,
+                        tokenizer.eos_token_id, tokenizer.eos_token_id, **kwargs)
+
+
+def test_left_padding_right_aligns_each_prompt():
+    input_ids, mask = left_pad([[5, 6, 7], [8]], pad_token_id=0)
+    assert input_ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    input_ids, mask = left_pad([[8]], pad_token_id=0, width=3)
+    assert input_ids.tolist() == [[0, 0, 8]] and mask.tolist() == [[0, 0, 1]]
 
 
 def test_completion_mask_stops_after_first_eos():
@@ -31,16 +48,15 @@ def test_samples_are_reproducible_and_do_not_depend_on_slicing(tiny_assets):
     model, tokenizer = _model_and_tokenizer(tiny_assets["sft_model"])
     tokenizer.pad_token = tokenizer.eos_token
 
-    def sample(prompts, offset):
-        return [ids for batch in iter_samples(model, tokenizer, prompts, 2, 6, 1.0, 2, seed=5, item_offset=offset)
+    def sample(prompts, offset, seed=5):
+        return [ids for batch in samples(model, tokenizer, prompts, 2, 6, 2, seed, item_offset=offset)
                 for ids in batch.completion_token_ids()]
 
     whole = sample(PROMPTS[:2], 0)
     assert whole == sample(PROMPTS[:2], 0)
     # Sampling the second prompt alone, as a resumed run does, gives the same completions.
     assert sample(PROMPTS[1:2], 2) == whole[2:]
-    assert whole != [ids for batch in iter_samples(model, tokenizer, PROMPTS[:2], 2, 6, 1.0, 2, seed=6)
-                     for ids in batch.completion_token_ids()]
+    assert whole != sample(PROMPTS[:2], 0, seed=6)
 
 
 def test_a_static_cache_samples_what_the_dynamic_one_does_at_one_prompt_width(tiny_assets):
@@ -49,7 +65,7 @@ def test_a_static_cache_samples_what_the_dynamic_one_does_at_one_prompt_width(ti
     model, tokenizer = _model_and_tokenizer(tiny_assets["sft_model"])
     tokenizer.pad_token = tokenizer.eos_token
     widest = max(len(tokenizer(prompt)["input_ids"]) for prompt in PROMPTS)
-    batches = {cache: list(iter_samples(model, tokenizer, PROMPTS, 2, 6, 1.0, 2, seed=5, cache_implementation=cache))
+    batches = {cache: list(samples(model, tokenizer, PROMPTS, 2, 6, 2, 5, cache_implementation=cache))
                for cache in ("dynamic", "static")}
     assert {batch.prompt_width for batch in batches["static"]} == {widest}
     assert len({batch.prompt_width for batch in batches["dynamic"]}) > 1  # the check above could fail
@@ -62,7 +78,7 @@ def test_completion_logits_are_the_logits_generate_sampled_from(tiny_assets):
     """With left padding, recomputing the logits in one forward pass must give generate's own scores."""
     model, tokenizer = _model_and_tokenizer(tiny_assets["sft_model"])
     tokenizer.pad_token = tokenizer.eos_token
-    batch = next(iter_samples(model, tokenizer, PROMPTS, 1, 5, 1.0, len(PROMPTS), seed=0))
+    batch = next(samples(model, tokenizer, PROMPTS, 1, 5, len(PROMPTS), 0))
     tokenizer.padding_side = "left"
     inputs = tokenizer(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
     torch.manual_seed(0 * 1_000_003)
@@ -81,8 +97,51 @@ def test_kl_of_a_model_to_itself_is_zero_and_to_another_positive(tiny_assets):
     other = AutoModelForCausalLM.from_pretrained(tiny_assets["sft_model"]).eval()
     with torch.no_grad():
         other.transformer.ln_f.weight.mul_(1.5)  # sharper next-token distributions everywhere
-    batch = next(iter_samples(model, tokenizer, PROMPTS, 2, 6, 1.0, 6, seed=0))
+    batch = next(samples(model, tokenizer, PROMPTS, 2, 6, 6, 0))
     same = sequence_kl(completion_logits(model, batch), completion_logits(model, batch), batch.completion_mask)
     different = sequence_kl(completion_logits(model, batch), completion_logits(other, batch), batch.completion_mask)
     assert_close(same, torch.zeros(6), atol=1e-5, rtol=0)
     assert torch.all(different > 0)
+
+
+def test_sampling_is_pure_temperature_sampling_whatever_the_model_ships(tiny_assets):
+    """A model whose generation_config sets every processor a hub model may ship samples exactly what the same
+    weights without them sample: generate must not merge the model's own settings into ours."""
+    from transformers import GenerationConfig
+
+    plain, tokenizer = _model_and_tokenizer(tiny_assets["sft_model"])
+    shipped, _ = _model_and_tokenizer(tiny_assets["sft_model"])
+    shipped.generation_config = GenerationConfig(
+        do_sample=True, temperature=0.3, top_k=5, top_p=0.5, min_p=0.2, typical_p=0.3, epsilon_cutoff=0.01,
+        repetition_penalty=3.0, no_repeat_ngram_size=1, min_new_tokens=6, bad_words_ids=[[5]], suppress_tokens=[7],
+        begin_suppress_tokens=[8], forced_eos_token_id=0)
+
+    def completions(model):
+        return [ids for batch in samples(model, tokenizer, PROMPTS, 4, 6, 12, 3)
+                for ids in batch.completion_token_ids()]
+
+    assert completions(shipped) == completions(plain)
+    assert shipped.generation_config.repetition_penalty == 3.0  # the model's own config is given back
+    # The check above can fail: given our config but left to merge its own, the model samples something else.
+    batch = next(samples(plain, tokenizer, PROMPTS, 4, 6, 12, 3))
+    torch.manual_seed(3 * 1_000_003)
+    with torch.no_grad():
+        merged = shipped.generate(input_ids=batch.sequences[:, : batch.prompt_width], attention_mask=batch.prompt_mask,
+                                  generation_config=pure_sampling_config(1.0, 6, tokenizer.eos_token_id,
+                                                                         tokenizer.eos_token_id))
+    assert not torch.equal(merged, batch.sequences)
+
+
+def test_completion_logps_by_hand_on_a_tiny_model(tiny_assets):
+    """log pi(y | x) is the sum of the log-softmax of the logits at the positions that predict y, recomputed here
+    one sequence at a time without padding; the EOS counts only where the completion has it."""
+    model, tokenizer = _model_and_tokenizer(tiny_assets["sft_model"])
+    prompts = prompt_ids(tokenizer)
+    completions = [[17, 23, tokenizer.eos_token_id], [40], [5, 6, 7, 8]]
+    batched = completion_logps(model, prompts, completions, tokenizer.eos_token_id, batch_size=2)
+    for prompt, completion, value in zip(prompts, completions, batched):
+        ids = torch.tensor([prompt + completion])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
+        expected = sum(logprobs[len(prompt) - 1 + t, token] for t, token in enumerate(completion))
+        assert abs(value.item() - expected.item()) < 1e-4

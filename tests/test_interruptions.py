@@ -1,5 +1,11 @@
-"""Each of the four stages killed with SIGKILL at a random point, then started again with the same command, ends
-with the same result as a run that was never interrupted (issue #4)."""
+"""Each of the four stages killed at any moment, then started again with the same command, ends with the same result
+as a run that was never interrupted (issues #4 and #12).
+
+The kills with SIGKILL land at a time drawn uniformly over the whole of an uninterrupted run (start-up, steps,
+checkpoint saves and the final save alike); the seed is printed in every failure message (replay a failure with
+KILL_SEED=<seed>). The moments that matter most are also hit deterministically, in process: a checkpoint whose save
+was cut off, the final save cut off between its files, and completions.jsonl cut at any byte.
+"""
 
 import csv
 import os
@@ -15,49 +21,56 @@ from safetensors.torch import load_file
 
 from tests.conftest import REPO, TRAINING_ON_CPU
 
-RANDOM = random.Random(os.environ.get("KILL_SEED"))  # set KILL_SEED to replay a failure
+SEED = int(os.environ.get("KILL_SEED") or random.SystemRandom().randrange(1_000_000))
+RANDOM = random.Random(SEED)
+REPLAY = f"(replay with KILL_SEED={SEED})"
 
 
 def command(script, *args):
     return [sys.executable, str(REPO / script), *map(str, args)]
 
 
-def run_to_end(cmd, cwd):
+def run_to_end(cmd, cwd) -> tuple[subprocess.CompletedProcess, float]:
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    start = time.monotonic()
     result = subprocess.run(cmd, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return result, time.monotonic() - start
 
 
-def kill_at_random_point(cmd, cwd, ready, max_delay_s):
-    """Start `cmd`, wait until `ready()` says it has made some progress, wait a random time up to `max_delay_s`,
-    then SIGKILL it. The process must still have been running: an interruption that did not interrupt tests
-    nothing."""
+def kill_at_random_time(cmd, cwd, duration_s: float) -> float:
+    """Start `cmd` and SIGKILL it after a time drawn uniformly from [0, 0.9 x the uninterrupted run's duration]: any
+    moment of the run, from start-up to the moments after the run is marked complete and before the process ends. A
+    process that finished before its kill (the machine ran faster) is started again (from what it left) and killed
+    earlier, so that the test always interrupts something."""
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(cmd, cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not ready() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    delay = RANDOM.uniform(0, max_delay_s)
-    time.sleep(delay)
-    process.send_signal(signal.SIGKILL)
-    stderr = process.communicate()[1].decode(errors="replace")
-    assert process.returncode == -signal.SIGKILL, f"finished before the kill (delay {delay:.2f} s):\n{stderr[-2000:]}"
-    return delay
-
-
-def random_checkpoint(folder, save_steps, max_steps):
-    """Ready once a checkpoint drawn at random from the first 70 % of the run is on disk: the kill lands anywhere
-    from the first save on (mid-step, mid-save or mid-log), with enough steps left that it always interrupts."""
-    step = RANDOM.choice(range(save_steps, int(0.7 * max_steps) + 1, save_steps))
-    return lambda: (folder / f"checkpoint-{step}" / "trainer_state.json").is_file()
+    delay = RANDOM.uniform(0, 0.9 * duration_s)
+    for _ in range(4):
+        process = subprocess.Popen(cmd, cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + delay
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.communicate()
+            print(f"killed after {delay:.2f} s of a {duration_s:.1f} s run {REPLAY}")
+            return delay
+        stderr = process.communicate()[1].decode(errors="replace")
+        assert process.returncode == 0, f"{stderr[-2000:]} {REPLAY}"
+        delay /= 4
+    pytest.fail(f"the run always finished before its kill {REPLAY}")
 
 
 def assert_same_weights(folder_a, folder_b):
     a, b = load_file(folder_a / "model.safetensors"), load_file(folder_b / "model.safetensors")
     assert a.keys() == b.keys()
     for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=f"{name} {REPLAY}")
+
+
+def logged_steps(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [int(line.split('"step": ')[1].split(",")[0]) for line in lines]
 
 
 def sft_command(assets, output_dir):
@@ -68,20 +81,16 @@ def sft_command(assets, output_dir):
 
 
 def test_sft_killed_anywhere_resumes_to_the_same_weights(tiny_assets, tmp_path):
-    run_to_end(sft_command(tiny_assets, tmp_path / "straight"), tmp_path)
+    _, duration = run_to_end(sft_command(tiny_assets, tmp_path / "straight"), tmp_path)
     interrupted = tmp_path / "interrupted"
-    kill_at_random_point(sft_command(tiny_assets, interrupted), tmp_path, random_checkpoint(interrupted, 10, 100), 0.5)
-    assert not (interrupted / "stage_complete.json").exists()
-    log = run_to_end(sft_command(tiny_assets, interrupted), tmp_path).stderr
-    assert "Resuming from" in log
+    kill_at_random_time(sft_command(tiny_assets, interrupted), tmp_path, duration)
+    run_to_end(sft_command(tiny_assets, interrupted), tmp_path)
     assert_same_weights(tmp_path / "straight", interrupted)
-    steps = [int(line.split('"step": ')[1].split(",")[0])
-             for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(steps) and len(steps) == len(set(steps)), steps  # each logged step once, in order
+    steps = logged_steps(interrupted)
+    assert steps == sorted(steps) and len(steps) == len(set(steps)), f"{steps} {REPLAY}"  # each step once, in order
     # wandb (offline here) continued the same run: every run folder it wrote carries the one run id
     run_ids = {path.name.rsplit("-", 1)[1] for path in (interrupted / "wandb").glob("offline-run-*")}
-    assert len(list((interrupted / "wandb").glob("offline-run-*"))) == 2 and len(run_ids) == 1
-    assert run_ids == {(interrupted / "wandb_run_id.txt").read_text().strip()}
+    assert run_ids == {(interrupted / "wandb_run_id.txt").read_text().strip()}, REPLAY
 
 
 def dpo_command(assets, pairs_file, output_dir):
@@ -98,39 +107,130 @@ def pairs_command(assets, output_dir):
                    "--classifier_max_length", 64, "--output_dir", output_dir, "--report_to", "none")
 
 
+PAIR_FILES = ("completions.jsonl", "pairs.jsonl", "heldout_pairs.jsonl", "pairs_noise-0.25.jsonl")
+
+
 @pytest.fixture(scope="module")
 def straight_pairs(tiny_assets, tmp_path_factory):
     out = tmp_path_factory.mktemp("pairs") / "straight"
-    run_to_end(pairs_command(tiny_assets, out), out.parent)
-    return out
+    _, duration = run_to_end(pairs_command(tiny_assets, out), out.parent)
+    return out, duration
 
 
 def test_pair_making_killed_anywhere_resumes_to_identical_files(tiny_assets, straight_pairs, tmp_path):
+    straight, duration = straight_pairs
     interrupted = tmp_path / "interrupted"
-    completions = interrupted / "completions.jsonl"
-    kill_at_random_point(pairs_command(tiny_assets, interrupted), tmp_path,
-                         lambda: completions.is_file() and completions.stat().st_size > 0, 1.5)
-    assert not (interrupted / "pairs.jsonl").exists()
+    kill_at_random_time(pairs_command(tiny_assets, interrupted), tmp_path, duration)
     run_to_end(pairs_command(tiny_assets, interrupted), tmp_path)
-    for name in ("completions.jsonl", "pairs.jsonl", "heldout_pairs.jsonl", "pairs_noise-0.25.jsonl"):
-        assert (interrupted / name).read_bytes() == (straight_pairs / name).read_bytes(), name
+    for name in PAIR_FILES:
+        assert (interrupted / name).read_bytes() == (straight / name).read_bytes(), f"{name} {REPLAY}"
+
+
+def test_a_completions_log_cut_at_any_byte_resumes_to_identical_files(tiny_assets, straight_pairs, tmp_path):
+    """A kill while a slice of prompts is being appended leaves completions.jsonl cut anywhere, even inside a line or
+    a character: the whole slices before the cut are kept, the rest is sampled again, to the same bytes."""
+    import shutil
+
+    straight, _ = straight_pairs
+    log = (straight / "completions.jsonl").read_bytes()
+    for cut in (RANDOM.randrange(1, len(log)), RANDOM.randrange(1, len(log))):
+        copy = tmp_path / f"cut-{cut}"
+        copy.mkdir()
+        shutil.copy(straight / "run_config.json", copy)
+        (copy / "completions.jsonl").write_bytes(log[:cut])
+        run_to_end(pairs_command(tiny_assets, copy), tmp_path)
+        for name in PAIR_FILES:
+            assert (copy / name).read_bytes() == (straight / name).read_bytes(), f"{name}, cut at byte {cut} {REPLAY}"
 
 
 @pytest.fixture(scope="module")
 def straight_dpo(tiny_assets, straight_pairs):
-    out = straight_pairs.parent / "dpo-straight"
-    run_to_end(dpo_command(tiny_assets, straight_pairs / "pairs.jsonl", out), out.parent)
-    return out
+    out = straight_pairs[0].parent / "dpo-straight"
+    _, duration = run_to_end(dpo_command(tiny_assets, straight_pairs[0] / "pairs.jsonl", out), out.parent)
+    return out, duration
 
 
 def test_dpo_killed_anywhere_resumes_to_the_same_weights(tiny_assets, straight_pairs, straight_dpo, tmp_path):
+    straight, duration = straight_dpo
     interrupted = tmp_path / "dpo"
-    run_dir = interrupted / "beta-0.1"
-    cmd = dpo_command(tiny_assets, straight_pairs / "pairs.jsonl", interrupted)
-    kill_at_random_point(cmd, tmp_path, random_checkpoint(run_dir, 5, 40), 0.5)
+    cmd = dpo_command(tiny_assets, straight_pairs[0] / "pairs.jsonl", interrupted)
+    kill_at_random_time(cmd, tmp_path, duration)
+    run_to_end(cmd, tmp_path)
+    assert_same_weights(straight / "beta-0.1", interrupted / "beta-0.1")
+
+
+def dpo_args(assets, pairs_file, output_dir):
+    return [str(arg) for arg in dpo_command(assets, pairs_file, output_dir)[2:]]
+
+
+def run_dpo_in_process(args):
+    import dpo
+    from sentiment_dpo.cli import run_script
+
+    run_script(dpo.main, dpo.dataclass_types(), args)
+
+
+def test_a_checkpoint_whose_save_was_cut_off_is_removed_and_the_run_resumes(tiny_assets, straight_pairs, straight_dpo,
+                                                                            tmp_path, monkeypatch, capfd):
+    """Stopped inside the save of checkpoint-15, after its weights and optimizer state and before trainer_state.json
+    (the Trainer writes it last): resuming removes checkpoint-15 and continues from checkpoint-10, which still has
+    its optimizer state (it is cut down to weights only once a newer checkpoint is complete)."""
+    from transformers import TrainerState
+
+    out = tmp_path / "dpo"
+    args = dpo_args(tiny_assets, straight_pairs[0] / "pairs.jsonl", out)
+    save_to_json = TrainerState.save_to_json
+
+    def stop_inside_the_save_of_checkpoint_15(self, json_path):
+        if os.path.basename(os.path.dirname(json_path)) == "checkpoint-15":
+            raise KeyboardInterrupt
+        return save_to_json(self, json_path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainerState, "save_to_json", stop_inside_the_save_of_checkpoint_15)
+        with pytest.raises(SystemExit):
+            run_dpo_in_process(args)
+    run_dir = out / "beta-0.1"
+    assert (run_dir / "checkpoint-15" / "model.safetensors").is_file()
+    assert not (run_dir / "checkpoint-15" / "trainer_state.json").exists()
+    assert (run_dir / "checkpoint-10" / "optimizer.pt").is_file()
+    assert not (run_dir / "checkpoint-5" / "optimizer.pt").exists()
+    capfd.readouterr()
+    run_dpo_in_process(args)
+    log = capfd.readouterr().err
+    assert f"Removing {run_dir / 'checkpoint-15'}: its save was interrupted" in log
+    assert f"Resuming from {run_dir / 'checkpoint-10'}" in log
+    assert_same_weights(straight_dpo[0] / "beta-0.1", run_dir)
+
+
+def test_a_final_save_cut_off_between_its_files_is_done_again(tiny_assets, straight_pairs, straight_dpo, tmp_path,
+                                                              monkeypatch):
+    """Stopped while the final weights are moved from their staging folder into the run folder, one file in place and
+    the others not: the same command finishes the run (from its last checkpoint, at the last step) with the same
+    weights, and leaves no staging folder behind."""
+    import sentiment_dpo.training as training
+
+    out = tmp_path / "dpo"
+    args = dpo_args(tiny_assets, straight_pairs[0] / "pairs.jsonl", out)
+    replace, moved = training.os.replace, []
+
+    def stop_after_the_first_move(source, target):
+        if ".final-model.tmp" in str(source):
+            if moved:
+                raise KeyboardInterrupt
+            moved.append(target)
+        return replace(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training.os, "replace", stop_after_the_first_move)
+        with pytest.raises(SystemExit):
+            run_dpo_in_process(args)
+    run_dir = out / "beta-0.1"
+    assert len(moved) == 1 and (run_dir / ".final-model.tmp").is_dir()
     assert not (run_dir / "stage_complete.json").exists()
-    assert "Resuming from" in run_to_end(cmd, tmp_path).stderr
-    assert_same_weights(straight_dpo / "beta-0.1", run_dir)
+    run_dpo_in_process(args)
+    assert (run_dir / "stage_complete.json").is_file() and not (run_dir / ".final-model.tmp").exists()
+    assert_same_weights(straight_dpo[0] / "beta-0.1", run_dir)
 
 
 def eval_command(assets, sweep, pairs, output_dir):
@@ -143,13 +243,12 @@ def eval_command(assets, sweep, pairs, output_dir):
 
 def test_eval_killed_anywhere_resumes_to_identical_results(tiny_assets, straight_pairs, straight_dpo, tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    run_to_end(eval_command(tiny_assets, straight_dpo, straight_pairs, straight), tmp_path)
-    cmd = eval_command(tiny_assets, straight_dpo, straight_pairs, interrupted)
-    kill_at_random_point(cmd, tmp_path, lambda: any((interrupted / "models").glob("*.json")), 0.3)
-    evaluated = len(list((interrupted / "models").glob("*.json")))
-    assert evaluated < len(list((straight / "models").glob("*.json")))  # the restart had models left to evaluate
+    sweep, pairs = straight_dpo[0], straight_pairs[0]
+    _, duration = run_to_end(eval_command(tiny_assets, sweep, pairs, straight), tmp_path)
+    cmd = eval_command(tiny_assets, sweep, pairs, interrupted)
+    kill_at_random_time(cmd, tmp_path, duration)
     run_to_end(cmd, tmp_path)
     with (straight / "frontier.csv").open() as a, (interrupted / "frontier.csv").open() as b:
-        assert list(csv.DictReader(a)) == list(csv.DictReader(b))
+        assert list(csv.DictReader(a)) == list(csv.DictReader(b)), REPLAY
     for samples in (straight / "samples").glob("*.jsonl"):
-        assert (interrupted / "samples" / samples.name).read_bytes() == samples.read_bytes()
+        assert (interrupted / "samples" / samples.name).read_bytes() == samples.read_bytes(), f"{samples} {REPLAY}"

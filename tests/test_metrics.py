@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from sentiment_dpo.metrics import mean_and_standard_error, positive_label_index, positive_probability, sequence_kl
+from sentiment_dpo.metrics import (clustered_mean_and_standard_error, mean_and_standard_error, positive_label_index,
+                                   positive_probability, sequence_kl)
 
 
 def test_positive_label_is_found_by_name_in_either_order():
@@ -136,3 +137,19 @@ def test_best_of_n_expected_reward_worked_by_hand_and_by_enumeration():
         assert best_of_n_expected_reward(many, n) == pytest.approx(sum(map(max, subsets)) / len(subsets))
     with pytest.raises(ValueError):
         best_of_n_expected_reward(rewards, 4)
+
+
+def test_clustered_standard_error_by_hand():
+    """Two prompts with two samples each: values [1, 3 | 2, 6], mean 3. Prompt means 2 and 4, whose sample variance
+    is ((2-3)^2 + (4-3)^2) / 1 = 2, so SE = sqrt(2 / 2) = 1; taken as 4 independent values it would be
+    sqrt((4 + 0 + 1 + 9) / 3 / 4) = 1.080. Unequal clusters [1 | 2, 6]: residual sums -2 and 2,
+    SE = sqrt(2/1 * 8) / 3."""
+    assert clustered_mean_and_standard_error([1.0, 3.0, 2.0, 6.0], ["a", "a", "b", "b"]) == pytest.approx((3.0, 1.0))
+    assert mean_and_standard_error([1.0, 3.0, 2.0, 6.0])[1] == pytest.approx(math.sqrt(14 / 12))
+    assert clustered_mean_and_standard_error([1.0, 2.0, 6.0], [0, 1, 1]) == pytest.approx((3.0, 4 / 3))
+    assert clustered_mean_and_standard_error([1.0, 2.0], [5, 5]) == (1.5, 0.0)  # one cluster: no error estimate
+    # One sample per prompt: the plain standard error.
+    independent = mean_and_standard_error([1.0, 2.0, 3.0])
+    assert clustered_mean_and_standard_error([1.0, 2.0, 3.0], [0, 1, 2]) == pytest.approx(independent)
+    with pytest.raises(ValueError):
+        clustered_mean_and_standard_error([1.0], [0, 1])

@@ -32,20 +32,30 @@ def test_bad_arguments():
         make_pairs(["a", "b"], [0.1, 0.2], "random")
 
 
-def test_pair_records_carry_rewards_and_skip_empty_completions():
-    record = {"prompt_index": 7, "prompt": "The film", "completions": [" is great.", " is dull.", ""],
+def test_pair_records_carry_the_sampled_ids_and_keep_completions_that_ended_at_once():
+    """Completion 2 sampled EOS (id 0) at once: empty text, but a sample like any other. Completion 1 was cut by
+    max_new_tokens and has no EOS; completion 0 ended with one."""
+    record = {"prompt_index": 7, "prompt": "The film", "prompt_token_ids": [11, 12],
+              "completions": [" is great.", " is dull", ""], "completion_token_ids": [[21, 22, 0], [21, 23], [0]],
               "rewards": [0.95, 0.05, 0.5]}
     pairs = pair_records(record, "all")
-    # (0,1) and (0,2), (2,1): the two with the empty completion are dropped.
-    assert pairs == [{"prompt": "The film", "chosen": " is great.", "rejected": " is dull.", "chosen_reward": 0.95,
-                      "rejected_reward": 0.05, "prompt_index": 7}]
+    # By hand: (0,1) -> 0 over 1; (0,2) -> 0 over 2; (1,2) -> 2 over 1.
+    common = {"prompt": "The film", "prompt_ids": [11, 12], "prompt_index": 7}
+    assert pairs == [
+        {**common, "chosen": " is great.", "rejected": " is dull", "chosen_ids": [21, 22, 0],
+         "rejected_ids": [21, 23], "chosen_reward": 0.95, "rejected_reward": 0.05},
+        {**common, "chosen": " is great.", "rejected": "", "chosen_ids": [21, 22, 0], "rejected_ids": [0],
+         "chosen_reward": 0.95, "rejected_reward": 0.5},
+        {**common, "chosen": "", "rejected": " is dull", "chosen_ids": [0], "rejected_ids": [21, 23],
+         "chosen_reward": 0.5, "rejected_reward": 0.05},
+    ]
 
 
 def test_label_noise_flips_the_asked_share_seeded_and_nested():
     from sentiment_dpo.pairs import flip_labels
 
-    pairs = [{"prompt": "p", "chosen": f"good {i}", "rejected": f"bad {i}", "chosen_reward": 0.9,
-              "rejected_reward": 0.1} for i in range(50)]
+    pairs = [{"prompt": "p", "chosen": f"good {i}", "rejected": f"bad {i}", "chosen_ids": [1, i],
+              "rejected_ids": [2, i], "chosen_reward": 0.9, "rejected_reward": 0.1} for i in range(50)]
     light, heavy = flip_labels(pairs, 0.2, seed=1), flip_labels(pairs, 0.4, seed=1)
     flipped_light = {i for i, pair in enumerate(light) if pair["label_flipped"]}
     flipped_heavy = {i for i, pair in enumerate(heavy) if pair["label_flipped"]}
@@ -53,6 +63,7 @@ def test_label_noise_flips_the_asked_share_seeded_and_nested():
     assert flipped_light < flipped_heavy  # a higher level adds flips to the lower level's
     for i in flipped_light:
         assert light[i]["chosen"] == f"bad {i}" and light[i]["rejected"] == f"good {i}"
+        assert light[i]["chosen_ids"] == [2, i] and light[i]["rejected_ids"] == [1, i]
         assert light[i]["chosen_reward"] == 0.1
     assert all(light[i] == {**pairs[i], "label_flipped": False} for i in range(50) if i not in flipped_light)
     assert flip_labels(pairs, 0.2, seed=1) == light and flip_labels(pairs, 0.2, seed=2) != light

@@ -74,10 +74,15 @@ def test_pairs_are_scored_completions_with_the_higher_reward_chosen(pairs_dir, t
     records = read_jsonl(pairs_dir / "completions.jsonl")
     assert len(records) == 12 and {record["label"] for record in records} == {0, 1}
     pairs = read_jsonl(pairs_dir / "pairs.jsonl")
-    expected = sum(len([p for p in make_pairs(r["completions"], r["rewards"])
-                        if r["completions"][p[0]].strip() and r["completions"][p[1]].strip()]) for r in records)
+    expected = sum(len(make_pairs(r["completions"], r["rewards"])) for r in records)
     assert len(pairs) == expected > 12
     assert all(pair["chosen_reward"] > pair["rejected_reward"] for pair in pairs)
+    # Each pair carries the ids that were sampled: the prompt's own ids and each completion's, as in completions.jsonl
+    by_prompt = {record["prompt_index"]: record for record in records}
+    for pair in pairs:
+        record = by_prompt[pair["prompt_index"]]
+        assert pair["prompt_ids"] == record["prompt_token_ids"]
+        assert pair["chosen_ids"] in record["completion_token_ids"] and pair["rejected_ids"] in record["completion_token_ids"]
     # The stored rewards are the classifier's P(POSITIVE) of prompt + completion.
     classifier = SentimentClassifier.load(str(tiny_assets["classifier"]), max_length=64)
     record = records[0]
@@ -132,40 +137,87 @@ def test_dpo_trains_one_model_per_beta_against_the_sft_reference(dpo_dir):
         assert logs[-1]["rewards/margins"] > 0.01 * beta
 
 
-def test_dpo_resumes_interrupted_runs_and_skips_finished_ones(dpo_dir, tiny_assets, pairs_dir, capfd):
+def test_dpo_resumes_interrupted_runs_and_skips_finished_ones(dpo_dir, tiny_assets, pairs_dir, tmp_path, monkeypatch,
+                                                            capfd):
+    """A sweep stopped right after checkpoint-3 of its first run, with its second run finished already: the same
+    command resumes the first from checkpoint-3 (which alone kept its optimizer state) to the uninterrupted run's
+    weights, and skips the second."""
     import shutil
 
-    interrupted, finished = dpo_dir / "beta-0.1", dpo_dir / "beta-1.0"
-    (interrupted / "stage_complete.json").unlink()  # as if killed after checkpoint-3
-    (interrupted / "model.safetensors").unlink()
-    shutil.rmtree(interrupted / "checkpoint-6")
-    finished_weights = (finished / "model.safetensors").stat().st_mtime_ns
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.conftest import interrupt_after_checkpoint
+
+    out = tmp_path / "sweep"
+    shutil.copytree(dpo_dir / "beta-1.0", out / "beta-1.0")
+    finished_weights = (out / "beta-1.0" / "model.safetensors").stat().st_mtime_ns
+    with monkeypatch.context() as patch:
+        interrupt_after_checkpoint(patch, 3)
+        with pytest.raises(SystemExit) as stopped:
+            run(dpo, *dpo_args(tiny_assets, pairs_dir, out))
+    assert stopped.value.code == 130
+    interrupted = out / "beta-0.1"
+    assert (interrupted / "checkpoint-3" / "optimizer.pt").is_file()
+    assert not (interrupted / "model.safetensors").exists()
     capfd.readouterr()
-    run(dpo, *dpo_args(tiny_assets, pairs_dir, dpo_dir))
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, out))
     log = capfd.readouterr().err
     assert "Resuming from " + str(interrupted / "checkpoint-3") in log
     assert "[beta-1.0] finished already; skipping" in log
-    assert (finished / "model.safetensors").stat().st_mtime_ns == finished_weights
+    assert (out / "beta-1.0" / "model.safetensors").stat().st_mtime_ns == finished_weights
     complete = json.loads((interrupted / "stage_complete.json").read_text())
-    assert complete["summary"]["global_step"] == 6 and (interrupted / "checkpoint-6").is_dir()
+    assert complete["summary"]["global_step"] == 6
+    resumed = load_file(interrupted / "model.safetensors")
+    straight = load_file(dpo_dir / "beta-0.1" / "model.safetensors")
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6)
+
+
+def test_finished_runs_keep_weights_only_checkpoints(dpo_dir):
+    """Disk: the frontier needs only each checkpoint's weights and nothing resumes a finished run, so every
+    checkpoint of a finished run is cut down to its weights, config and trainer state."""
+    for run_dir in (dpo_dir / "beta-0.1", dpo_dir / "beta-1.0"):
+        for checkpoint in ("checkpoint-3", "checkpoint-6"):
+            files = {path.name for path in (run_dir / checkpoint).iterdir()}
+            assert {"model.safetensors", "config.json", "trainer_state.json"} <= files
+            assert not {"optimizer.pt", "scheduler.pt", "rng_state.pth"} & files, files
 
 
 @pytest.mark.parametrize("speed_settings", [["--precompute_ref_log_probs", "true"],
                                             ["--precompute_ref_log_probs", "true", "--torch_compile", "true"]],
                          ids=["precomputed-reference", "precomputed-reference-compiled"])
 def test_the_gpu_speed_settings_train_as_the_plain_ones_and_resume(dpo_dir, tiny_assets, pairs_dir, tmp_path,
-                                                                    speed_settings):
+                                                                    speed_settings, monkeypatch):
     """The 80 GB DPO configs run the reference model once over the pairs before training (precompute_ref_log_probs)
     and compile the policy: the weights are those of a live reference without compilation, and a resumed run
-    recomputes the reference pass from the SFT model, not from the checkpoint it resumes."""
-    import shutil
-
+    recomputes the reference pass from the SFT model, not from the checkpoint it resumes. Spies on TRL's reference
+    pass and on torch.compile make sure the settings were used at all (equal weights alone would also come from a
+    run that ignored them)."""
     import torch
+    import trl
     from safetensors.torch import load_file
 
+    from tests.conftest import interrupt_after_checkpoint
+
+    calls = {"reference pass": 0, "compile": 0}
+    precompute, compile_ = trl.DPOTrainer._precompute_ref_logps, torch.compile
+
+    def spy_precompute(self, *args, **kwargs):
+        calls["reference pass"] += 1
+        return precompute(self, *args, **kwargs)
+
+    def spy_compile(*args, **kwargs):
+        calls["compile"] += 1
+        return compile_(*args, **kwargs)
+
+    monkeypatch.setattr(trl.DPOTrainer, "_precompute_ref_logps", spy_precompute)
+    monkeypatch.setattr(torch, "compile", spy_compile)
     out = tmp_path / "fast"
     args = dpo_args(tiny_assets, pairs_dir, out, "--sweep", "beta=1.0", *speed_settings)
     run(dpo, *args)
+    compiled = "--torch_compile" in speed_settings
+    assert calls == {"reference pass": 1, "compile": 1 if compiled else 0}
     run_dir = out / "beta-1.0"
     precomputed = load_file(run_dir / "model.safetensors")
     live = load_file(dpo_dir / "beta-1.0" / "model.safetensors")
@@ -174,12 +226,15 @@ def test_the_gpu_speed_settings_train_as_the_plain_ones_and_resume(dpo_dir, tiny
     for name, tensor in live.items():
         torch.testing.assert_close(precomputed[name], tensor, rtol=0, atol=1e-5)
 
-    (run_dir / "stage_complete.json").unlink()  # as if killed after checkpoint-3
-    (run_dir / "model.safetensors").unlink()
-    shutil.rmtree(run_dir / "checkpoint-6")
-    run(dpo, *args)
-    for name, tensor in load_file(run_dir / "model.safetensors").items():
-        torch.testing.assert_close(tensor, precomputed[name], rtol=0, atol=1e-6)
+    resumed = tmp_path / "resumed"
+    with monkeypatch.context() as patch:
+        interrupt_after_checkpoint(patch, 3)
+        with pytest.raises(SystemExit):
+            run(dpo, *dpo_args(tiny_assets, pairs_dir, resumed, "--sweep", "beta=1.0", *speed_settings))
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, resumed, "--sweep", "beta=1.0", *speed_settings))
+    assert calls["reference pass"] == 3  # the interrupted and the resumed run each made their own
+    for name, tensor in load_file(resumed / "beta-1.0" / "model.safetensors").items():  # compiled kernels: 1e-5
+        torch.testing.assert_close(tensor, precomputed[name], rtol=0, atol=1e-5 if compiled else 1e-6)
 
 
 def test_eval_writes_the_frontier_for_sft_and_every_checkpoint(dpo_dir, tiny_assets, tmp_path):
@@ -196,10 +251,51 @@ def test_eval_writes_the_frontier_for_sft_and_every_checkpoint(dpo_dir, tiny_ass
     assert {"name", "beta", "step", "reward", "kl", "num_samples"} <= set(rows[0])
     assert float(rows[0]["kl"]) == 0.0 and rows[0]["beta"] == ""
     assert all(float(row["kl"]) > 0 for row in rows[1:])
-    assert all(0 <= float(row["reward"]) <= 1 and row["num_samples"] == "12" for row in rows)
+    for row in rows:  # each model's reward and KL are the means over its 12 saved samples
+        samples = read_jsonl(out / "samples" / f"{row['name'].replace('/', '__')}.jsonl")
+        assert row["num_samples"] == "12" and len(samples) == 12
+        assert float(row["reward"]) == pytest.approx(sum(s["reward"] for s in samples) / 12, abs=1e-6)
+        assert float(row["kl"]) == pytest.approx(sum(s["kl"] for s in samples) / 12, abs=1e-5)
     assert (out / "frontier.png").stat().st_size > 10_000
     samples = read_jsonl(out / "samples" / "beta-0.1__step-6.jsonl")
     assert len(samples) == 12 and all(sample["kl"] >= 0 for sample in samples)
     cached = (out / "models" / "sft.json").stat().st_mtime_ns
     run(eval_script, *args)  # results are cached per model: nothing is evaluated again
     assert (out / "models" / "sft.json").stat().st_mtime_ns == cached
+
+
+def test_lora_dpo_uses_the_base_model_as_reference_and_saves_merged_weights(tiny_assets, pairs_dir, tmp_path):
+    """dpo.py with TRL's LoRA flags: the reference is the SFT model itself (the adapters disabled), so the implicit
+    reward margin starts at 0; the run saves full merged weights that eval.py loads, changed only where LoRA
+    trained (the attention projections)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "lora"
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, out, "--sweep", "beta=0.1", "--use_peft", "true", "--lora_r", 4,
+                       "--lora_alpha", 8, "--learning_rate", 5e-2))
+    run_dir = out / "beta-0.1"
+    logs = [row for row in read_jsonl(run_dir / "metrics.jsonl") if "rewards/margins" in row]
+    assert abs(logs[0]["rewards/margins"]) < 1e-4 and abs(logs[-1]["rewards/margins"]) > 1e-3
+    assert not (run_dir / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(run_dir)
+    base = load_file(f"{tiny_assets['sft_model']}/model.safetensors")
+    changed = [name for name, weight in merged.state_dict().items() if name in base and not weight.equal(base[name])]
+    assert changed and all("attn" in name for name in changed)
+
+
+def test_overwrite_true_replaces_a_folder_of_another_run(tiny_assets, pairs_dir, dpo_dir, tmp_path):
+    """A folder made with another config is refused (test_bad_input); with --overwrite true its files are gone and
+    the new run is complete in their place."""
+    import shutil
+
+    out = tmp_path / "sweep"
+    shutil.copytree(dpo_dir / "beta-0.1", out / "beta-0.1")
+    (out / "beta-0.1" / "left-over.txt").write_text("from the other run")
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, out, "--sweep", "beta=0.1", "--learning_rate", 5e-4,
+                       "--overwrite", "true"))
+    run_dir = out / "beta-0.1"
+    assert not (run_dir / "left-over.txt").exists()
+    config = json.loads((run_dir / "run_config.json").read_text())
+    assert config["configs"]["training"]["learning_rate"] == 5e-4
+    assert json.loads((run_dir / "stage_complete.json").read_text())["config_hash"] == config["config_hash"]
