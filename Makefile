@@ -17,6 +17,9 @@ install: $(INSTALLED)
 # pip byte-compiles ~14,000 files on one core; compileall does it on every core (half the wall time on two).
 # A file that does not compile is compiled, or reported, when it is imported instead.
 $(INSTALLED): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "error: the pinned \
+	packages need Python 3.11 or newer, and $(PYTHON) is $$($(PYTHON) --version 2>&1 || echo missing); install one \
+	(Ubuntu 22.04: sudo apt install python3.11 python3.11-venv) and run make PYTHON=python3.11 ..." >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
 	@$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1 || true

@@ -138,12 +138,14 @@ def config_label(entry: str) -> str:
 
 
 def _training_config(dataclass_types, entry: str):
-    """The training config of a script's YAML file, with the `key=value,...` overrides after a colon applied."""
+    """The training config of a script's YAML file, with the `key=value,...` overrides after a colon applied; the
+    held-out evaluation during training is left out (the benchmark times training steps)."""
     from .training import apply_overrides, parse_sweep_entry
 
     path, _, overrides = entry.partition(":")
     _, training_args, _ = parse_config(dataclass_types, ["--config", path])
-    return apply_overrides(training_args, parse_sweep_entry(overrides)) if overrides else training_args
+    return apply_overrides(training_args, {**parse_sweep_entry(overrides or "eval_strategy=no"),
+                                           "eval_strategy": "no"})
 
 
 class ReferencePassTimer:

@@ -26,21 +26,23 @@ class PipelineError(Exception):
     """A problem the user can fix (bad config, missing file, no hub access): reported as one line, exit code 2."""
 
 
+def is_main_launch_process() -> bool:
+    """Rank 0 of a launch (torchrun, accelerate launch) or a plain run, from the launcher's environment."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def setup_logging(level: int = logging.INFO) -> None:
+    """Our INFO lines on the main process; the other processes of a launch say only what goes wrong."""
+    level = level if is_main_launch_process() else logging.WARNING
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level, force=True
     )
-    # The libraries log a lot at INFO; their warnings are what a user needs to see.
+    # The libraries log a lot at INFO; their warnings are what a user needs to see. Their progress bars stay.
     for noisy in ("transformers", "datasets", "accelerate", "httpx", "huggingface_hub", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import transformers
 
     transformers.utils.logging.set_verbosity_warning()
-    transformers.utils.logging.disable_progress_bar()
-    import datasets
-
-    datasets.disable_progress_bars()
-    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple:
@@ -96,16 +98,22 @@ def run_script(main: Callable[..., object], dataclass_types: Sequence[type], arg
         configs = parse_config(dataclass_types, args)
         main(*configs)
     except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
+        say(f"error: {error}")
         raise SystemExit(getattr(error, "exit_code", EXIT_BAD_INPUT)) from None
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to continue from the last checkpoint", file=sys.stderr)
+        say("interrupted: rerun the same command to continue from the last checkpoint")
         raise SystemExit(130) from None
     except Exception as error:
         if not is_out_of_memory(error):
             raise
-        print(f"error: {out_of_memory_message(error)}", file=sys.stderr)
+        say(f"error: {out_of_memory_message(error)}")
         raise SystemExit(EXIT_OUT_OF_MEMORY) from None
+
+
+def say(line: str) -> None:
+    """One line on stderr, from the main process only: N processes that all stop for the same reason say it once."""
+    if is_main_launch_process():
+        print(line, file=sys.stderr)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -128,10 +136,25 @@ def hub_endpoint() -> str:
 
 
 def hub_is_reachable() -> bool:
-    """Whether a TCP connection to the Hugging Face Hub opens; fails fast on a machine without network."""
+    """Whether a TCP connection to the Hugging Face Hub opens (through the proxy that HTTPS_PROXY, HTTP_PROXY or
+    ALL_PROXY names for it, unless NO_PROXY exempts it, as huggingface_hub itself would connect); fails fast on a
+    machine without network."""
     if _hub_offline_mode():
         return False
-    return _can_connect(hub_endpoint())
+    return _can_connect(hub_connection_target(hub_endpoint()))
+
+
+def hub_connection_target(endpoint: str) -> str:
+    """Where a connection to `endpoint` goes: the proxy the environment names for its scheme (urllib's reading of
+    HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY, in either case), else the endpoint itself."""
+    from urllib.request import getproxies, proxy_bypass
+
+    url = urlparse(endpoint)
+    proxies = getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not proxy_bypass(url.hostname or ""):
+        return proxy if "://" in proxy else f"http://{proxy}"
+    return endpoint
 
 
 def _hub_offline_mode() -> bool:
@@ -142,7 +165,8 @@ def _hub_offline_mode() -> bool:
 def _can_connect(endpoint: str, timeout_s: float = 5.0) -> bool:
     url = urlparse(endpoint)
     try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s):
+        with socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)),
+                                      timeout=timeout_s):
             return True
     except OSError:
         return False

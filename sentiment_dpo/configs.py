@@ -40,6 +40,28 @@ class TrackingArguments:
     )
 
 
+def require_the_gpu_asked_for(training_args) -> None:
+    """Stop with one line when the config asked for bf16 and this machine has no GPU for it (see `gpu_problem`)."""
+    if getattr(training_args, "bf16_without_gpu", None):
+        raise PipelineError(training_args.bf16_without_gpu)
+
+
+def derive_gradient_accumulation(config) -> None:
+    """With `global_batch_size` G set, gradient_accumulation_steps = G / (per_device_train_batch_size x processes):
+    the optimizer sees G examples per step on one GPU or on many. A launch where that is not a whole number is
+    refused, naming what to change."""
+    if config.global_batch_size is None:
+        return
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    per_pass = config.per_device_train_batch_size * processes
+    if config.global_batch_size < 1 or config.global_batch_size % per_pass:
+        raise PipelineError(
+            f"global_batch_size {config.global_batch_size} is not a multiple of per_device_train_batch_size "
+            f"{config.per_device_train_batch_size} x {processes} process{'es' if processes > 1 else ''}: choose a "
+            "per_device_train_batch_size that divides it by the number of processes")
+    config.gradient_accumulation_steps = config.global_batch_size // per_pass
+
+
 def _bf16_training_available() -> bool:
     from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 
@@ -84,14 +106,48 @@ def check_can_train(config) -> None:
     check_output_dir(config.output_dir)
 
 
-class _Bf16WhereAvailable:
-    """TRL trains in bf16 by default and transformers then refuses to start on a machine without a bf16 GPU.
-    The full-scale configs ask for bf16; on such a machine they train in float32 instead, with a warning, so that
-    the same config runs everywhere (and a missing model or hub is reported before precision). Also keeps a hub
-    token out of the saved training arguments, and refuses settings that cannot train (`check_can_train`)."""
+def gpu_problem() -> str | None:
+    """Why torch can train in bfloat16 on no GPU here, in one sentence; None when it can."""
+    import shutil
+    import subprocess
+
+    import torch
+
+    if torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported():
+            return None
+        return (f"the GPU {torch.cuda.get_device_name()} has no bfloat16 support: pass --bf16 false --fp16 true to "
+                "train in float16 mixed precision")
+    if torch.version.cuda is None:
+        return (f"torch {torch.__version__} is a CPU-only build: install a CUDA build of torch (see the README's "
+                "'Your GPU' section), or pass --bf16 false to train in float32 on the CPU")
+    driver = None
+    if shutil.which("nvidia-smi"):
+        query = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                               capture_output=True, text=True)
+        driver = query.stdout.strip().splitlines()[0] if query.returncode == 0 and query.stdout.strip() else None
+    needed = MINIMUM_DRIVER.get(torch.version.cuda.split(".")[0], "a recent")
+    found = f"this machine's driver is {driver}" if driver else "no NVIDIA driver answers here (nvidia-smi)"
+    return (f"torch {torch.__version__} is built for CUDA {torch.version.cuda}, which needs NVIDIA driver {needed} or "
+            f"newer, and finds no usable GPU ({found}): install a torch build for your driver (see the README's "
+            "'Your GPU' section), or pass --bf16 false to train in float32 on the CPU")
+
+
+# The oldest Linux driver each CUDA major version of PyPI's torch builds runs on.
+MINIMUM_DRIVER = {"11": "450.80", "12": "525.60", "13": "580"}
+
+
+class _PipelineTrainingChecks:
+    """Checks of every training config of the pipeline, before transformers and TRL see it:
+    - settings that cannot train are refused (`check_can_train`);
+    - bf16 (TRL's default) without a GPU that has it stops training with one line saying why (`gpu_problem`);
+    - `global_batch_size` fixes the examples per optimizer step whatever the number of processes: the gradient
+      accumulation is derived from it, or a launch that cannot keep it is refused;
+    - a hub token moves out of the arguments the Trainer pickles into every checkpoint."""
 
     def __post_init__(self):
         check_can_train(self)
+        derive_gradient_accumulation(self)
         if getattr(self, "hub_token", None):
             # The Trainer pickles its arguments into every checkpoint (training_args.bin): a token given in a config
             # or on the command line would be saved with the weights. It moves to the environment instead, where
@@ -101,7 +157,9 @@ class _Bf16WhereAvailable:
         if self.bf16 is None:
             self.bf16 = not self.fp16  # TRL's default
         if self.bf16 and not self.use_cpu and not _bf16_training_available():
-            logger.warning("bf16 is set but this machine has no GPU with bfloat16 support: training in float32")
+            # Parsing goes on (a config is read on any machine: --help, the benchmark's estimate, the tests); training
+            # stops with this line once its inputs are checked (`require_the_gpu_asked_for`).
+            self.bf16_without_gpu = f"bf16 is set (TRL's default) but {gpu_problem()}"
             self.bf16 = False
         super().__post_init__()
 
@@ -110,18 +168,25 @@ _NAN_FILTER_HELP = ("Log a NaN or infinite loss as the mean of the previous ones
                     "so that a diverging run stops at once with a clear message and keeps its last good checkpoint.")
 
 
-@dataclass
-class SFTTrainingConfig(_Bf16WhereAvailable, SFTConfig):
-    """TRL's `SFTConfig`, falling back to float32 where bf16 is not available."""
-
-    logging_nan_inf_filter: bool = field(default=False, metadata={"help": _NAN_FILTER_HELP})
+_GLOBAL_BATCH_HELP = ("Examples per optimizer step over all processes (pairs for DPO; the DPO paper's is 64). When set, "
+                      "gradient_accumulation_steps is derived from it, per_device_train_batch_size and the number of "
+                      "processes of the launch, so that a run on 8 GPUs trains as one on 1 GPU.")
 
 
 @dataclass
-class DPOTrainingConfig(_Bf16WhereAvailable, DPOConfig):
-    """TRL's `DPOConfig`, falling back to float32 where bf16 is not available."""
+class SFTTrainingConfig(_PipelineTrainingChecks, SFTConfig):
+    """TRL's `SFTConfig` with the pipeline's checks (`_PipelineTrainingChecks`)."""
 
     logging_nan_inf_filter: bool = field(default=False, metadata={"help": _NAN_FILTER_HELP})
+    global_batch_size: int | None = field(default=None, metadata={"help": _GLOBAL_BATCH_HELP})
+
+
+@dataclass
+class DPOTrainingConfig(_PipelineTrainingChecks, DPOConfig):
+    """TRL's `DPOConfig` with the pipeline's checks (`_PipelineTrainingChecks`)."""
+
+    logging_nan_inf_filter: bool = field(default=False, metadata={"help": _NAN_FILTER_HELP})
+    global_batch_size: int | None = field(default=None, metadata={"help": _GLOBAL_BATCH_HELP})
 
 
 @dataclass
@@ -305,7 +370,15 @@ class DPOScriptArguments(TrackingArguments):
         },
     )
     sweep_name: str | None = field(
-        default=None, metadata={"help": "wandb group of the sweep; defaults to the output folder's name."}
+        default=None,
+        metadata={"help": "wandb group of the sweep's runs; by default <scale>/<folder>, e.g. tiny/dpo."},
+    )
+    eval_pairs_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out pairs (heldout_pairs.jsonl) that DPOTrainer evaluates every eval_steps with "
+            "eval_strategy: steps: held-out implicit-reward accuracy and margin curves in metrics.jsonl and wandb."
+        },
     )
     max_train_pairs: int | None = field(default=None, metadata={"help": "Use only this many pairs (quick runs)."})
 

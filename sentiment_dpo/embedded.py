@@ -31,6 +31,7 @@ import numpy as np
 from .cli import PipelineError, run_script
 from .configs import EmbeddedAssetsArguments
 from .data import clean_review
+from .progress import ProgressLogCallback, on_a_terminal
 from .runs import RunFolder, atomic_write_json, config_fingerprint, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -149,10 +150,11 @@ def train_classifier(tokenizer_object, splits: dict[str, list[dict]], args: Embe
         output_dir=str(out / "trainer"), per_device_train_batch_size=64, per_device_eval_batch_size=256,
         num_train_epochs=args.classifier_epochs, learning_rate=1e-3, warmup_steps=0.1, weight_decay=0.01,
         lr_scheduler_type="linear", logging_steps=50, save_strategy="no", report_to="none", seed=args.seed,
-        disable_tqdm=True, dataloader_num_workers=0, train_sampling_strategy="group_by_length",
+        disable_tqdm=not on_a_terminal(), dataloader_num_workers=0, train_sampling_strategy="group_by_length",
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=train,
-                      data_collator=DataCollatorWithPadding(tokenizer))
+                      data_collator=DataCollatorWithPadding(tokenizer),
+                      callbacks=[] if on_a_terminal() else [ProgressLogCallback("Training the classifier")])
     trainer.train()
     predictions = trainer.predict(test)
     accuracy = float((np.argmax(predictions.predictions, axis=-1) == predictions.label_ids).mean())

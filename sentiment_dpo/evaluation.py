@@ -20,18 +20,23 @@ from pathlib import Path
 
 import torch
 
+from .checkpoints import is_complete_checkpoint
 from .cli import PipelineError, require_source
 from .configs import EvalArguments
 from .data import build_prompts, decode_tokens, load_reviews
+from .distributed import on_main, process_state
 from .generation import completion_logits, completion_logps, iter_samples
 from .judge import JudgeItem, greedy_generate_fn, judge
 from .metrics import (best_of_n_expected_reward, best_of_n_kl, clustered_mean_and_standard_error,
                       implicit_reward_accuracy, mean_and_standard_error, sequence_kl, win_counts)
-from .models import SentimentClassifier, check_classifier_labels, default_device, load_causal_lm, load_tokenizer, resolve_dtype
-from .runs import (COMPLETE_FILE, RunFolder, atomic_write_json, config_fingerprint, read_jsonl, write_jsonl)
+from .models import (SentimentClassifier, check_classifier_labels, default_device, load_causal_lm, load_tokenizer,
+                     resolve_dtype)
 from .pairs import TOKENIZED_COLUMNS
+from .progress import progress
+from .runs import (COMPLETE_FILE, RunFolder, atomic_write_json, config_dict, config_fingerprint, read_jsonl,
+                   write_jsonl)
+from .tracking import finish_wandb_run, start_wandb_run
 from .trainers import tokenize_preference_pairs
-from .checkpoints import is_complete_checkpoint
 from .training import SWEEP_RUN_FILE, check_pairs_match_tokenizer, file_sha256, load_pairs
 
 logger = logging.getLogger(__name__)
@@ -124,7 +129,7 @@ class Policy:
 
 @torch.no_grad()
 def evaluate_policy(policy: Policy, reference: Policy, tokenizer, classifier: SentimentClassifier, prompts,
-                    args: EvalArguments, is_reference: bool) -> tuple[dict, list[dict]]:
+                    args: EvalArguments, is_reference: bool, name: str = "policy") -> tuple[dict, list[dict]]:
     """Sample from `policy`, score the samples, and measure their sequence KL to `reference`.
 
     Returns (summary, samples): summary has reward, reward_sem, kl, kl_sem (standard errors clustered by prompt),
@@ -132,10 +137,13 @@ def evaluate_policy(policy: Policy, reference: Policy, tokenizer, classifier: Se
     samples, the completion (text and token ids, EOS included where sampled), its reward and its KL.
     """
     samples = []
-    for batch in iter_samples(policy.sampler, [p.prompt_token_ids for p in prompts], args.samples_per_prompt,
-                              args.max_new_tokens, args.temperature, args.generation_batch_size, args.seed,
-                              tokenizer.pad_token_id, tokenizer.eos_token_id,
-                              cache_implementation=args.cache_implementation):
+    batches = iter_samples(policy.sampler, [p.prompt_token_ids for p in prompts], args.samples_per_prompt,
+                           args.max_new_tokens, args.temperature, args.generation_batch_size, args.seed,
+                           tokenizer.pad_token_id, tokenizer.eos_token_id,
+                           cache_implementation=args.cache_implementation)
+    for batch in progress(batches, total=len(prompts) * args.samples_per_prompt, unit="samples",
+                          desc=f"[{name}] sampling{'' if is_reference else ' and KL'}",
+                          weight=lambda batch: len(batch.item_indices)):
         kls = []
         for start in range(0, len(batch.item_indices), args.kl_batch_size):
             rows = slice(start, start + args.kl_batch_size)
@@ -151,7 +159,7 @@ def evaluate_policy(policy: Policy, reference: Policy, tokenizer, classifier: Se
                             "prompt": prompt.prompt, "completion": decode_tokens(tokenizer, token_ids),
                             "prompt_token_ids": list(prompt.prompt_token_ids), "completion_token_ids": token_ids,
                             "kl": kl})
-    for sample, reward in zip(samples, classifier.score(_scored_texts(samples, args))):
+    for sample, reward in zip(samples, classifier.score(_scored_texts(samples, args), desc=f"[{name}] scoring")):
         sample["reward"] = reward
     # The samples of one prompt are not independent of each other: standard errors are clustered by prompt.
     prompt_of = [s["prompt_index"] for s in samples]
@@ -200,9 +208,9 @@ class HeldoutPairs:
 class Evaluator:
     """Lazily loaded reference model and classifier, shared by every measurement of one eval.py run."""
 
-    def __init__(self, args: EvalArguments):
+    def __init__(self, args: EvalArguments, device=None):
         self.args = args
-        self.device = default_device()
+        self.device = device or default_device()
         self.dtype = resolve_dtype(args.dtype, self.device)
         self.measure_dtype = resolve_dtype(args.measure_dtype, self.device)
         self.tokenizer = load_tokenizer(args.sft_model_path, "sft_model_path", args.trust_remote_code)
@@ -260,7 +268,7 @@ def evaluate_models(models, evaluator: Evaluator, prompts, heldout: HeldoutPairs
         policy = evaluator.load_policy(model)
         if row is None:
             summary, samples = evaluate_policy(policy, evaluator.reference, evaluator.tokenizer, evaluator.classifier,
-                                               prompts, args, is_reference=model.run == SFT_RUN)
+                                               prompts, args, is_reference=model.run == SFT_RUN, name=model.name)
             write_jsonl(out / "samples" / f"{_safe_name(model.name)}.jsonl", samples)
             row = {**asdict(model), **summary, "settings_hash": settings_hash, "model_signature": signature}
             logger.info("[%s] reward %.3f ± %.3f, KL %.2f ± %.2f", model.name, row["reward"], row["reward_sem"],
@@ -271,9 +279,19 @@ def evaluate_models(models, evaluator: Evaluator, prompts, heldout: HeldoutPairs
             logger.info("[%s] held-out implicit-reward accuracy %.3f on %d pairs", model.name,
                         row["heldout_accuracy"], row["heldout_pairs"])
         atomic_write_json(result_path, row)
+        log_live(row)
         rows.append(row)
         del policy
     return rows
+
+
+def log_live(row: dict) -> None:
+    """One model's figures to the eval's wandb run as soon as they are measured (main process, when tracking)."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.log({f"eval/{key}": row[key] for key in ("reward", "kl", "heldout_accuracy", "heldout_logratio_margin")
+                   if row.get(key) is not None} | {"eval/model": row["name"]})
 
 
 def read_samples(out: Path, name: str) -> dict[tuple[int, int], dict]:
@@ -319,16 +337,18 @@ def evaluate_best_of_n(evaluator: Evaluator, prompts, out: Path, settings_hash: 
                     samples_per_prompt, len(prompts))
         records = []
         tokenizer = evaluator.tokenizer
-        for batch in iter_samples(evaluator.reference.sampler, [p.prompt_token_ids for p in prompts],
-                                  samples_per_prompt, args.max_new_tokens, args.temperature,
-                                  args.generation_batch_size, args.seed + 1, tokenizer.pad_token_id,
-                                  tokenizer.eos_token_id,
-                                  cache_implementation=args.cache_implementation):
+        batches = iter_samples(evaluator.reference.sampler, [p.prompt_token_ids for p in prompts], samples_per_prompt,
+                               args.max_new_tokens, args.temperature, args.generation_batch_size, args.seed + 1,
+                               tokenizer.pad_token_id, tokenizer.eos_token_id,
+                               cache_implementation=args.cache_implementation)
+        for batch in progress(batches, total=len(prompts) * samples_per_prompt, desc="best-of-N sampling",
+                              unit="samples", weight=lambda batch: len(batch.item_indices)):
             for item, token_ids in zip(batch.item_indices, batch.completion_token_ids()):
                 prompt = prompts[item // samples_per_prompt]
                 records.append({"prompt_index": prompt.prompt_index, "prompt": prompt.prompt,
                                 "completion": decode_tokens(tokenizer, token_ids)})
-        for record, reward in zip(records, evaluator.classifier.score(_scored_texts(records, args))):
+        for record, reward in zip(records, evaluator.classifier.score(_scored_texts(records, args),
+                                                                      desc="best-of-N scoring")):
             record["reward"] = reward
         write_jsonl(out / "samples" / "best-of-n.jsonl", records)
         per_prompt = [[r["reward"] for r in records[i * samples_per_prompt : (i + 1) * samples_per_prompt]]
@@ -381,7 +401,12 @@ def add_judge_verdicts(rows: list[dict], evaluator: Evaluator, out: Path) -> Non
 
 
 def evaluate_frontier(args: EvalArguments) -> Path:
-    """Evaluate every model not yet evaluated with these settings, then write the report, frontier.csv and plots."""
+    """Evaluate every model not yet evaluated with these settings, then write the report, frontier.csv and plots.
+
+    Under a launcher with N processes the models (and best-of-N) are shared out between the processes, each model
+    evaluated whole by one of them with the same prompts and seeds as in a one-process run; the main process then
+    reads every result back (cached per model) and writes the report.
+    """
     from .report import write_report
 
     require_source(args.dataset_name, "dataset", "dataset_name")
@@ -392,24 +417,43 @@ def evaluate_frontier(args: EvalArguments) -> Path:
     out = Path(args.output_dir)
     settings_hash = config_fingerprint(args)
     folder = RunFolder(out, settings_hash, "eval")
+    state = process_state()
     folder.check(overwrite=args.overwrite)  # never "complete": new checkpoints may come
+    state.wait_for_everyone()
     models = discover_models(args.sft_model_path, args.dpo_output_dir, args.include_checkpoints)
     check_classifier_labels(args.classifier_name_or_path, args.trust_remote_code)
-    evaluator = Evaluator(args)
+    evaluator = Evaluator(args, state.device)
     heldout = (HeldoutPairs(args.heldout_pairs_file, evaluator.tokenizer, args.kl_batch_size)
                if args.heldout_pairs_file else None)
     reviews = load_reviews(args.dataset_name, args.dataset_split, args.dataset_config, args.text_column,
                            args.label_column)
     prompts = build_prompts(reviews, evaluator.tokenizer, args.num_prompts, args.min_prefix_tokens,
                             args.max_prefix_tokens, args.seed, split=args.dataset_split)
-    folder.claim({"eval": args}, overwrite=args.overwrite)  # every input is loaded and checked by now
-    logger.info("Evaluating %d models on %d held-out prompts x %d samples", len(models), len(prompts),
-                args.samples_per_prompt)
-    rows = evaluate_models(models, evaluator, prompts, heldout, out, settings_hash)
-    add_win_rates(rows, out, args.win_rate_tie_tolerance)
-    if args.judge_model_path:
-        add_judge_verdicts(rows, evaluator, out)
-    rows += evaluate_best_of_n(evaluator, prompts, out, settings_hash)
-    report = write_report(rows, out, args, num_prompts=len(prompts), heldout=heldout)
-    logger.info("Report: %s", report)
+
+    def claim():  # every input is loaded and checked by now
+        folder.claim({"eval": args}, overwrite=args.overwrite)
+        if args.report_to == "wandb":
+            start_wandb_run(out, args.wandb_project, "eval", config={"eval": config_dict(args)})
+
+    on_main(claim)
+    logger.info("Evaluating %d models on %d held-out prompts x %d samples%s", len(models), len(prompts),
+                args.samples_per_prompt, f" on {state.num_processes} processes" if state.num_processes > 1 else "")
+    jobs = [*models, BEST_OF_N_RUN] if args.best_of_n else models
+    with state.split_between_processes(jobs) as mine:
+        evaluate_models([job for job in mine if job != BEST_OF_N_RUN], evaluator, prompts, heldout, out,
+                        settings_hash)
+        if BEST_OF_N_RUN in mine:
+            evaluate_best_of_n(evaluator, prompts, out, settings_hash)
+    state.wait_for_everyone()
+    report = out / "report.md"
+    if state.is_main_process:  # every result is cached now: this reads them back
+        rows = evaluate_models(models, evaluator, prompts, heldout, out, settings_hash)
+        add_win_rates(rows, out, args.win_rate_tie_tolerance)
+        if args.judge_model_path:
+            add_judge_verdicts(rows, evaluator, out)
+        rows += evaluate_best_of_n(evaluator, prompts, out, settings_hash)
+        report = write_report(rows, out, args, num_prompts=len(prompts), heldout=heldout)
+        finish_wandb_run()
+        logger.info("Report: %s", report)
+    state.wait_for_everyone()
     return report

@@ -155,12 +155,19 @@ class SentimentClassifier:
         return cls(with_float32_head(model, dtype).to(device or default_device()), tokenizer, batch_size, max_length)
 
     @torch.no_grad()
-    def score(self, texts: list[str]) -> list[float]:
-        """P(POSITIVE) of each text. Texts are batched by length (less padding) and returned in input order."""
+    def score(self, texts: list[str], desc: str | None = None) -> list[float]:
+        """P(POSITIVE) of each text. Texts are batched by length (less padding) and returned in input order; with
+        `desc`, progress is shown."""
+        from .progress import progress
+
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         rewards = [0.0] * len(texts)
         device = next(self.model.parameters()).device
-        for start in range(0, len(order), self.batch_size):
+        starts = range(0, len(order), self.batch_size)
+        if desc:
+            starts = progress(starts, total=len(texts), desc=desc, unit="texts",
+                              weight=lambda start: len(order[start : start + self.batch_size]))
+        for start in starts:
             batch = order[start : start + self.batch_size]
             inputs = self.tokenizer(
                 [texts[i] for i in batch], padding=True, truncation=True, max_length=self.max_length,

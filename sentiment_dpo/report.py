@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .runs import atomic_write_text, git_commit
-from .tracking import METRICS_FILE, finish_wandb_run, start_wandb_run
+from .tracking import METRICS_FILE
 
 FRONTIER_CSV = "frontier.csv"
 FRONTIER_PNG = "frontier.png"
@@ -344,8 +344,8 @@ def _log_report_to_wandb(rows, final_rows, study, samples, out: Path, args) -> N
     """Everything the report shows, as wandb tables and images, plus the report itself as an artifact."""
     import wandb
 
-    group = Path(args.dpo_output_dir).name if args.dpo_output_dir else None
-    start_wandb_run(out, args.wandb_project, f"{group or 'sft'}/eval", group, "eval", config=vars(args))
+    if wandb.run is None:  # eval.py starts the run before it evaluates (its figures are logged live)
+        return
 
     def table(records: list[dict], columns: list[str]):
         return wandb.Table(columns=columns, data=[[record.get(c) for c in columns] for record in records])
@@ -371,4 +371,3 @@ def _log_report_to_wandb(rows, final_rows, study, samples, out: Path, args) -> N
         if (out / name).is_file():
             artifact.add_file(str(out / name))
     wandb.log_artifact(artifact)
-    finish_wandb_run()

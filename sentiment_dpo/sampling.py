@@ -12,9 +12,11 @@ from .configs import PairsArguments
 from .data import build_prompts, decode_tokens, load_reviews
 from .generation import iter_samples
 from .metrics import clustered_mean_and_standard_error
-from .models import SentimentClassifier, default_device, load_causal_lm, load_tokenizer, resolve_dtype
+from .distributed import gather_lists, on_main, process_state
+from .models import SentimentClassifier, load_causal_lm, load_tokenizer, resolve_dtype
+from .progress import progress
 from .pairs import flip_labels, max_pairs_per_prompt, noisy_pairs_file, pair_records
-from .runs import RunFolder, atomic_write_text, config_fingerprint, write_jsonl
+from .runs import RunFolder, atomic_write_text, config_dict, config_fingerprint, write_jsonl
 from .tracking import finish_wandb_run, start_wandb_run
 
 logger = logging.getLogger(__name__)
@@ -107,12 +109,14 @@ def make_preference_pairs(args: PairsArguments) -> Path:
     require_source(args.model_name_or_path, "SFT model", "model_name_or_path")
     out = Path(args.output_dir)
     folder = RunFolder(out, config_fingerprint(args), "preference_pairs")
-    if folder.check(overwrite=args.overwrite):
+    state = process_state()
+    finished = folder.check(overwrite=args.overwrite)
+    state.wait_for_everyone()
+    if finished:
         logger.info("Pairs already made in %s with this config; nothing to do", out)
         return out / PAIRS_FILE
 
-    device = default_device()
-    dtype = resolve_dtype(args.dtype, device)
+    device = state.device
     tokenizer = load_tokenizer(args.model_name_or_path, "model_name_or_path", args.trust_remote_code)
     reviews = load_reviews(args.dataset_name, args.dataset_split, args.dataset_config, args.text_column,
                            args.label_column)
@@ -120,32 +124,64 @@ def make_preference_pairs(args: PairsArguments) -> Path:
     if args.heldout_prompts and args.heldout_split not in (None, args.dataset_split):
         heldout_reviews = load_reviews(args.dataset_name, args.heldout_split, args.dataset_config, args.text_column,
                                        args.label_column)
-    model = load_causal_lm(args.model_name_or_path, "model_name_or_path", dtype, device, args.trust_remote_code,
-                           float32_logits=True)
+    model = load_causal_lm(args.model_name_or_path, "model_name_or_path", resolve_dtype(args.dtype, device), device,
+                           args.trust_remote_code, float32_logits=True)
     classifier = SentimentClassifier.load(args.classifier_name_or_path, resolve_dtype(args.measure_dtype, device),
                                           device, args.classifier_batch_size, args.classifier_max_length,
                                           args.trust_remote_code)
     prompts, num_train_prompts = pair_prompts(reviews, heldout_reviews, tokenizer, args)
-    folder.claim({"pairs": args}, overwrite=args.overwrite)  # every input is loaded and checked by now
-    if args.report_to == "wandb":
-        start_wandb_run(out, args.wandb_project, "preference_pairs", None, "preference_pairs", config=vars(args))
-
     completions_path = out / COMPLETIONS_FILE
     slices = prompt_slices(prompts, args)
-    records = finished_records(completions_path, slices)
-    if records:
-        logger.info("Resuming: %d of %d prompts already sampled", len(records), len(prompts))
-    for prompt_slice in slices:
-        if prompt_slice[0].prompt_index in records:
+
+    def claim_and_resume() -> set[int]:  # every input is loaded and checked by now
+        folder.claim({"pairs": args}, overwrite=args.overwrite)
+        if args.report_to == "wandb":
+            start_wandb_run(out, args.wandb_project, "preference_pairs", config={"pairs": config_dict(args)})
+        return set(finished_records(completions_path, slices))
+
+    done = on_main(claim_and_resume)
+    if done:
+        logger.info("Resuming: %d of %d prompts already sampled", len(done), len(prompts))
+    sample_slices([s for s in slices if s[0].prompt_index not in done], completions_path, model, tokenizer,
+                  classifier, args, state)
+    if state.is_main_process:
+        write_pairs(finished_records(completions_path, slices), prompts, num_train_prompts, folder, args)
+    state.wait_for_everyone()
+    return out / PAIRS_FILE
+
+
+def sample_slices(todo: list[list], completions_path: Path, model, tokenizer, classifier, args, state) -> None:
+    """Sample and score the slices of prompts not done yet, a slice per process at a time, and append them to the
+    completions log in prompt order, on the main process. Each batch is seeded from its first item, so the samples
+    are those of a one-process run whatever the number of processes."""
+    processes, rank = state.num_processes, state.process_index
+    rounds = [todo[start : start + processes] for start in range(0, len(todo), processes)]
+    sampled, reward_sum = 0, 0.0
+    for round_slices in progress(rounds, total=sum(map(len, todo)), desc="Sampling and scoring", unit="prompts",
+                                 weight=lambda slices: sum(map(len, slices))):
+        mine = sample_and_score(model, tokenizer, classifier, round_slices[rank], args) if rank < len(round_slices) \
+            else []
+        records = [record for per_process in gather_lists([mine]) for record in per_process]
+        if not state.is_main_process:
             continue
-        new_records = sample_and_score(model, tokenizer, classifier, prompt_slice, args)
         with completions_path.open("a") as handle:
-            handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in new_records)
+            handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
             handle.flush()
             os.fsync(handle.fileno())
-        records.update((record["prompt_index"], record) for record in new_records)
-        logger.info("Sampled and scored %d/%d prompts", len(records), len(prompts))
+        sampled += len(records)
+        reward_sum += sum(sum(record["rewards"]) for record in records)
+        if args.report_to == "wandb":
+            import wandb
 
+            wandb.log({"pairs/prompts_sampled": sampled,
+                       "pairs/reward_mean_so_far": reward_sum / (sampled * args.completions_per_prompt)})
+
+
+def write_pairs(records: dict[int, dict], prompts: list, num_train_prompts: int, folder: RunFolder,
+                args: PairsArguments) -> None:
+    """pairs.jsonl, heldout_pairs.jsonl and the label-noise files from every prompt's scored completions, the folder
+    marked complete, the summary logged (and to wandb)."""
+    out = folder.path
     ordered = [records[p.prompt_index] for p in prompts]
     pairs = [pair for record in ordered[:num_train_prompts] for pair in pair_records(record, args.pair_mode)]
     for level in args.label_noise:
@@ -169,7 +205,6 @@ def make_preference_pairs(args: PairsArguments) -> Path:
                            pair["rejected_reward"])
         wandb.log({"pairs/examples": table})
         finish_wandb_run()
-    return out / PAIRS_FILE
 
 
 def _summarize(records: list[dict], pairs: list[dict], args: PairsArguments) -> dict:

@@ -34,33 +34,62 @@ def _has_wandb_api_key() -> bool:
 
 
 def configure_wandb(project: str) -> str:
-    """Set the project and choose wandb's mode: offline when no API key is configured (no account needed).
+    """Choose the project and wandb's mode: offline when no API key is configured (no account needed). A user's
+    WANDB_PROJECT wins over the pipeline's default project (not over one given in the config or on the command
+    line); an explicit WANDB_MODE is respected. Returns (project, mode)."""
+    from .configs import DEFAULT_WANDB_PROJECT
 
-    Returns the mode. An explicit WANDB_MODE in the environment is respected.
-    """
-    os.environ["WANDB_PROJECT"] = project
+    if project == DEFAULT_WANDB_PROJECT and os.environ.get("WANDB_PROJECT"):
+        project = os.environ["WANDB_PROJECT"]
     if "WANDB_MODE" not in os.environ and not _has_wandb_api_key():
         os.environ["WANDB_MODE"] = "offline"
     os.environ.setdefault("WANDB_SILENT", "true")
-    return os.environ.get("WANDB_MODE", "online")
+    return project, os.environ.get("WANDB_MODE", "online")
 
 
-def start_wandb_run(output_dir: str | Path, project: str, name: str, group: str | None, job_type: str,
-                    config: dict | None = None):
-    """Start (or, after an interruption, resume) the wandb run of `output_dir`; its id is kept in the folder."""
+# The folders under which the pipeline's outputs live: what follows them names the scale (runs/tiny/dpo/beta-0.1).
+OUTPUT_ROOTS = ("runs", "generations")
+
+
+def run_names(output_dir: str | Path, stage: str) -> tuple[str, str]:
+    """(name, group) of the wandb run that writes `output_dir`, from its path below runs/ or generations/:
+
+        runs/tiny/sft               -> tiny/sft, group tiny/sft
+        runs/paper/dpo/beta-0.1     -> paper/dpo/beta-0.1, group paper/dpo    (every run of a sweep folder)
+        generations/gpt2-large      -> gpt2-large/preference_pairs, group the same
+        /data/exp1/dpo/beta-0.1     -> dpo/beta-0.1, group dpo/beta-0.1       (elsewhere: the last two folders)
+    """
+    parts = Path(output_dir).resolve().parts
+    roots = [index for index, part in enumerate(parts) if part in OUTPUT_ROOTS]
+    relative = list(parts[roots[-1] + 1:]) if roots and roots[-1] + 1 < len(parts) else list(parts[-2:])
+    if len(relative) == 1:
+        relative.append(stage)
+    name = "/".join(relative)
+    return name, "/".join(relative[:-1]) if len(relative) >= 3 else name
+
+
+def start_wandb_run(output_dir: str | Path, project: str, stage: str, config: dict, group: str | None = None):
+    """Start (or, after an interruption, continue) the wandb run of `output_dir`, on the main process only: named
+    and grouped by scale and stage (`run_names`; `group` overrides the group), with the whole config of the run
+    (credentials redacted). Its id is kept in the folder, so a resumed run continues the same wandb run."""
     import wandb
 
-    mode = configure_wandb(project)
+    from .runs import redact_secrets
+
+    project, mode = configure_wandb(project)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     id_file = output_dir / WANDB_ID_FILE
     run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
     atomic_write_text(id_file, run_id + "\n")
-    run = wandb.init(project=project, name=name, group=group, job_type=job_type, id=run_id, resume="allow",
-                     dir=str(output_dir), config=config or {}, reinit="finish_previous")
+    name, default_group = run_names(output_dir, stage)
+    run = wandb.init(project=project, name=name, group=group or default_group, job_type=stage, id=run_id,
+                     resume="allow", dir=str(output_dir), config=redact_secrets(config), reinit="finish_previous")
     if mode == "offline":
         logger.info("wandb is offline (no API key): run files in %s; upload them later with `wandb sync %s`",
                     Path(run.dir).parent, Path(run.dir).parent)
+    else:
+        logger.info("wandb run %s: %s", name, run.url)
     return run
 
 

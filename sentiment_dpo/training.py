@@ -16,12 +16,14 @@ from transformers import TrainerCallback
 from .checkpoints import (KeepResumeStateOfTheLatestCheckpoint, check_free_disk, checkpoint_step, count_parameters,
                           drop_resume_state_of_older_checkpoints, estimate_training_disk, last_complete_checkpoint,
                           resume_checkpoint, training_steps)
+from .distributed import on_main, process_state
+from .progress import ProgressLogCallback, on_a_terminal
 from .cli import PipelineError, require_source
-from .configs import DPOScriptArguments, SFTScriptArguments
+from .configs import DPOScriptArguments, SFTScriptArguments, require_the_gpu_asked_for
 from .data import load_reviews
 from .models import load_causal_lm, load_tokenizer, resolve_dtype
 from .pairs import TEXT_COLUMNS, TOKENIZED_COLUMNS, noisy_pairs_file
-from .runs import COMPLETE_FILE, RunFolder, atomic_write_json, config_fingerprint, read_jsonl
+from .runs import COMPLETE_FILE, RunFolder, atomic_write_json, config_dict, config_fingerprint, read_jsonl
 from .tracking import MetricsFileCallback, finish_wandb_run, start_wandb_run, wants_wandb
 
 logger = logging.getLogger(__name__)
@@ -49,26 +51,6 @@ def write_run_info(run_dir: Path, *, method: str, beta: float | None, loss_type:
         "label_smoothing": label_smoothing, "label_noise": label_noise, "pairs_file": pairs_file,
         "reference_model": reference_model, **extra,
     })
-
-
-def _save_full_model(trainer, output_dir: str | Path) -> None:
-    """Save weights a later stage can load on its own (LoRA adapters are merged into the base model first),
-    written to a staging folder and moved into place file by file, never half-written; refuses non-finite ones."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if not parameters_are_finite(model):
-        raise TrainingDiverged(f"training ended with NaN or infinite weights in {output_dir}; nothing was saved")
-    output_dir = Path(output_dir)
-    staging = output_dir / ".final-model.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-        model.save_pretrained(staging, safe_serialization=True)
-        trainer.processing_class.save_pretrained(staging)
-    else:
-        trainer.save_model(str(staging))
-    for path in staging.iterdir():
-        os.replace(path, output_dir / path.name)
-    staging.rmdir()
 
 
 class TrainingDiverged(PipelineError):
@@ -110,18 +92,114 @@ class StopOnNonFiniteValues(TrainerCallback):
                 "learning rate (or check the data) and start again with --overwrite true")
 
 
-def training_callbacks(output_dir: Path) -> list:
-    """What every training run of the pipeline adds to the Trainer's callbacks."""
-    return [MetricsFileCallback(output_dir), StopOnNonFiniteValues(), KeepResumeStateOfTheLatestCheckpoint()]
+STAGING_FOLDER = ".final-model.tmp"
 
 
-def finish_run(trainer, folder: RunFolder, summary: dict) -> None:
-    """The end of every training run: final weights saved (merged, staged, checked finite), the folder marked
-    complete, its checkpoints cut down to weights (nothing will resume from them), tracking closed."""
-    _save_full_model(trainer, folder.path)
-    folder.complete(summary)
-    drop_resume_state_of_older_checkpoints(folder.path, keep=None)
-    finish_wandb_run()
+class TrainingRun:
+    """One training run's folder through its life, the same on every process of a launch (one process or many).
+
+    Every process reads (is the run finished? which checkpoint to resume from?); the main process alone writes
+    (claims the folder, starts the wandb run, removes a checkpoint whose save was cut off, moves the final weights
+    into place, marks the run complete, cuts the checkpoints down), and the others wait for it where they need its
+    result. The Trainer itself runs on every process and does the parallel part.
+    """
+
+    def __init__(self, folder: RunFolder, training_args, overwrite: bool):
+        self.folder, self.args, self.overwrite = folder, training_args, overwrite
+        self.state = process_state(training_args)
+        self.is_main = self.state.is_main_process
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path
+
+    def is_finished(self) -> bool:
+        """Whether the run finished already with this config (a folder of another run is an error), read by every
+        process before any of them writes."""
+        finished = self.folder.check(overwrite=self.overwrite)
+        self.state.wait_for_everyone()
+        return finished
+
+    def claim(self, configs: dict) -> None:
+        if self.is_main:
+            self.folder.claim(configs, overwrite=self.overwrite)
+        self.state.wait_for_everyone()
+
+    def on_main(self, function, *args, **kwargs) -> None:
+        """Something written once (sweep_run.json, the wandb run), by the main process."""
+        if self.is_main:
+            function(*args, **kwargs)
+
+    def resume_from(self) -> str | None:
+        """The checkpoint every process resumes from: the main process first removes a checkpoint whose save was
+        cut off, then all of them take the last complete one."""
+        if self.is_main:
+            resume_checkpoint(self.path)
+        self.state.wait_for_everyone()
+        latest = last_complete_checkpoint(self.path)
+        return str(latest) if latest else None
+
+    def callbacks(self, desc: str) -> list:
+        """What every training run of the pipeline adds to the Trainer's callbacks: metrics.jsonl, a stop at the
+        first NaN, weights-only older checkpoints, and progress lines where stderr is not a terminal (then in place
+        of the Trainer's bar)."""
+        callbacks = [MetricsFileCallback(self.path), StopOnNonFiniteValues(), KeepResumeStateOfTheLatestCheckpoint()]
+        if not on_a_terminal():
+            self.args.disable_tqdm = True
+            callbacks.append(ProgressLogCallback(desc))
+        return callbacks
+
+    def finish(self, trainer, summary: dict, base_model: str, base_dtype) -> None:
+        """The end of the run: final weights saved (gathered from every process under ZeRO-3 or FSDP, LoRA adapters
+        merged into the base model, checked finite, staged and moved into place), the folder marked complete, its
+        checkpoints cut down to weights (nothing will resume from them), tracking closed."""
+        staging = self.path / STAGING_FOLDER
+        if self.is_main:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.state.wait_for_everyone()
+        trainer.save_model(str(staging))  # on every process: it gathers sharded weights; the main process writes
+
+        def put_in_place():
+            if (staging / "adapter_config.json").is_file():
+                merge_adapters(base_model, staging, base_dtype, self.args.trust_remote_code)
+            if not saved_weights_are_finite(staging):
+                raise TrainingDiverged(f"training ended with NaN or infinite weights in {self.path}; they were not "
+                                       "saved in place (the checkpoints are kept)")
+            for path in staging.iterdir():
+                os.replace(path, self.path / path.name)
+            staging.rmdir()
+            self.folder.complete(summary)
+            drop_resume_state_of_older_checkpoints(self.path, keep=None)
+
+        on_main(put_in_place)
+        finish_wandb_run()
+
+
+def merge_adapters(base_model: str, adapter_folder: Path, dtype, trust_remote_code: bool) -> None:
+    """Replace the LoRA adapters saved in `adapter_folder` by full weights: the base model with the adapters merged
+    in, loaded on the CPU in `dtype` (a quantized base is loaded unquantized), so that every later stage loads the
+    folder as a plain model."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype, trust_remote_code=trust_remote_code)
+    merged = PeftModel.from_pretrained(base, str(adapter_folder)).merge_and_unload()
+    for adapter_file in adapter_folder.glob("adapter_*"):
+        adapter_file.unlink()
+    merged.save_pretrained(adapter_folder, safe_serialization=True)
+
+
+def saved_weights_are_finite(folder: Path) -> bool:
+    """Every tensor of the safetensors files in `folder` is finite (read one tensor at a time)."""
+    import torch
+    from safetensors import safe_open
+
+    for weights in folder.glob("*.safetensors"):
+        with safe_open(str(weights), framework="pt") as handle:
+            for name in handle.keys():
+                if not bool(torch.isfinite(handle.get_tensor(name)).all()):
+                    return False
+    return True
 
 
 def disk_needed(model_args, training_args, peft_config, steps: int):
@@ -148,7 +226,8 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
             raise PipelineError(f"pairs_file: {script_args.pairs_file} does not exist")
         extra = {"pairs": file_sha256(script_args.pairs_file)}
     folder = RunFolder(output_dir, config_fingerprint(script_args, training_args, model_args, extra=extra), "sft")
-    if folder.check(overwrite=script_args.overwrite):
+    run = TrainingRun(folder, training_args, script_args.overwrite)
+    if run.is_finished():
         logger.info("SFT already finished in %s with this config; nothing to do", output_dir)
         return output_dir
 
@@ -181,34 +260,41 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
         model = load_causal_lm(model_args.model_name_or_path, "model_name_or_path", _model_dtype(model_args),
                                trust_remote_code=trust).train()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    require_the_gpu_asked_for(training_args)
     peft_config = get_peft_config(model_args)
     steps = training_steps(len(train), training_args)
-    check_free_disk(output_dir, disk_needed(model_args, training_args, peft_config, steps).total,
-                    f"{'Preferred-FT' if preferred_ft else 'SFT'} ({steps} steps)")
+    stage = "preferred_ft" if preferred_ft else "sft"
+    on_main(lambda: check_free_disk(output_dir, disk_needed(model_args, training_args, peft_config, steps).total,
+                                    f"{'Preferred-FT' if preferred_ft else 'SFT'} ({steps} steps)"))
 
-    folder.claim({"script": script_args, "training": training_args, "model": model_args},
-                 overwrite=script_args.overwrite)
+    configs = {"script": script_args, "training": training_args, "model": model_args}
+    run.claim(configs)
     if preferred_ft:
-        write_run_info(output_dir, method="preferred_ft", beta=None, loss_type=["preferred_ft"],
-                       label_smoothing=None, label_noise=0.0, pairs_file=script_args.pairs_file,
-                       reference_model=model_args.model_name_or_path)
+        run.on_main(write_run_info, output_dir, method="preferred_ft", beta=None, loss_type=["preferred_ft"],
+                    label_smoothing=None, label_noise=0.0, pairs_file=script_args.pairs_file,
+                    reference_model=model_args.model_name_or_path)
         logger.info("Preferred-FT on the %d chosen completions of %s", len(train), script_args.pairs_file)
     else:
         logger.info("SFT on %d reviews of %s", len(train), script_args.dataset_name)
-
     if wants_wandb(training_args.report_to):
-        start_wandb_run(output_dir, script_args.wandb_project, training_args.run_name or "sft", None, "sft")
+        run.on_main(start_wandb_run, output_dir, script_args.wandb_project, stage, config=configs_for_tracking(configs))
     trainer = SFTTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-        peft_config=peft_config, callbacks=training_callbacks(output_dir),
+        peft_config=peft_config, callbacks=run.callbacks(stage),
     )
-    result = trainer.train(resume_from_checkpoint=resume_checkpoint(output_dir))
+    result = trainer.train(resume_from_checkpoint=run.resume_from())
     summary = {"global_step": trainer.state.global_step, "train_loss": result.training_loss}
     if evaluation is not None:
         summary.update(trainer.evaluate())
-    finish_run(trainer, folder, summary)
-    logger.info("SFT model saved to %s (%s)", output_dir, summary)
+    run.finish(trainer, summary, model_args.model_name_or_path, _model_dtype(model_args))
+    logger.info("%s model saved to %s (%s)", "Preferred-FT" if preferred_ft else "SFT", output_dir, summary)
     return output_dir
+
+
+def configs_for_tracking(configs: dict) -> dict:
+    """The whole config of a run (script, data, training, model, sweep overrides) as one dict for wandb."""
+    return {name: config_dict(config) if dataclasses.is_dataclass(config) else config
+            for name, config in configs.items()}
 
 
 def preferred_completions(pairs):
@@ -462,18 +548,33 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
         check_pairs_match_tokenizer(dataset, tokenizer, path)
         check_prompt_lengths(dataset[prompt_column(dataset)], tokenizer, training_args.max_length, "pairs_file", path)
         warn_of_truncation(dataset, training_args.max_length, path)
+    eval_pairs = None
+    if script_args.eval_pairs_file:
+        eval_pairs = load_pairs(script_args.eval_pairs_file, None, 0, field_name="eval_pairs_file")
+        check_pairs_match_tokenizer(eval_pairs, tokenizer, script_args.eval_pairs_file, "eval_pairs_file")
+        check_prompt_lengths(eval_pairs[prompt_column(eval_pairs)], tokenizer, training_args.max_length,
+                             "eval_pairs_file", script_args.eval_pairs_file)
+        if training_args.eval_strategy == "no":
+            raise PipelineError("eval_pairs_file is set but eval_strategy is no: set eval_strategy steps and "
+                                "eval_steps to evaluate it during training")
     logger.info("DPO sweep %s: %d runs (%s) on %s", sweep_name, len(runs), ", ".join(names),
                 ", ".join(f"{len(dataset)} pairs of {path}" for path, dataset in pairs.items()))
+    require_the_gpu_asked_for(training_args)
     peft_config = get_peft_config(model_args)
-    needed = 0
-    for name, _ in runs:
-        if (root / name / COMPLETE_FILE).is_file():
-            continue
-        latest = last_complete_checkpoint(root / name)
-        steps = training_steps(len(pairs[pairs_files[name]]), run_args[name])
-        needed += disk_needed(model_args, run_args[name], peft_config,
-                              steps - (checkpoint_step(latest) if latest else 0)).total
-    check_free_disk(root, needed, "the sweep's unfinished runs")
+
+    def check_disk():
+        needed = 0
+        for name, _ in runs:
+            if (root / name / COMPLETE_FILE).is_file():
+                continue
+            latest = last_complete_checkpoint(root / name)
+            steps = training_steps(len(pairs[pairs_files[name]]), run_args[name])
+            needed += disk_needed(model_args, run_args[name], peft_config,
+                                  steps - (checkpoint_step(latest) if latest else 0)).total
+        check_free_disk(root, needed, "the sweep's unfinished runs")
+
+    process_state(training_args)
+    on_main(check_disk)
 
     finished = []
     for name, overrides in runs:
@@ -481,30 +582,34 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
         args = dataclasses.replace(run_args[name], output_dir=str(run_dir), run_name=f"{sweep_name}/{name}")
         run_pairs_file = pairs_files[name]
         fingerprint = config_fingerprint(script_args, args, model_args, extra={"pairs": pairs_sha[run_pairs_file]})
-        folder = RunFolder(run_dir, fingerprint, "dpo")
-        if folder.claim({"script": script_args, "training": args, "model": model_args, "overrides": overrides},
-                        overwrite=script_args.overwrite):
+        run = TrainingRun(RunFolder(run_dir, fingerprint, "dpo"), args, script_args.overwrite)
+        if run.is_finished():
             logger.info("[%s] finished already; skipping", name)
             finished.append(run_dir)
             continue
-        write_run_info(run_dir, method="dpo", beta=args.beta, loss_type=args.loss_type,
-                       label_smoothing=args.label_smoothing, label_noise=float(overrides.get("label_noise", 0)),
-                       pairs_file=str(run_pairs_file), reference_model=model_args.model_name_or_path,
-                       sweep=sweep_name, overrides=overrides)
+        configs = {"script": script_args, "training": args, "model": model_args, "overrides": overrides}
+        run.claim(configs)
+        run.on_main(write_run_info, run_dir, method="dpo", beta=args.beta, loss_type=args.loss_type,
+                    label_smoothing=args.label_smoothing, label_noise=float(overrides.get("label_noise", 0)),
+                    pairs_file=str(run_pairs_file), reference_model=model_args.model_name_or_path,
+                    sweep=sweep_name, overrides=overrides)
         model = load_causal_lm(model_args.model_name_or_path, "model_name_or_path", _model_dtype(model_args),
                                trust_remote_code=args.trust_remote_code).train()
         if wants_wandb(args.report_to):
-            start_wandb_run(run_dir, script_args.wandb_project, args.run_name, sweep_name, "dpo",
-                            config={"sweep_overrides": overrides})
+            run.on_main(start_wandb_run, run_dir, script_args.wandb_project, "dpo",
+                        config=configs_for_tracking(configs), group=script_args.sweep_name)
         trainer = DPOTrainer(
-            model=model, ref_model=None, args=args, train_dataset=pairs[run_pairs_file], processing_class=tokenizer,
-            peft_config=peft_config, callbacks=training_callbacks(run_dir),
+            model=model, ref_model=None, args=args, train_dataset=pairs[run_pairs_file], eval_dataset=eval_pairs,
+            processing_class=tokenizer, peft_config=peft_config, callbacks=run.callbacks(f"[{name}] DPO"),
         )
         logger.info("[%s] training (beta=%s, loss=%s)", name, args.beta, ",".join(args.loss_type))
-        result = trainer.train(resume_from_checkpoint=resume_checkpoint(run_dir))
-        last_logs = next((entry for entry in reversed(trainer.state.log_history) if "rewards/margins" in entry), {})
-        finish_run(trainer, folder, {"global_step": trainer.state.global_step, "train_loss": result.training_loss,
-                                     **{key: value for key, value in last_logs.items() if key.startswith("rewards/")}})
+        result = trainer.train(resume_from_checkpoint=run.resume_from())
+        last = {prefix: next((entry for entry in reversed(trainer.state.log_history)
+                              if f"{prefix}rewards/margins" in entry), {}) for prefix in ("", "eval_")}
+        run.finish(trainer, {"global_step": trainer.state.global_step, "train_loss": result.training_loss,
+                             **{key: value for prefix, logs in last.items() for key, value in logs.items()
+                                if key.startswith(f"{prefix}rewards/")}},
+                   model_args.model_name_or_path, _model_dtype(model_args))
         logger.info("[%s] saved to %s", name, run_dir)
         finished.append(run_dir)
         del trainer, model

@@ -244,9 +244,7 @@ def test_bad_input_gets_one_line_exit_2_and_changes_nothing(script, make_args, f
 
 
 # A sample of the cases above, run as the command lines users type: exit code 2, one line, no traceback.
-COMMAND_LINE_CASES = ["negative learning rate", "zero epochs", "training output_dir that is a file",
-                      "a string label that is no class", "label smoothing under a loss that ignores it",
-                      "token ids of another tokenizer"]
+COMMAND_LINE_CASES = ["negative learning rate", "zero epochs", "a string label that is no class"]
 
 
 @pytest.mark.parametrize("case", COMMAND_LINE_CASES)

@@ -112,7 +112,7 @@ def test_a_dpo_training_batch_holds_exactly_the_sampled_ids(sampled_pairs, tiny_
     assert sorted(seen) == sorted(expected)
 
 
-def test_dpo_py_trains_on_the_ids_and_trl_never_retokenizes(sampled_pairs, tiny_assets, tmp_path):
+def test_dpo_py_trains_on_the_ids_and_trl_never_retokenizes(sampled_pairs, tiny_assets, tmp_path, capfd):
     """The real command line on the sampled pairs: no re-tokenization warning. Text pairs (what the pipeline used to
     write) are re-tokenized by TRL, which warns when a completion merges with the prompt's last token ("gre" +
     "at" -> "great"), so the check can fail."""
@@ -126,9 +126,13 @@ def test_dpo_py_trains_on_the_ids_and_trl_never_retokenizes(sampled_pairs, tiny_
     text_only.write_text("".join(json.dumps(pair) + "\n" for pair in [merging] + [
         {key: p[key] for key in ("prompt", "chosen", "rejected")} for p in read_jsonl(sampled_pairs / "pairs.jsonl")
         if p["chosen"].strip() and p["rejected"].strip() and p["chosen"] != p["rejected"]]))
-    log = run_script(REPO / "dpo.py", "--pairs_file", text_only, "--output_dir", tmp_path / "text", *common,
-                     cwd=tmp_path).stderr
-    assert RETOKENIZATION_WARNING in log
+    import dpo
+    from sentiment_dpo.cli import run_script as run_in_process
+
+    capfd.readouterr()
+    run_in_process(dpo.main, dpo.dataclass_types(),
+                   [str(arg) for arg in ["--pairs_file", text_only, "--output_dir", tmp_path / "text", *common]])
+    assert RETOKENIZATION_WARNING in capfd.readouterr().err
 
 
 def test_users_imdb_csv_layout_and_held_out_prompts_from_another_split(tiny_assets, tmp_path):

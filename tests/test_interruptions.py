@@ -8,6 +8,7 @@ was cut off, the final save cut off between its files, and completions.jsonl cut
 """
 
 import csv
+import json
 import os
 import random
 import signal
@@ -38,14 +39,17 @@ def run_to_end(cmd, cwd) -> tuple[subprocess.CompletedProcess, float]:
     return result, time.monotonic() - start
 
 
-def kill_at_random_time(cmd, cwd, duration_s: float) -> float:
+def kill_at_random_time(cmd, cwd, duration_s: float, output_dir) -> float:
     """Start `cmd` and SIGKILL it after a time drawn uniformly from [0, 0.9 x the uninterrupted run's duration]: any
     moment of the run, from start-up to the moments after the run is marked complete and before the process ends. A
-    process that finished before its kill (the machine ran faster) is started again (from what it left) and killed
-    earlier, so that the test always interrupts something."""
+    process that finished before its kill (the machine ran faster) is started again from scratch (`output_dir`
+    removed) and killed earlier, so that the test always interrupts something."""
+    import shutil
+
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
     delay = RANDOM.uniform(0, 0.9 * duration_s)
     for _ in range(4):
+        shutil.rmtree(output_dir, ignore_errors=True)
         process = subprocess.Popen(cmd, cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + delay
         while process.poll() is None and time.monotonic() < deadline:
@@ -69,13 +73,14 @@ def assert_same_weights(folder_a, folder_b):
 
 
 def logged_steps(run_dir):
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [int(line.split('"step": ')[1].split(",")[0]) for line in lines]
+    """The steps of metrics.jsonl's training lines (the end-of-training summary line left out)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [record["step"] for record in records if "loss" in record]
 
 
 def sft_command(assets, output_dir):
     return command("sft.py", "--model_name_or_path", assets["policy_init"], "--from_scratch", "true",
-                   "--dataset_name", assets["data"], "--output_dir", output_dir, "--max_steps", 100, "--save_steps", 10,
+                   "--dataset_name", assets["data"], "--output_dir", output_dir, "--max_steps", 60, "--save_steps", 10,
                    "--per_device_train_batch_size", 16, "--learning_rate", 5e-3, "--max_length", 64,
                    "--logging_steps", 3, "--report_to", "wandb", *TRAINING_ON_CPU)
 
@@ -83,7 +88,7 @@ def sft_command(assets, output_dir):
 def test_sft_killed_anywhere_resumes_to_the_same_weights(tiny_assets, tmp_path):
     _, duration = run_to_end(sft_command(tiny_assets, tmp_path / "straight"), tmp_path)
     interrupted = tmp_path / "interrupted"
-    kill_at_random_time(sft_command(tiny_assets, interrupted), tmp_path, duration)
+    kill_at_random_time(sft_command(tiny_assets, interrupted), tmp_path, duration, interrupted)
     run_to_end(sft_command(tiny_assets, interrupted), tmp_path)
     assert_same_weights(tmp_path / "straight", interrupted)
     steps = logged_steps(interrupted)
@@ -120,7 +125,7 @@ def straight_pairs(tiny_assets, tmp_path_factory):
 def test_pair_making_killed_anywhere_resumes_to_identical_files(tiny_assets, straight_pairs, tmp_path):
     straight, duration = straight_pairs
     interrupted = tmp_path / "interrupted"
-    kill_at_random_time(pairs_command(tiny_assets, interrupted), tmp_path, duration)
+    kill_at_random_time(pairs_command(tiny_assets, interrupted), tmp_path, duration, interrupted)
     run_to_end(pairs_command(tiny_assets, interrupted), tmp_path)
     for name in PAIR_FILES:
         assert (interrupted / name).read_bytes() == (straight / name).read_bytes(), f"{name} {REPLAY}"
@@ -154,7 +159,7 @@ def test_dpo_killed_anywhere_resumes_to_the_same_weights(tiny_assets, straight_p
     straight, duration = straight_dpo
     interrupted = tmp_path / "dpo"
     cmd = dpo_command(tiny_assets, straight_pairs[0] / "pairs.jsonl", interrupted)
-    kill_at_random_time(cmd, tmp_path, duration)
+    kill_at_random_time(cmd, tmp_path, duration, interrupted)
     run_to_end(cmd, tmp_path)
     assert_same_weights(straight / "beta-0.1", interrupted / "beta-0.1")
 
@@ -246,7 +251,7 @@ def test_eval_killed_anywhere_resumes_to_identical_results(tiny_assets, straight
     sweep, pairs = straight_dpo[0], straight_pairs[0]
     _, duration = run_to_end(eval_command(tiny_assets, sweep, pairs, straight), tmp_path)
     cmd = eval_command(tiny_assets, sweep, pairs, interrupted)
-    kill_at_random_time(cmd, tmp_path, duration)
+    kill_at_random_time(cmd, tmp_path, duration, interrupted)
     run_to_end(cmd, tmp_path)
     with (straight / "frontier.csv").open() as a, (interrupted / "frontier.csv").open() as b:
         assert list(csv.DictReader(a)) == list(csv.DictReader(b)), REPLAY

@@ -75,38 +75,50 @@ def assert_one_line_error(result, *fragments):
 UNREACHABLE_HUB = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens on port 9
 
 
+def run_in_process(script_name, *args, capsys):
+    """The script's entry point in this process (cheaper than a new interpreter): its exit code and stderr."""
+    import importlib
+
+    from sentiment_dpo.cli import run_script
+
+    script = importlib.import_module(script_name)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        run_script(script.main, script.dataclass_types(), [str(arg) for arg in args])
+    return subprocess.CompletedProcess(args, stopped.value.code, "", capsys.readouterr().err)
+
+
+def test_a_full_scale_config_fails_with_one_line_when_the_hub_is_unreachable(tmp_path):
+    """As a user types it: no traceback reaches the terminal, and nothing is half-made."""
+    result = run_command("sft.py", "--config", REPO / "configs/gpt2-large/sft.yaml", cwd=tmp_path,
+                         env=UNREACHABLE_HUB, check=False)
+    assert_one_line_error(result, "cannot reach the Hugging Face Hub")
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("script, config", [
-    ("sft.py", "gpt2-large/sft.yaml"), ("preference_pairs.py", "gpt2-large/pairs.yaml"),
-    ("eval.py", "gpt2-large/eval.yaml"), ("preference_pairs.py", "paper/pairs.yaml"), ("eval.py", "paper/eval.yaml"),
+    ("preference_pairs", "gpt2-large/pairs.yaml"), ("eval", "gpt2-large/eval.yaml"),
+    ("preference_pairs", "paper/pairs.yaml"), ("eval", "paper/eval.yaml"),
 ])
-def test_full_scale_configs_fail_with_one_line_when_the_hub_is_unreachable(script, config, tmp_path):
-    config = REPO / "configs" / config
-    result = run_command(script, "--config", config, cwd=tmp_path, env=UNREACHABLE_HUB, check=False)
+def test_every_full_scale_config_fails_with_one_line_when_the_hub_is_unreachable(script, config, tmp_path,
+                                                                               monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for key, value in UNREACHABLE_HUB.items():
+        monkeypatch.setenv(key, value)
+    result = run_in_process(script, "--config", REPO / "configs" / config, capsys=capsys)
     assert_one_line_error(result, "cannot reach the Hugging Face Hub")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "generations").exists()  # nothing half-made
 
 
-def test_dpo_without_pairs_fails_with_one_line(tmp_path):
-    result = run_command("dpo.py", "--config", REPO / "configs/gpt2-large/dpo.yaml", cwd=tmp_path,
-                         env=UNREACHABLE_HUB, check=False)
+def test_dpo_without_pairs_fails_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    result = run_in_process("dpo", "--config", REPO / "configs/gpt2-large/dpo.yaml", capsys=capsys)
     assert_one_line_error(result, "pairs_file", "does not exist")
 
 
-def test_bad_config_key_and_bad_value_fail_with_one_line(tmp_path):
+def test_bad_config_key_and_bad_value_fail_with_one_line(tmp_path, capsys):
     config = tmp_path / "dpo.yaml"
     config.write_text((REPO / "configs/tiny/dpo.yaml").read_text() + "betta: 0.5\n")
-    assert_one_line_error(run_command("dpo.py", "--config", config, cwd=tmp_path, check=False), "betta")
-    assert_one_line_error(run_command("preference_pairs.py", "--config", REPO / "configs/tiny/pairs.yaml",
-                                      "--completions_per_prompt", "1", cwd=tmp_path, check=False),
-                          "completions_per_prompt")
-
-
-def test_a_folder_holding_another_run_is_not_overwritten(tiny_assets, tmp_path):
-    out = tmp_path / "generations"
-    out.mkdir()
-    (out / "pairs.jsonl").write_text("{\"precious\": true}\n")
-    result = run_command("preference_pairs.py", "--model_name_or_path", tiny_assets["sft_model"],
-                         "--classifier_name_or_path", tiny_assets["classifier"], "--dataset_name", tiny_assets["data"],
-                         "--num_prompts", 2, "--output_dir", out, "--report_to", "none", cwd=tmp_path, check=False)
-    assert_one_line_error(result, "--overwrite true")
-    assert (out / "pairs.jsonl").read_text() == "{\"precious\": true}\n"
+    assert_one_line_error(run_in_process("dpo", "--config", config, capsys=capsys), "betta")
+    assert_one_line_error(run_in_process("preference_pairs", "--config", REPO / "configs/tiny/pairs.yaml",
+                                         "--completions_per_prompt", "1", capsys=capsys), "completions_per_prompt")

@@ -127,7 +127,7 @@ def test_eval_measures_in_float32_whatever_it_samples_in(sampled):
     policy, reference, _ = sampled
     prompts = [Prompt(i, i, 0, f"prompt {i}", 3, tuple(ids)) for i, ids in enumerate(PROMPTS[:6])]
     tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=0, decode=lambda ids, **_: " ".join(map(str, ids)))
-    classifier = SimpleNamespace(score=lambda texts: [0.5] * len(texts))
+    classifier = SimpleNamespace(score=lambda texts, desc=None: [0.5] * len(texts))
     args = SimpleNamespace(samples_per_prompt=2, max_new_tokens=16, temperature=1.0, generation_batch_size=12, seed=0,
                            cache_implementation="dynamic", kl_batch_size=5, score_prompt=True)
     summary, samples = evaluate_policy(Policy(in_bfloat16(policy, True), policy), Policy(reference, reference),

@@ -75,8 +75,7 @@ def test_other_errors_are_not_taken_for_running_out_of_memory():
         run_script(main, (NoSettings,), [])
 
 
-@pytest.mark.parametrize("token_argument", ["separate", "joined"])
-def test_no_secret_reaches_any_file_a_real_command_line_writes(tiny_assets, tmp_path, token_argument):
+def test_no_secret_reaches_any_file_a_real_command_line_writes(tiny_assets, tmp_path):
     """dpo.py as users run it, with a canary token on the command line and wandb (offline) recording the run: the
     token is in no file under the output folder or wandb's, the binary run-*.wandb file included (wandb records the
     command line there, and `wandb sync` would upload it). (An in-process run would record pytest's command line and
@@ -90,7 +89,7 @@ def test_no_secret_reaches_any_file_a_real_command_line_writes(tiny_assets, tmp_
     pairs.write_text(json.dumps({"prompt": "The film is", "chosen": " great.", "rejected": " dull."}) + "\n")
     out = tmp_path / "dpo"
     canary = "hf_CANARYcanary0123456789"
-    token = ["--hub_token", canary] if token_argument == "separate" else [f"--hub_token={canary}"]
+    token = ["--hub_token", canary]  # the --hub_token=... form: test_redaction_hides_credentials_but_not_token_counts
     command = [sys.executable, str(REPO / "dpo.py"), "--model_name_or_path", str(tiny_assets["sft_model"]),
                "--pairs_file", str(pairs), "--output_dir", str(out), "--sweep", "beta=0.1", "--max_steps", "2",
                "--save_steps", "1", "--max_length", "32", *token, "--report_to", "wandb", *TRAINING_ON_CPU]
