@@ -1,7 +1,9 @@
 # The two commands of the README, and the steps they are made of.
-#   make demo   the whole pipeline on the embedded offline default (2-core CPU, ~10 minutes)
-#   make study  the demo plus baselines (Preferred-FT, IPO, robust DPO) and a label-noise sweep (~25 minutes)
-#   make test   the test suite (~5 minutes)
+#   make demo       the whole pipeline on the embedded offline default (2-core CPU, under 10 minutes)
+#   make demo-chat  the chat task offline: a tiny chat model, DPO on conversational pairs, a judged report
+#   make study      the demo plus baselines (Preferred-FT, IPO, robust DPO) and a label-noise sweep
+#   make test       the test suite
+#   make results    docs/results.md (and the README's figures) from the files the runs above left
 # Everything runs in .venv, created on first use from requirements.txt; finished steps are skipped on later runs.
 
 PYTHON ?= python3
@@ -9,52 +11,87 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 CONFIGS ?= configs/tiny
+CHAT_CONFIGS ?= configs/chat-tiny
 
-.PHONY: install assets sft pairs dpo eval demo preferred-ft study test clean-demo
+# $(call timed,FILE,COMMAND): run COMMAND (echoed); the first time it succeeds, write its wall time in seconds to FILE,
+# which make results reads (a later run that finds the step finished leaves the first figure alone).
+define timed
+	@echo '$(2)'; mkdir -p $(dir $(1)); start=$$(date +%s); $(2) || exit $$?; \
+	test -e $(1) || echo $$(( $$(date +%s) - start )) > $(1)
+endef
+TIMINGS := runs/tiny/timings
+CHAT_TIMINGS := runs/chat-tiny/timings
+
+.PHONY: install assets sft pairs dpo eval demo preferred-ft study test results clean-demo \
+	chat-assets chat-sft chat-dpo chat-eval demo-chat
 
 install: $(INSTALLED)
 
-# pip byte-compiles ~14,000 files on one core; compileall does it on every core (half the wall time on two).
-# A file that does not compile is compiled, or reported, when it is imported instead.
+# pip byte-compiles ~14,000 files on one core; compileall does it on every core (half the wall time on two), and
+# leaves out what no run imports (tests, and transformers' model code other than the families the configs use): a
+# module without a compiled file is compiled when it is imported, as usual.
+COMPILE_SKIP := /tests?/|/testing/|/transformers/models/(?!(auto|gpt2|roberta|llama|mistral|qwen2|qwen3|gemma2?|phi3)/)
 $(INSTALLED): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "error: the pinned \
 	packages need Python 3.11 or newer, and $(PYTHON) is $$($(PYTHON) --version 2>&1 || echo missing); install one \
 	(Ubuntu 22.04: sudo apt install python3.11 python3.11-venv) and run make PYTHON=python3.11 ..." >&2; exit 1; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
-	@$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1 || true
+	@start=$$(date +%s); test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	echo '$(PY) -m pip install -r requirements.txt'; \
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt || exit $$?; \
+	$(PY) -m compileall -q -j 0 -x '$(COMPILE_SKIP)' $(VENV)/lib > /dev/null 2>&1; \
+	echo $$(( $$(date +%s) - start )) > $(VENV)/install.seconds
 	@touch $@
 
 assets: install
-	$(PY) -m sentiment_dpo.embedded --config $(CONFIGS)/assets.yaml
+	$(call timed,$(TIMINGS)/assets.seconds,$(PY) -m dpo_pipeline.tasks.sentiment.embedded --config $(CONFIGS)/assets.yaml)
 
 sft: assets
-	$(PY) sft.py --config $(CONFIGS)/sft.yaml
+	$(call timed,$(TIMINGS)/sft.seconds,$(PY) sft.py --config $(CONFIGS)/sft.yaml)
 
 pairs: sft
-	$(PY) preference_pairs.py --config $(CONFIGS)/pairs.yaml
+	$(call timed,$(TIMINGS)/pairs.seconds,$(PY) preference_pairs.py --config $(CONFIGS)/pairs.yaml)
 
 dpo: pairs
-	$(PY) dpo.py --config $(CONFIGS)/dpo.yaml
+	$(call timed,$(TIMINGS)/dpo.seconds,$(PY) dpo.py --config $(CONFIGS)/dpo.yaml)
 
 eval: dpo
-	$(PY) eval.py --config $(CONFIGS)/eval.yaml
+	$(call timed,$(TIMINGS)/eval.seconds,$(PY) eval.py --config $(CONFIGS)/eval.yaml)
 
 demo: eval
 	@echo "Demo finished: report in runs/tiny/eval/report.md (frontier.png, frontier.csv beside it)"
 
 preferred-ft: pairs
-	$(PY) sft.py --config $(CONFIGS)/preferred_ft.yaml
+	$(call timed,$(TIMINGS)/preferred-ft.seconds,$(PY) sft.py --config $(CONFIGS)/preferred_ft.yaml)
 
 # Extends the demo: evaluation is incremental, so the second eval.py measures only the new models.
 study: demo preferred-ft
-	$(PY) dpo.py --config $(CONFIGS)/dpo_study.yaml
-	$(PY) eval.py --config $(CONFIGS)/eval.yaml
+	$(call timed,$(TIMINGS)/dpo-study.seconds,$(PY) dpo.py --config $(CONFIGS)/dpo_study.yaml)
+	$(call timed,$(TIMINGS)/eval-study.seconds,$(PY) eval.py --config $(CONFIGS)/eval.yaml)
 	@echo "Study finished: report in runs/tiny/eval/report.md"
+
+# The chat task (configs/chat-tiny): conversations and conversational pairs from the embedded reviews, a chat model
+# trained from scratch, a DPO sweep on the pairs, and an evaluation judged by the classifier and by an LLM judge.
+chat-assets: assets
+	$(call timed,$(CHAT_TIMINGS)/assets.seconds,$(PY) -m dpo_pipeline.tasks.chat.embedded --config $(CHAT_CONFIGS)/assets.yaml)
+
+chat-sft: chat-assets
+	$(call timed,$(CHAT_TIMINGS)/sft.seconds,$(PY) sft.py --config $(CHAT_CONFIGS)/sft.yaml)
+
+chat-dpo: chat-sft
+	$(call timed,$(CHAT_TIMINGS)/dpo.seconds,$(PY) dpo.py --config $(CHAT_CONFIGS)/dpo.yaml)
+
+chat-eval: chat-dpo
+	$(call timed,$(CHAT_TIMINGS)/eval.seconds,$(PY) eval.py --config $(CHAT_CONFIGS)/eval.yaml)
+
+demo-chat: chat-eval
+	@echo "Chat demo finished: report in runs/chat-tiny/eval/report.md"
+
+results: install
+	$(PY) -m dpo_pipeline.results
 
 test: install
 	$(PY) -m pytest -q tests
 
 # Removes the demo's outputs (not the cached assets in .cache/embedded).
 clean-demo:
-	rm -rf runs/tiny generations/tiny
+	rm -rf runs/tiny generations/tiny runs/chat-tiny

@@ -8,11 +8,11 @@ sweep's group. The reference model is the SFT model. Re-running the same command
 their last checkpoint and skips finished ones.
 """
 
-from sentiment_dpo.cli import run_script
+from dpo_pipeline.cli import run_script
 
 
 def main(script_args, training_args, model_args):
-    from sentiment_dpo.training import run_dpo_sweep
+    from dpo_pipeline.training import run_dpo_sweep
 
     run_dpo_sweep(script_args, training_args, model_args)
 
@@ -20,7 +20,7 @@ def main(script_args, training_args, model_args):
 def dataclass_types():
     from trl import ModelConfig
 
-    from sentiment_dpo.configs import DPOScriptArguments, DPOTrainingConfig
+    from dpo_pipeline.configs import DPOScriptArguments, DPOTrainingConfig
 
     return (DPOScriptArguments, DPOTrainingConfig, ModelConfig)
 

@@ -9,17 +9,17 @@ frontier.csv and the plots.
 Models already evaluated with the same settings are not evaluated again.
 """
 
-from sentiment_dpo.cli import run_script
+from dpo_pipeline.cli import run_script
 
 
 def main(args):
-    from sentiment_dpo.evaluation import evaluate_frontier
+    from dpo_pipeline.evaluation import evaluate_frontier
 
     evaluate_frontier(args)
 
 
 def dataclass_types():
-    from sentiment_dpo.configs import EvalArguments
+    from dpo_pipeline.configs import EvalArguments
 
     return (EvalArguments,)
 

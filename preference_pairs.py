@@ -10,17 +10,17 @@ heldout_pairs.jsonl (pairs of `heldout_prompts` more prompts, for evaluation onl
 An interrupted run continues with the prompts it had not finished.
 """
 
-from sentiment_dpo.cli import run_script
+from dpo_pipeline.cli import run_script
 
 
 def main(args):
-    from sentiment_dpo.sampling import make_preference_pairs
+    from dpo_pipeline.tasks.sentiment.preference_pairs import make_preference_pairs
 
     make_preference_pairs(args)
 
 
 def dataclass_types():
-    from sentiment_dpo.configs import PairsArguments
+    from dpo_pipeline.configs import PairsArguments
 
     return (PairsArguments,)
 

@@ -8,11 +8,11 @@ Any config key can be overridden on the command line, e.g. `--num_train_epochs 2
 Re-running continues from the last checkpoint, or does nothing if the run finished.
 """
 
-from sentiment_dpo.cli import run_script
+from dpo_pipeline.cli import run_script
 
 
 def main(script_args, training_args, model_args):
-    from sentiment_dpo.training import run_sft
+    from dpo_pipeline.training import run_sft
 
     run_sft(script_args, training_args, model_args)
 
@@ -20,7 +20,7 @@ def main(script_args, training_args, model_args):
 def dataclass_types():
     from trl import ModelConfig
 
-    from sentiment_dpo.configs import SFTScriptArguments, SFTTrainingConfig
+    from dpo_pipeline.configs import SFTScriptArguments, SFTTrainingConfig
 
     return (SFTScriptArguments, SFTTrainingConfig, ModelConfig)
 

@@ -10,19 +10,19 @@ defaults and our dpo.py settings in the same run, at the same batch, and prints 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: sentiment_dpo, dpo.py, sft.py
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: dpo_pipeline, dpo.py, sft.py
 
-from sentiment_dpo.cli import run_script  # noqa: E402
+from dpo_pipeline.cli import run_script  # noqa: E402
 
 
 def main(args):
-    from sentiment_dpo.benchmark import run_benchmark
+    from dpo_pipeline.benchmark import run_benchmark
 
     run_benchmark(args)
 
 
 def dataclass_types():
-    from sentiment_dpo.configs import BenchArguments
+    from dpo_pipeline.configs import BenchArguments
 
     return (BenchArguments,)
 

@@ -55,9 +55,9 @@ def tiny_assets(tmp_path_factory):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sentiment_dpo.configs import EmbeddedAssetsArguments
-    from sentiment_dpo.data import clean_review
-    from sentiment_dpo.embedded import save_policy_init, train_classifier, train_tokenizer
+    from dpo_pipeline.configs import EmbeddedAssetsArguments
+    from dpo_pipeline.tasks.sentiment.embedded import save_policy_init, train_classifier, train_tokenizer
+    from dpo_pipeline.tasks.sentiment.reviews import clean_review
 
     root = tmp_path_factory.mktemp("tiny_assets")
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -86,7 +86,7 @@ def tiny_assets(tmp_path_factory):
 def interrupt_after_checkpoint(monkeypatch, step: int) -> None:
     """Make the next in-process training run stop as a kill would, right after checkpoint-<step> is saved (and the
     older checkpoints cut down to their weights): the state on disk is the one a real interruption there leaves."""
-    from sentiment_dpo.checkpoints import KeepResumeStateOfTheLatestCheckpoint
+    from dpo_pipeline.checkpoints import KeepResumeStateOfTheLatestCheckpoint
 
     on_save = KeepResumeStateOfTheLatestCheckpoint.on_save
 

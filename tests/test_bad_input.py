@@ -11,11 +11,13 @@ import dpo
 import eval as eval_script
 import preference_pairs
 import sft
-from sentiment_dpo.cli import run_script
-
+from dpo_pipeline.cli import run_script
 from tests.conftest import TRAINING_ON_CPU
 
 GOOD_PAIR = {"prompt": "The film is", "chosen": " great and moving.", "rejected": " dull."}
+CHAT_PAIR = {"prompt": [{"role": "user", "content": "Review the film."}],
+             "chosen": [{"role": "assistant", "content": "Great and moving."}],
+             "rejected": [{"role": "assistant", "content": "Dull."}]}
 
 
 def snapshot(*roots):
@@ -76,7 +78,8 @@ def dpo_args(workspace, assets, pairs_file, *extra):
 
 
 def sft_args(workspace, assets, dataset, *extra):
-    return ["--model_name_or_path", assets["sft_model"], "--dataset_name", dataset, "--output_dir",
+    return ["--model_name_or_path", assets["sft_model"], "--dataset_name", dataset,
+            "--clean_reviews", "true", "--output_dir",
             workspace / "sft-out", "--max_steps", 1, "--report_to", "none", *TRAINING_ON_CPU, *extra]
 
 
@@ -105,9 +108,10 @@ CASES = [
      ["pairs_file", "line 2 is not JSON"]),
     ("pairs file without a rejected column", dpo,
      lambda w, a: dpo_args(w, a, write_pairs(w / "cols.jsonl", {"prompt": "x", "chosen": " y"})),
-     ["pairs_file", "line 1 lacks rejected"]),
+     ["pairs_file", "record 1 lacks rejected"]),
     ("chosen equal to rejected", dpo,
-     lambda w, a: dpo_args(w, a, write_pairs(w / "same.jsonl", GOOD_PAIR, {**GOOD_PAIR, "rejected": GOOD_PAIR["chosen"]})),
+     lambda w, a: dpo_args(w, a, write_pairs(w / "same.jsonl", GOOD_PAIR,
+                                             {**GOOD_PAIR, "rejected": GOOD_PAIR["chosen"]})),
      ["pairs_file", "record 2", "chosen equals rejected"]),
     ("empty completion", dpo,
      lambda w, a: dpo_args(w, a, write_pairs(w / "blank.jsonl", {**GOOD_PAIR, "chosen": "  "})),
@@ -220,6 +224,22 @@ CASES = [
      ["sweep entry 'beta'", "key=value"]),
     ("a sweep folder with no finished run", eval_script,
      lambda w, a: eval_args(w, a, "--dpo_output_dir", w / "empty-data"), ["dpo_output_dir", "no finished run"]),
+    # issue #14: ModelConfig flags do what they say or are refused
+    ("QLoRA without bitsandbytes or a GPU", dpo,
+     lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--use_peft", "true", "--load_in_4bit", "true"),
+     ["load_in_4bit needs"]),
+    ("4-bit weights without LoRA adapters", dpo,
+     lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--load_in_4bit", "true"),
+     ["load_in_4bit", "only through LoRA adapters", "use_peft"]),
+    ("LoRA settings without LoRA", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--lora_r", "8"),
+     ["lora_r only act on LoRA adapters", "use_peft"]),
+    ("a quantization setting without 4 or 8 bits", sft,
+     lambda w, a: sft_args(w, a, a["data"], "--bnb_4bit_quant_type", "fp4"), ["bnb_4bit_quant_type", "load_in_4bit"]),
+    ("flash attention without a GPU", sft,
+     lambda w, a: sft_args(w, a, a["data"], "--attn_implementation", "flash_attention_2"),
+     ["attn_implementation flash_attention_2 needs an NVIDIA GPU"]),
+    ("conversational pairs for a tokenizer without a chat template", dpo,
+     lambda w, a: dpo_args(w, a, write_pairs(w / "chat.jsonl", CHAT_PAIR)), ["chat template"]),
     ("held-out split that does not exist", preference_pairs,
      lambda w, a: pairs_args(w, a, "--heldout_prompts", "2", "--heldout_split", "unsupervised"),
      ["dataset_name", "unsupervised"]),
@@ -244,7 +264,8 @@ def test_bad_input_gets_one_line_exit_2_and_changes_nothing(script, make_args, f
 
 
 # A sample of the cases above, run as the command lines users type: exit code 2, one line, no traceback.
-COMMAND_LINE_CASES = ["negative learning rate", "zero epochs", "a string label that is no class"]
+COMMAND_LINE_CASES = ["negative learning rate", "zero epochs", "a string label that is no class",
+                      "QLoRA without bitsandbytes or a GPU"]
 
 
 @pytest.mark.parametrize("case", COMMAND_LINE_CASES)

@@ -7,9 +7,15 @@ import json
 
 import pytest
 
-from sentiment_dpo.benchmark import (PipelineWorkload, config_label, forward_flops_per_token, pipeline_estimate,
-                                     pipeline_workload, synthetic_tokenizer)
-from sentiment_dpo.cli import parse_config, run_script
+from dpo_pipeline.benchmark import (
+    PipelineWorkload,
+    config_label,
+    forward_flops_per_token,
+    pipeline_estimate,
+    pipeline_workload,
+    synthetic_tokenizer,
+)
+from dpo_pipeline.cli import parse_config, run_script
 from tests.conftest import REPO
 
 

@@ -5,8 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sentiment_dpo.checkpoints import DiskEstimate, estimate_training_disk, human_bytes, training_steps
-
+from dpo_pipeline.checkpoints import DiskEstimate, estimate_training_disk, human_bytes, training_steps
 from tests.conftest import TRAINING_ON_CPU
 
 
@@ -55,8 +54,8 @@ def test_a_sweep_that_would_not_fit_on_the_disk_stops_with_one_line(tiny_assets,
     import shutil
 
     import dpo
-    from sentiment_dpo import checkpoints
-    from sentiment_dpo.cli import run_script
+    from dpo_pipeline import checkpoints
+    from dpo_pipeline.cli import run_script
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"prompt": "The film is", "chosen": " great.", "rejected": " dull."}) + "\n")

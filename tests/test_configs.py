@@ -6,21 +6,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sentiment_dpo.cli import PipelineError, parse_config
+from dpo_pipeline.cli import PipelineError, parse_config
 from tests.conftest import REPO
 
 CONFIGS = sorted(path for path in (REPO / "configs").glob("*/*.yaml") if path.parent.name != "accelerate")
 PROFILE_24GB = "_24gb"
+GPU_PROFILE = re.compile(r"_(lora_24gb|full_8x80gb|24gb)$")
 
 
 def script_types(config_path: Path):
     import importlib
 
-    stage = config_path.stem.removesuffix(PROFILE_24GB)
+    stage = GPU_PROFILE.sub("", config_path.stem)
     if stage == "assets":
-        from sentiment_dpo.configs import EmbeddedAssetsArguments
+        from dpo_pipeline.configs import ChatAssetsArguments, EmbeddedAssetsArguments
 
-        return [EmbeddedAssetsArguments]
+        return [ChatAssetsArguments if config_path.parent.name == "chat-tiny" else EmbeddedAssetsArguments]
     module = {"sft": "sft", "preferred_ft": "sft", "pairs": "preference_pairs", "dpo": "dpo", "dpo_study": "dpo",
               "eval": "eval"}[stage]
     return importlib.import_module(module).dataclass_types()
@@ -28,7 +29,7 @@ def script_types(config_path: Path):
 
 def test_there_are_configs_for_every_scale():
     scales = {path.parent.name for path in CONFIGS}
-    assert {"tiny", "gpt2-large", "paper"} <= scales
+    assert {"tiny", "gpt2-large", "paper", "chat-tiny", "ultrafeedback"} <= scales
     assert {path.stem for path in CONFIGS if path.parent.name == "tiny"} == {
         "assets", "sft", "pairs", "dpo", "eval", "preferred_ft", "dpo_study"}
 
@@ -140,14 +141,21 @@ def test_unknown_keys_are_errors(tmp_path):
         parse_config(dpo.dataclass_types(), ["--config", str(tmp_path / "missing.yaml")])
 
 
-def test_readme_commands_name_existing_scripts_and_configs():
+def test_readme_and_docs_commands_name_existing_scripts_configs_and_pages():
     readme = (REPO / "README.md").read_text()
-    commands = re.findall(r"python (\S+\.py|-m \S+) --config (\S+\.yaml)", readme)
-    assert len(commands) >= 8
+    pages = [readme, *(path.read_text() for path in sorted((REPO / "docs").glob("*.md")))]
+    commands = [command for page in pages
+                for command in re.findall(r"(?:python|launch .*?) (\S+\.py|-m \S+) --config (\S+\.yaml)", page)]
+    assert len(commands) >= 20
     for script, config in commands:
-        if not script.startswith("-m"):
+        if script.startswith("-m"):
+            assert (REPO / (script.split()[1].replace(".", "/") + ".py")).is_file(), script
+        else:
             assert (REPO / script).is_file(), script
         assert (REPO / config).is_file(), config
+    for page in pages:  # every link to a page or figure of the repository leads somewhere
+        for target in re.findall(r"\]\(((?:docs/)?[\w./-]+\.(?:md|png|csv))(?:#[\w-]+)?\)", page):
+            assert (REPO / target).is_file() or (REPO / "docs" / target).is_file(), target
     makefile = (REPO / "Makefile").read_text()
     assert "make demo" in readme and "make test" in readme
     assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sentiment_dpo.data import build_prompts, clean_review, draw_prefix_lengths, load_reviews
-from sentiment_dpo.cli import PipelineError
+from dpo_pipeline.cli import PipelineError
+from dpo_pipeline.tasks.sentiment.reviews import build_prompts, clean_review, draw_prefix_lengths, load_reviews
 
 
 def test_clean_review_removes_html_breaks():

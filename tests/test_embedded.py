@@ -7,8 +7,8 @@ import zipfile
 import pandas as pd
 import pytest
 
-from sentiment_dpo.cli import PipelineError
-from sentiment_dpo.embedded import SOURCE_MEMBER, fetch_source_csv, split_reviews
+from dpo_pipeline.cli import PipelineError
+from dpo_pipeline.tasks.sentiment.embedded import SOURCE_MEMBER, fetch_source_csv, split_reviews
 
 
 def compressed_csv(rows) -> bytes:

@@ -12,8 +12,7 @@ import dpo
 import eval as eval_script
 import preference_pairs
 import sft
-from sentiment_dpo.cli import run_script
-
+from dpo_pipeline.cli import run_script
 from tests.conftest import TRAINING_ON_CPU as _CPU
 
 TRAINING_ON_CPU = [*_CPU, "--report_to", "none"]
@@ -92,9 +91,10 @@ def test_preferred_ft_trains_on_chosen_completions_only(study):
     info = json.loads((run_dir / "sweep_run.json").read_text())
     assert info["method"] == "preferred_ft" and info["beta"] is None
     assert (run_dir / "model.safetensors").is_file() and (run_dir / "checkpoint-2").is_dir()
-    from sentiment_dpo.training import load_pairs, preferred_completions
+    from dpo_pipeline.preferences import load_preferences
+    from dpo_pipeline.training import preferred_completions
 
-    data = preferred_completions(load_pairs(str(study["pairs"] / "pairs.jsonl"), None, 0))
+    data = preferred_completions(load_preferences(str(study["pairs"] / "pairs.jsonl")))
     pairs = read_jsonl(study["pairs"] / "pairs.jsonl")
     # The sampled ids of each distinct (prompt, chosen), the loss on the chosen ids only (EOS only where sampled)
     examples = [(tuple(ids[: mask.index(1)]), tuple(ids[mask.index(1):]))

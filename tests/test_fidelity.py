@@ -88,15 +88,15 @@ def test_a_dpo_training_batch_holds_exactly_the_sampled_ids(sampled_pairs, tiny_
     covers the completion's ids (its EOS only where one was sampled) and nothing of the prompt."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sentiment_dpo.configs import DPOTrainingConfig
-    from sentiment_dpo.trainers import DPOTrainer
-    from sentiment_dpo.training import load_pairs
+    from dpo_pipeline.configs import DPOTrainingConfig
+    from dpo_pipeline.preferences import load_preferences
+    from dpo_pipeline.trainers import DPOTrainer
 
     pairs_file = sampled_pairs / "pairs.jsonl"
     args = DPOTrainingConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, max_length=64, bf16=False,
                              use_cpu=True, report_to="none", activation_checkpointing=False)
     trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_assets["sft_model"]), args=args,
-                         train_dataset=load_pairs(str(pairs_file), None, 0),
+                         train_dataset=load_preferences(str(pairs_file)),
                          processing_class=AutoTokenizer.from_pretrained(tiny_assets["sft_model"]))
     seen = []
     for batch in trainer.get_train_dataloader():
@@ -127,7 +127,7 @@ def test_dpo_py_trains_on_the_ids_and_trl_never_retokenizes(sampled_pairs, tiny_
         {key: p[key] for key in ("prompt", "chosen", "rejected")} for p in read_jsonl(sampled_pairs / "pairs.jsonl")
         if p["chosen"].strip() and p["rejected"].strip() and p["chosen"] != p["rejected"]]))
     import dpo
-    from sentiment_dpo.cli import run_script as run_in_process
+    from dpo_pipeline.cli import run_script as run_in_process
 
     capfd.readouterr()
     run_in_process(dpo.main, dpo.dataclass_types(),

@@ -4,10 +4,16 @@ import torch
 from torch.testing import assert_close
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sentiment_dpo.generation import (completion_logits, completion_logps, completion_mask_from_tokens,
-                                      iter_samples, left_pad, position_ids_from_mask,
-                                      pure_sampling_config)
-from sentiment_dpo.metrics import sequence_kl
+from dpo_pipeline.generation import (
+    completion_logits,
+    completion_logps,
+    completion_mask_from_tokens,
+    iter_samples,
+    left_pad,
+    position_ids_from_mask,
+    pure_sampling_config,
+)
+from dpo_pipeline.metrics import sequence_kl
 
 PROMPTS = ["The film is", "This movie", "The ending of the story is"]
 

@@ -80,7 +80,9 @@ def logged_steps(run_dir):
 
 def sft_command(assets, output_dir):
     return command("sft.py", "--model_name_or_path", assets["policy_init"], "--from_scratch", "true",
-                   "--dataset_name", assets["data"], "--output_dir", output_dir, "--max_steps", 60, "--save_steps", 10,
+                   "--dataset_name", assets["data"],
+                   "--clean_reviews", "true", "--output_dir", output_dir, "--max_steps", 60,
+                   "--save_steps", 10,
                    "--per_device_train_batch_size", 16, "--learning_rate", 5e-3, "--max_length", 64,
                    "--logging_steps", 3, "--report_to", "wandb", *TRAINING_ON_CPU)
 
@@ -170,7 +172,7 @@ def dpo_args(assets, pairs_file, output_dir):
 
 def run_dpo_in_process(args):
     import dpo
-    from sentiment_dpo.cli import run_script
+    from dpo_pipeline.cli import run_script
 
     run_script(dpo.main, dpo.dataclass_types(), args)
 
@@ -213,7 +215,7 @@ def test_a_final_save_cut_off_between_its_files_is_done_again(tiny_assets, strai
     """Stopped while the final weights are moved from their staging folder into the run folder, one file in place and
     the others not: the same command finishes the run (from its last checkpoint, at the last step) with the same
     weights, and leaves no staging folder behind."""
-    import sentiment_dpo.training as training
+    import dpo_pipeline.training as training
 
     out = tmp_path / "dpo"
     args = dpo_args(tiny_assets, straight_pairs[0] / "pairs.jsonl", out)

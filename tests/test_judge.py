@@ -2,7 +2,7 @@
 
 import pytest
 
-from sentiment_dpo.judge import JudgeItem, judge, model_shown_first, parse_verdict, tally_verdicts
+from dpo_pipeline.judge import JudgeItem, judge, model_shown_first, parse_verdict, tally_verdicts
 
 
 @pytest.mark.parametrize("text, verdict", [
@@ -31,14 +31,21 @@ def test_the_order_coin_is_seeded_per_prompt_and_fair():
     assert coins != [model_shown_first(8, index) for index in range(2000)]
 
 
-def test_tally_counts_wins_losses_and_unparsable_verdicts_by_position():
-    # model shown first (A), second (B), first, second, first
-    model_first = [True, False, True, False, True]
-    verdicts = ["A", "A", None, "B", "B"]
-    # wins: A when first, B when second -> items 0 and 3; losses: items 1 and 4; item 2 unparsable
-    assert tally_verdicts(verdicts, model_first) == {
-        "judge_wins": 2, "judge_losses": 2, "judge_unparsable": 1, "judge_win_rate": 0.5,
-        "judge_unparsable_share": 0.2}
+def test_tally_counts_wins_losses_ties_and_unparsable_verdicts_by_position():
+    """Model shown first (A), second (B), first, second, first, second. Wins: A when first, B when second (items 0
+    and 3); losses: items 1 and 4; item 5 a tie; item 2 unparsable. Over the 5 parsable verdicts: win rate with ties
+    as half a win (2 + 0.5) / 5 = 0.5, without (the published formula) 2 / 5 = 0.4; unparsable share 1 / 6."""
+    model_first = [True, False, True, False, True, False]
+    verdicts = ["A", "A", None, "B", "B", "tie"]
+    assert tally_verdicts(verdicts, model_first) == pytest.approx({
+        "judge_wins": 2, "judge_losses": 2, "judge_ties": 1, "judge_unparsable": 1, "judge_win_rate": 0.5,
+        "judge_win_rate_strict": 0.4, "judge_unparsable_share": 1 / 6})
+
+
+@pytest.mark.parametrize("text", ["Tie", "tie.", "It's a tie", "They are equally good.", "The two are equal",
+                                  "Verdict: tie"])
+def test_ties_said_in_words_are_ties(text):
+    assert parse_verdict(text) == "tie"
 
 
 def test_a_judge_that_always_says_a_gets_a_win_rate_near_one_half():

@@ -31,7 +31,7 @@ def test_a_gpu_config_on_a_machine_without_a_gpu_stops_with_one_line_saying_why(
     import json
 
     import dpo
-    from sentiment_dpo.cli import run_script
+    from dpo_pipeline.cli import run_script
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"prompt": "The film is", "chosen": " great.", "rejected": " dull."}) + "\n")
@@ -62,7 +62,7 @@ def listening_proxy():
 def test_the_hub_check_goes_through_the_proxy_the_environment_names(listening_proxy, monkeypatch):
     """Behind a proxy the hub itself cannot be reached directly (here: nothing listens at HF_ENDPOINT), but through
     HTTPS_PROXY it can, as huggingface_hub would connect; NO_PROXY exempts a host."""
-    from sentiment_dpo.cli import _can_connect, hub_is_reachable
+    from dpo_pipeline.cli import _can_connect, hub_is_reachable
 
     _can_connect.cache_clear()
     for key in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
@@ -78,7 +78,7 @@ def test_the_hub_check_goes_through_the_proxy_the_environment_names(listening_pr
 
 
 def test_wandb_runs_are_named_and_grouped_by_scale_and_stage(tmp_path):
-    from sentiment_dpo.tracking import run_names
+    from dpo_pipeline.tracking import run_names
 
     assert run_names("runs/tiny/sft", "sft") == ("tiny/sft", "tiny/sft")
     assert run_names("runs/paper/dpo/beta-0.1", "dpo") == ("paper/dpo/beta-0.1", "paper/dpo")
@@ -90,8 +90,8 @@ def test_wandb_runs_are_named_and_grouped_by_scale_and_stage(tmp_path):
 
 
 def test_a_users_wandb_project_wins_over_the_default_but_not_over_the_config(monkeypatch):
-    from sentiment_dpo.configs import DEFAULT_WANDB_PROJECT
-    from sentiment_dpo.tracking import configure_wandb
+    from dpo_pipeline.configs import DEFAULT_WANDB_PROJECT
+    from dpo_pipeline.tracking import configure_wandb
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_PROJECT", raising=False)

@@ -7,8 +7,13 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from sentiment_dpo.metrics import (clustered_mean_and_standard_error, mean_and_standard_error, positive_label_index,
-                                   positive_probability, sequence_kl)
+from dpo_pipeline.metrics import (
+    clustered_mean_and_standard_error,
+    mean_and_standard_error,
+    positive_label_index,
+    positive_probability,
+    sequence_kl,
+)
 
 
 def test_positive_label_is_found_by_name_in_either_order():
@@ -74,7 +79,7 @@ def test_mean_and_standard_error_by_hand():
 
 
 def test_implicit_reward_accuracy_and_margins_worked_by_hand():
-    from sentiment_dpo.metrics import implicit_reward_accuracy
+    from dpo_pipeline.metrics import implicit_reward_accuracy
 
     policy_chosen = torch.tensor([-10.0, -12.0, -8.0, -5.0])
     policy_rejected = torch.tensor([-11.0, -10.5, -9.0, -5.0])
@@ -90,7 +95,7 @@ def test_implicit_reward_accuracy_and_margins_worked_by_hand():
 
 
 def test_the_reference_model_ties_every_pair():
-    from sentiment_dpo.metrics import implicit_reward_accuracy
+    from dpo_pipeline.metrics import implicit_reward_accuracy
 
     logps = torch.tensor([-3.0, -7.0])
     result = implicit_reward_accuracy(logps, logps.flip(0), logps, logps.flip(0), beta=1.0)
@@ -98,7 +103,7 @@ def test_the_reference_model_ties_every_pair():
 
 
 def test_win_counts_with_ties_worked_by_hand():
-    from sentiment_dpo.metrics import win_counts
+    from dpo_pipeline.metrics import win_counts
 
     model, baseline = [0.9, 0.5, 0.2, 0.7], [0.8, 0.5, 0.3, 0.7]
     assert win_counts(model, baseline) == {"wins": 1, "losses": 1, "ties": 2, "win_rate": 0.5}
@@ -111,7 +116,7 @@ def test_win_counts_with_ties_worked_by_hand():
 
 
 def test_best_of_n_kl_is_the_analytic_value():
-    from sentiment_dpo.metrics import best_of_n_kl
+    from dpo_pipeline.metrics import best_of_n_kl
 
     assert best_of_n_kl(1) == 0.0
     assert best_of_n_kl(4) == pytest.approx(1.3862944 - 0.75)  # log 4 - 3/4
@@ -124,7 +129,7 @@ def test_best_of_n_expected_reward_worked_by_hand_and_by_enumeration():
     import itertools
     import random
 
-    from sentiment_dpo.metrics import best_of_n_expected_reward
+    from dpo_pipeline.metrics import best_of_n_expected_reward
 
     rewards = [0.3, 0.1, 0.2]
     assert best_of_n_expected_reward(rewards, 1) == pytest.approx(0.2)  # the mean

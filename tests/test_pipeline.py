@@ -24,7 +24,7 @@ def run_command(script, *args, cwd, env=None, check=True):
 def test_four_scripts_chain_from_sft_to_frontier(tiny_assets, tmp_path):
     a = tiny_assets
     run_command("sft.py", "--model_name_or_path", a["policy_init"], "--from_scratch", "true",
-                "--dataset_name", a["data"], "--output_dir", "runs/sft", "--max_steps", 30,
+                "--dataset_name", a["data"], "--clean_reviews", "true", "--output_dir", "runs/sft", "--max_steps", 30,
                 "--per_device_train_batch_size", 16, "--learning_rate", 5e-3, "--max_length", 64,
                 "--report_to", "none", *TRAINING_ON_CPU, cwd=tmp_path)
     run_command("preference_pairs.py", "--model_name_or_path", "runs/sft", "--classifier_name_or_path",
@@ -79,7 +79,7 @@ def run_in_process(script_name, *args, capsys):
     """The script's entry point in this process (cheaper than a new interpreter): its exit code and stderr."""
     import importlib
 
-    from sentiment_dpo.cli import run_script
+    from dpo_pipeline.cli import run_script
 
     script = importlib.import_module(script_name)
     capsys.readouterr()
@@ -99,6 +99,7 @@ def test_a_full_scale_config_fails_with_one_line_when_the_hub_is_unreachable(tmp
 @pytest.mark.parametrize("script, config", [
     ("preference_pairs", "gpt2-large/pairs.yaml"), ("eval", "gpt2-large/eval.yaml"),
     ("preference_pairs", "paper/pairs.yaml"), ("eval", "paper/eval.yaml"),
+    ("dpo", "ultrafeedback/dpo_full_8x80gb.yaml"), ("eval", "ultrafeedback/eval.yaml"),
 ])
 def test_every_full_scale_config_fails_with_one_line_when_the_hub_is_unreachable(script, config, tmp_path,
                                                                                monkeypatch, capsys):
@@ -110,8 +111,21 @@ def test_every_full_scale_config_fails_with_one_line_when_the_hub_is_unreachable
     assert not (tmp_path / "runs").exists() and not (tmp_path / "generations").exists()  # nothing half-made
 
 
-def test_dpo_without_pairs_fails_with_one_line(tmp_path, monkeypatch, capsys):
+def test_the_ultrafeedback_qlora_config_fails_with_one_line_offline(tmp_path):
+    """As a user types it on a machine without the hub, bitsandbytes or a GPU: one line, whichever is missing first."""
+    result = run_command("dpo.py", "--config", REPO / "configs/ultrafeedback/dpo_lora_24gb.yaml", cwd=tmp_path,
+                         env=UNREACHABLE_HUB, check=False)
+    assert_one_line_error(result, "")
+    assert any(reason in result.stderr for reason in ("load_in_4bit needs", "cannot reach the Hugging Face Hub"))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dpo_before_its_inputs_exist_fails_with_one_line(tmp_path, monkeypatch, capsys):
+    """Step 3 run before steps 1 and 2: the first missing input is named (the SFT model, then the pairs)."""
     monkeypatch.chdir(tmp_path)
+    result = run_in_process("dpo", "--config", REPO / "configs/gpt2-large/dpo.yaml", capsys=capsys)
+    assert_one_line_error(result, "model_name_or_path", "runs/gpt2-large/sft", "does not exist")
+    (tmp_path / "runs/gpt2-large/sft").mkdir(parents=True)
     result = run_in_process("dpo", "--config", REPO / "configs/gpt2-large/dpo.yaml", capsys=capsys)
     assert_one_line_error(result, "pairs_file", "does not exist")
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from sentiment_dpo.generation import completion_logits, completion_logps, iter_samples
-from sentiment_dpo.metrics import sequence_kl
-from sentiment_dpo.models import Float32Head, with_float32_head
+from dpo_pipeline.generation import completion_logits, completion_logps, iter_samples
+from dpo_pipeline.metrics import sequence_kl
+from dpo_pipeline.models import Float32Head, with_float32_head
 
 VOCAB, WIDTH = 1000, 64
 
@@ -121,8 +121,8 @@ def test_eval_measures_in_float32_whatever_it_samples_in(sampled):
     with torch.distributions."""
     from types import SimpleNamespace
 
-    from sentiment_dpo.data import Prompt
-    from sentiment_dpo.evaluation import Policy, evaluate_policy
+    from dpo_pipeline.data import Prompt
+    from dpo_pipeline.evaluation import Policy, evaluate_policy
 
     policy, reference, _ = sampled
     prompts = [Prompt(i, i, 0, f"prompt {i}", 3, tuple(ids)) for i, ids in enumerate(PROMPTS[:6])]

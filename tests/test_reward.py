@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from sentiment_dpo.cli import PipelineError
-from sentiment_dpo.models import SentimentClassifier
+from dpo_pipeline.cli import PipelineError
+from dpo_pipeline.models import SentimentClassifier
 
 TEXTS = ["The film is great and wonderful.", "The script is awful and boring.", "The cast is dull."]
 

@@ -10,9 +10,8 @@ from safetensors.torch import load_file
 
 import dpo
 import sft
-from sentiment_dpo.cli import EXIT_OUT_OF_MEMORY, run_script
-from sentiment_dpo.runs import redact_command, redact_secrets
-
+from dpo_pipeline.cli import EXIT_OUT_OF_MEMORY, run_script
+from dpo_pipeline.runs import redact_command, redact_secrets
 from tests.conftest import TRAINING_ON_CPU
 
 
@@ -38,6 +37,7 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_good_checkpoints(tiny
     out = tmp_path / "sft"
     with pytest.raises(SystemExit) as exit_info:
         run(sft, "--model_name_or_path", tiny_assets["sft_model"], "--dataset_name", tiny_assets["data"],
+            "--clean_reviews", "true",
             "--output_dir", out, "--max_steps", 20, "--save_steps", 4, "--logging_steps", 1,
             "--per_device_train_batch_size", 8, "--max_length", 64, "--report_to", "none", *TRAINING_ON_CPU)
     assert exit_info.value.code == 3
@@ -110,14 +110,14 @@ def test_redaction_hides_credentials_but_not_token_counts():
     assert redact_command(["dpo.py", "--hub_token", "x", "--max_new_tokens", "8", "--wandb_api_key=y"]) == [
         "dpo.py", "--hub_token", "<redacted>", "--max_new_tokens", "8", "--wandb_api_key=<redacted>"]
     assert redact_secrets({"a": {"hub_token": "x", "eos_token": "</s>", "password": None}, "list": [{"api_key": 1}]}) \
-        == {"a": {"hub_token": "<redacted>", "eos_token": "</s>", "password": None}, "list": [{"api_key": "<redacted>"}]}
+        == {"a": {"hub_token": "<redacted>", "eos_token": "</s>", "password": None},
+            "list": [{"api_key": "<redacted>"}]}
 
 
 def test_remote_code_is_off_unless_asked_for():
     import eval as eval_script
     import preference_pairs
-
-    from sentiment_dpo.cli import parse_config
+    from dpo_pipeline.cli import parse_config
     from tests.conftest import REPO
 
     for script, config in ((sft, "sft"), (dpo, "dpo"), (preference_pairs, "pairs"), (eval_script, "eval")):
@@ -149,6 +149,7 @@ def test_non_finite_weights_stop_training_before_a_checkpoint_is_saved(tiny_asse
     out = tmp_path / "sft"
     with pytest.raises(SystemExit) as exit_info:
         run(sft, "--model_name_or_path", tiny_assets["sft_model"], "--dataset_name", tiny_assets["data"],
+            "--clean_reviews", "true",
             "--output_dir", out, "--max_steps", 20, "--save_steps", 6, "--logging_steps", 100,
             "--per_device_train_batch_size", 8, "--max_length", 64, "--report_to", "none", *TRAINING_ON_CPU)
     assert exit_info.value.code == 3
@@ -183,7 +184,9 @@ def test_running_out_of_memory_keeps_the_checkpoints_and_the_same_command_resume
     command resumes from it and ends with the weights of a run that never stopped."""
     from transformers import Trainer
 
-    args = ["--model_name_or_path", tiny_assets["sft_model"], "--dataset_name", tiny_assets["data"], "--max_steps", 10,
+    args = ["--model_name_or_path", tiny_assets["sft_model"], "--dataset_name", tiny_assets["data"],
+            "--clean_reviews", "true",
+            "--max_steps", 10,
             "--save_steps", 3, "--logging_steps", 1, "--per_device_train_batch_size", 8, "--max_length", 64,
             "--report_to", "none", *TRAINING_ON_CPU]
     run(sft, *args, "--output_dir", tmp_path / "straight")

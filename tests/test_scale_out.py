@@ -36,7 +36,7 @@ def launch(script, *args, cwd, launcher="torchrun", check=True):
 def in_process(script_name, *args):
     import importlib
 
-    from sentiment_dpo.cli import run_script
+    from dpo_pipeline.cli import run_script
 
     script = importlib.import_module(script_name)
     run_script(script.main, script.dataclass_types(), [str(arg) for arg in args])
@@ -117,6 +117,7 @@ def test_sft_on_two_processes_and_a_batch_that_cannot_be_kept(tiny_assets, tmp_p
     """SFT finishes once; a launch whose processes cannot keep the optimizer batch is refused with one line (said
     once, not once per process)."""
     args = ["--model_name_or_path", tiny_assets["sft_model"], "--dataset_name", tiny_assets["data"],
+            "--clean_reviews", "true",
             "--max_steps", 2, "--save_steps", 1, "--per_device_train_batch_size", 4, "--max_length", 64,
             "--report_to", "wandb", *TRAINING_ON_CPU]
     launch("sft.py", *args, "--global_batch_size", 8, "--output_dir", tmp_path / "sft", cwd=tmp_path)
@@ -142,4 +143,5 @@ def test_the_accelerate_configs_load(name, kind):
     if name == "zero3":
         assert config.deepspeed_config["zero_stage"] == 3 and config.deepspeed_config["zero3_save_16bit_model"]
     if name == "fsdp":
-        assert config.fsdp_config["fsdp_version"] == 2 and config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+        assert config.fsdp_config["fsdp_version"] == 2
+        assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"

@@ -10,10 +10,9 @@ import dpo
 import eval as eval_script
 import preference_pairs
 import sft
-from sentiment_dpo.cli import run_script
-from sentiment_dpo.models import SentimentClassifier
-from sentiment_dpo.pairs import make_pairs
-
+from dpo_pipeline.cli import run_script
+from dpo_pipeline.models import SentimentClassifier
+from dpo_pipeline.pairs import make_pairs
 from tests.conftest import TRAINING_ON_CPU as _CPU
 
 TRAINING_ON_CPU = [*_CPU, "--report_to", "none"]
@@ -30,7 +29,7 @@ def read_jsonl(path):
 def test_sft_trains_a_model_from_scratch_and_skips_when_finished(tiny_assets, tmp_path):
     out = tmp_path / "sft"
     args = ["--model_name_or_path", tiny_assets["policy_init"], "--from_scratch", "true",
-            "--dataset_name", tiny_assets["data"], "--output_dir", out, "--max_steps", 40,
+            "--dataset_name", tiny_assets["data"], "--clean_reviews", "true", "--output_dir", out, "--max_steps", 40,
             "--per_device_train_batch_size", 16, "--learning_rate", 5e-3, "--max_length", 64,
             "--logging_steps", 5, "--save_steps", 20, *TRAINING_ON_CPU]
     run(sft, *args)
@@ -50,6 +49,7 @@ def test_lora_sft_saves_merged_weights_a_later_step_loads(tiny_assets, tmp_path)
 
     out = tmp_path / "sft-lora"
     run(sft, "--model_name_or_path", tiny_assets["sft_model"], "--dataset_name", tiny_assets["data"],
+        "--clean_reviews", "true",
         "--output_dir", out, "--max_steps", 4, "--per_device_train_batch_size", 8, "--learning_rate", 1e-2,
         "--max_length", 64, "--use_peft", "true", "--lora_r", 4, "--lora_alpha", 8, *TRAINING_ON_CPU)
     assert not (out / "adapter_config.json").exists()
@@ -82,7 +82,8 @@ def test_pairs_are_scored_completions_with_the_higher_reward_chosen(pairs_dir, t
     for pair in pairs:
         record = by_prompt[pair["prompt_index"]]
         assert pair["prompt_ids"] == record["prompt_token_ids"]
-        assert pair["chosen_ids"] in record["completion_token_ids"] and pair["rejected_ids"] in record["completion_token_ids"]
+        assert pair["chosen_ids"] in record["completion_token_ids"]
+        assert pair["rejected_ids"] in record["completion_token_ids"]
     # The stored rewards are the classifier's P(POSITIVE) of prompt + completion.
     classifier = SentimentClassifier.load(str(tiny_assets["classifier"]), max_length=64)
     record = records[0]

@@ -2,9 +2,9 @@
 
 import pytest
 
-from sentiment_dpo.cli import PipelineError
-from sentiment_dpo.configs import DPOTrainingConfig
-from sentiment_dpo.training import apply_overrides, parse_sweep_entry, sweep_run_name
+from dpo_pipeline.cli import PipelineError
+from dpo_pipeline.configs import DPOTrainingConfig
+from dpo_pipeline.training import apply_overrides, parse_sweep_entry, sweep_run_name
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_compilation_can_be_turned_off_by_an_override(base_config):
 
 
 def test_overrides_apply_to_sft_configs_too(tmp_path):
-    from sentiment_dpo.configs import SFTTrainingConfig
+    from dpo_pipeline.configs import SFTTrainingConfig
 
     sft_config = SFTTrainingConfig(output_dir=str(tmp_path), bf16=False, report_to="none")
     assert apply_overrides(sft_config, {"per_device_train_batch_size": "4"}).per_device_train_batch_size == 4

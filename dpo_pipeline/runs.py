@@ -36,7 +36,7 @@ NOT_IN_FINGERPRINT = frozenset({
     "logging_first_step", "logging_strategy", "save_steps", "save_strategy", "save_total_limit", "disable_tqdm",
     "dataloader_num_workers", "resume_from_checkpoint", "push_to_hub", "hub_model_id", "hub_token", "hub_strategy",
     "hub_private_repo", "sweep", "sweep_name", "classifier_batch_size", "kl_batch_size", "eval_pairs_file",
-    "eval_strategy", "eval_steps", "per_device_eval_batch_size",
+    "max_eval_pairs", "eval_strategy", "eval_steps", "per_device_eval_batch_size",
     "precompute_ref_batch_size", "include_checkpoints", "dpo_output_dir",
     # eval.py: which extra measurements and report items; each has a cache key of its own
     "heldout_pairs_file", "best_of_n", "best_of_n_prompts", "win_rate_tie_tolerance", "judge_model_path",
@@ -62,7 +62,8 @@ def _is_secret(name: str) -> bool:
 
 def redact_secrets(value):
     """A copy of nested dicts/lists with the value of every key that names a credential (hub_token, api_key,
-    secret, password, ...) replaced, so that no credential given in a config reaches a saved file or a tracking service."""
+    secret, password, ...) replaced, so that no credential given in a config reaches a saved file or a tracking
+    service."""
     if isinstance(value, dict):
         return {key: (REDACTED if _is_secret(str(key)) and item not in (None, "") else redact_secrets(item))
                 for key, item in value.items()}

@@ -12,7 +12,7 @@ snippets labelled fresh/rotten (and 1.1k plot summaries, not used). From it this
 
 Building is cached: a second run with the same settings returns at once.
 
-    python -m sentiment_dpo.embedded --config configs/tiny/assets.yaml
+    python -m dpo_pipeline.tasks.sentiment.embedded --config configs/tiny/assets.yaml
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import PipelineError, run_script
-from .configs import EmbeddedAssetsArguments
-from .data import clean_review
-from .progress import ProgressLogCallback, on_a_terminal
-from .runs import RunFolder, atomic_write_json, config_fingerprint, write_jsonl
+from ...cli import PipelineError, run_script
+from ...configs import EmbeddedAssetsArguments
+from ...progress import ProgressLogCallback, on_a_terminal
+from ...runs import RunFolder, atomic_write_json, config_fingerprint, write_jsonl
+from .reviews import clean_review
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +117,15 @@ def train_classifier(tokenizer_object, splits: dict[str, list[dict]], args: Embe
 
     from datasets import Dataset
     from tokenizers import processors
-    from transformers import (DataCollatorWithPadding, PreTrainedTokenizerFast, RobertaConfig,
-                              RobertaForSequenceClassification, Trainer, TrainingArguments, set_seed)
+    from transformers import (
+        DataCollatorWithPadding,
+        PreTrainedTokenizerFast,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     max_length = args.n_positions
     classifier_tokenizer_object = copy.deepcopy(tokenizer_object)
@@ -133,7 +140,8 @@ def train_classifier(tokenizer_object, splits: dict[str, list[dict]], args: Embe
     set_seed(args.seed)
     config = RobertaConfig(
         vocab_size=len(tokenizer), hidden_size=args.classifier_hidden_size, num_hidden_layers=args.classifier_layers,
-        num_attention_heads=max(1, args.classifier_hidden_size // 64), intermediate_size=4 * args.classifier_hidden_size,
+        num_attention_heads=max(1, args.classifier_hidden_size // 64),
+        intermediate_size=4 * args.classifier_hidden_size,
         max_position_embeddings=max_length + 2, type_vocab_size=1, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
         id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1},

@@ -17,7 +17,7 @@ from trl import DPOConfig, ScriptArguments, SFTConfig
 
 from .cli import PipelineError
 from .generation import CACHE_IMPLEMENTATIONS
-from .judge import DEFAULT_JUDGE_TEMPLATE
+from .judge import DEFAULT_CHAT_JUDGE_TEMPLATE, DEFAULT_JUDGE_TEMPLATE
 
 logger = logging.getLogger(__name__)
 
@@ -168,9 +168,9 @@ _NAN_FILTER_HELP = ("Log a NaN or infinite loss as the mean of the previous ones
                     "so that a diverging run stops at once with a clear message and keeps its last good checkpoint.")
 
 
-_GLOBAL_BATCH_HELP = ("Examples per optimizer step over all processes (pairs for DPO; the DPO paper's is 64). When set, "
-                      "gradient_accumulation_steps is derived from it, per_device_train_batch_size and the number of "
-                      "processes of the launch, so that a run on 8 GPUs trains as one on 1 GPU.")
+_GLOBAL_BATCH_HELP = ("Examples per optimizer step over all processes (pairs for DPO; the DPO paper's is 64). "
+                      "When set, gradient_accumulation_steps is derived from it, per_device_train_batch_size and the "
+                      "number of processes of the launch, so that a run on 8 GPUs trains as one on 1 GPU.")
 
 
 @dataclass
@@ -194,10 +194,16 @@ class SFTScriptArguments(ScriptArguments, TrackingArguments):
     """Data and initialisation for `sft.py` (the training itself is TRL's `SFTConfig`)."""
 
     dataset_name: str | None = field(
-        default=DEFAULT_DATASET,
-        metadata={"help": "Hub id or local folder of the review dataset (columns `text` and `label`)."},
+        default=None,
+        metadata={"help": "Hub id, local folder or local file of the SFT data: text, messages (chat, multi-turn), "
+                          "prompt + completion, or input_ids, as TRL's SFTTrainer takes them."},
     )
-    text_column: str = field(default="text", metadata={"help": "Column with the review text."})
+    text_column: str = field(default="text", metadata={"help": "Column with the text to train on."})
+    clean_reviews: bool = field(
+        default=False,
+        metadata={"help": "The sentiment task's cleaning of IMDb reviews: remove `<br />` line breaks and collapse "
+                          "white space (never applied to other data unless asked for)."},
+    )
     from_scratch: bool = field(
         default=False,
         metadata={
@@ -220,13 +226,21 @@ class SFTScriptArguments(ScriptArguments, TrackingArguments):
     def __post_init__(self):
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise PipelineError(f"max_train_samples must be positive, got {self.max_train_samples}")
+        refuse_streaming(self)
+
+
+def refuse_streaming(script_args) -> None:
+    """TRL's dataset_streaming: the pipeline counts, checks and resumes over whole datasets, so it does not stream."""
+    if getattr(script_args, "dataset_streaming", False):
+        raise PipelineError("dataset_streaming is not supported: the pipeline checks every record and resumes by "
+                            "position, so it loads the dataset (the datasets library caches it on disk)")
 
 
 @dataclass
 class SamplingArguments(TrackingArguments):
     """What `preference_pairs.py` and `eval.py` share: prompts, sampling and the sentiment classifier."""
 
-    classifier_name_or_path: str = field(
+    classifier_name_or_path: str | None = field(
         default=DEFAULT_CLASSIFIER,
         metadata={"help": "Sentiment classifier; the reward is its probability of the label named POSITIVE."},
     )
@@ -344,8 +358,11 @@ class PairsArguments(SamplingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        if not self.classifier_name_or_path:
+            raise PipelineError("classifier_name_or_path is not set: the pairs are ranked by its P(POSITIVE)")
         if self.completions_per_prompt < 2:
-            raise PipelineError(f"completions_per_prompt must be at least 2 to make pairs, got {self.completions_per_prompt}")
+            raise PipelineError("completions_per_prompt must be at least 2 to make pairs, got "
+                                f"{self.completions_per_prompt}")
         if self.heldout_prompts < 0:
             raise PipelineError(f"heldout_prompts must be 0 or more, got {self.heldout_prompts}")
         for level in self.label_noise:
@@ -354,12 +371,15 @@ class PairsArguments(SamplingArguments):
 
 
 @dataclass
-class DPOScriptArguments(TrackingArguments):
-    """`dpo.py`: the pairs to train on and the sweep (the shared training settings are TRL's `DPOConfig`)."""
+class DPOScriptArguments(ScriptArguments, TrackingArguments):
+    """`dpo.py`: the pairs to train on and the sweep (the shared training settings are TRL's `DPOConfig`). The pairs
+    are TRL's script arguments' dataset (`dataset_name`, `dataset_config`, `dataset_train_split`,
+    `dataset_test_split`), or `pairs_file`."""
 
-    pairs_file: str = field(
-        default="generations/gpt2-large/pairs.jsonl",
-        metadata={"help": "JSONL of prompt/chosen/rejected written by preference_pairs.py."},
+    pairs_file: str | None = field(
+        default=None,
+        metadata={"help": "The pairs preference_pairs.py wrote (pairs.jsonl: sampled token ids and text), or any local "
+                          "JSONL of preference pairs. dataset_name, when set, wins over it."},
     )
     sweep: list[str] = field(
         default_factory=lambda: ["beta=0.05", "beta=0.1", "beta=1.0"],
@@ -380,19 +400,41 @@ class DPOScriptArguments(TrackingArguments):
             "eval_strategy: steps: held-out implicit-reward accuracy and margin curves in metrics.jsonl and wandb."
         },
     )
+    max_eval_pairs: int | None = field(
+        default=None,
+        metadata={"help": "Evaluate during training on only the first this many pairs of eval_pairs_file (eval.py "
+                          "measures every final model and checkpoint on all of them)."},
+    )
     max_train_pairs: int | None = field(default=None, metadata={"help": "Use only this many pairs (quick runs)."})
 
     def __post_init__(self):
+        refuse_streaming(self)
         if not self.sweep:
             raise PipelineError("sweep is empty: give at least one run, e.g. beta=0.1")
-        if self.max_train_pairs is not None and self.max_train_pairs < 1:
-            raise PipelineError(f"max_train_pairs must be positive, got {self.max_train_pairs}")
+        for name in ("max_train_pairs", "max_eval_pairs"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise PipelineError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+EVAL_TASKS = ("sentiment", "chat")
 
 
 @dataclass
 class EvalArguments(SamplingArguments):
-    """`eval.py`: sample from the SFT model and every DPO checkpoint on held-out prefixes; reward and KL."""
+    """`eval.py`: sample from the SFT model and every DPO checkpoint on held-out prompts; reward, exact KL, held-out
+    implicit-reward accuracy, win rates (classifier, LLM judge)."""
 
+    task: str = field(
+        default="sentiment",
+        metadata={"help": "sentiment: review prefixes of dataset_name (text, label), reward = the classifier's "
+                          "P(POSITIVE). chat: the conversations of a preference dataset (dataset_name, dataset_split), "
+                          "rendered by the chat template; held-out accuracy on its pairs, the judge's win rate, and a "
+                          "classifier reward only if classifier_name_or_path is set.",
+                  "choices": list(EVAL_TASKS)},
+    )
+    max_heldout_pairs: int | None = field(
+        default=None, metadata={"help": "Measure held-out accuracy on only the first this many held-out pairs."}
+    )
     sft_model_path: str | None = field(default=None, metadata={"help": "The SFT model, also the KL reference."})
     dpo_output_dir: str | None = field(default=None, metadata={"help": "The sweep folder written by dpo.py."})
     dataset_split: str = field(default="test", metadata={"help": "Held-out split the prompts come from."})
@@ -429,9 +471,10 @@ class EvalArguments(SamplingArguments):
             "that compares each final model's completion with the SFT model's on the same prompt."
         },
     )
-    judge_template: str = field(
-        default=DEFAULT_JUDGE_TEMPLATE,
-        metadata={"help": "The judge's prompt, with {prompt}, {first} and {second} (the two completions as A, B)."},
+    judge_template: str | None = field(
+        default=None,
+        metadata={"help": "The judge's prompt, with {prompt}, {first} and {second} (the two completions as A, B); "
+                          "by default the task's own (which review is more positive; which answer is more helpful)."},
     )
     judge_max_new_tokens: int = field(default=16, metadata={"help": "Longest judge verdict, in tokens (greedy)."})
     judge_batch_size: int = field(default=16, metadata={"help": "Judge prompts per forward pass."})
@@ -457,14 +500,23 @@ class EvalArguments(SamplingArguments):
                 raise PipelineError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not (math.isfinite(self.win_rate_tie_tolerance) and self.win_rate_tie_tolerance >= 0):
             raise PipelineError(f"win_rate_tie_tolerance must be 0 or more, got {self.win_rate_tie_tolerance}")
+        if self.judge_template is None:
+            self.judge_template = DEFAULT_CHAT_JUDGE_TEMPLATE if self.task == "chat" else DEFAULT_JUDGE_TEMPLATE
         missing = [key for key in ("{prompt}", "{first}", "{second}") if key not in self.judge_template]
         if missing:
             raise PipelineError(f"judge_template lacks {', '.join(missing)}")
+        if self.task == "sentiment" and not self.classifier_name_or_path:
+            raise PipelineError("classifier_name_or_path is not set: the sentiment task's reward is its P(POSITIVE)")
+        if self.best_of_n and not self.classifier_name_or_path:
+            raise PipelineError("best_of_n needs a reward to pick the best of N: set classifier_name_or_path")
+        if self.max_heldout_pairs is not None and self.max_heldout_pairs < 1:
+            raise PipelineError(f"max_heldout_pairs must be at least 1, got {self.max_heldout_pairs}")
 
 
 @dataclass
 class EmbeddedAssetsArguments:
-    """`python -m sentiment_dpo.embedded`: build the offline default's data, tokenizer, GPT-2 config, classifier."""
+    """`python -m dpo_pipeline.tasks.sentiment.embedded`: build the offline default's data, tokenizer, GPT-2 config
+    and classifier."""
 
     output_dir: str = field(default=".cache/embedded", metadata={"help": "Where the assets are built (cached)."})
     test_fraction: float = field(default=0.1, metadata={"help": "Share of movies held out as the test split."})
@@ -482,6 +534,33 @@ class EmbeddedAssetsArguments:
                                           "another config)."})
 
 
+@dataclass
+class ChatAssetsArguments:
+    """`python -m dpo_pipeline.tasks.chat.embedded`: the offline chat demo's data, tokenizer and model config, built
+    from the embedded default's reviews (see that module)."""
+
+    source_dir: str = field(default=".cache/embedded", metadata={"help": "The embedded default's assets."})
+    output_dir: str = field(default=".cache/embedded/chat", metadata={"help": "Where the chat assets are built."})
+    sft_conversations: int = field(default=6000, metadata={"help": "Train conversations for SFT (a tenth as many test "
+                                                                    "ones)."})
+    train_pairs: int = field(default=2048, metadata={"help": "Train preference pairs (at most, from train movies)."})
+    test_pairs: int = field(default=256, metadata={"help": "Test preference pairs (at most, from test movies)."})
+    multi_turn_share: float = field(default=0.33, metadata={"help": "Share of requests after an earlier exchange."})
+    n_layer: int = field(default=4, metadata={"help": "GPT-2 layers of the chat model sft.py trains from scratch."})
+    n_embd: int = field(default=128, metadata={"help": "GPT-2 width."})
+    n_head: int = field(default=4, metadata={"help": "GPT-2 attention heads."})
+    n_positions: int = field(default=256, metadata={"help": "Context length (system turn, request and answer)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the requests and the pairing."})
+    overwrite: bool = field(default=False, metadata={"help": "Build again, replacing the cached assets."})
+
+    def __post_init__(self):
+        for name in ("sft_conversations", "train_pairs", "test_pairs"):
+            if getattr(self, name) < 1:
+                raise PipelineError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.multi_turn_share <= 1:
+            raise PipelineError(f"multi_turn_share must be between 0 and 1, got {self.multi_turn_share}")
+
+
 BENCH_STAGES = ("sft", "dpo", "sample", "score", "kl")
 
 
@@ -491,7 +570,8 @@ class BenchArguments:
 
     shape: str = field(
         default="gpt2-large",
-        metadata={"help": "Model shapes: gpt2-large (GPT-2 Large policy, RoBERTa-large classifier) or tiny (CPU tests).",
+        metadata={"help": "Model shapes: gpt2-large (GPT-2 Large policy, RoBERTa-large classifier) or tiny "
+                          "(CPU tests).",
                   "choices": ["gpt2-large", "tiny"]},
     )
     stages: list[str] = field(

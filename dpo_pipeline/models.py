@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 
 import torch
 
@@ -25,13 +26,14 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def load_tokenizer(name_or_path: str, field_name: str, trust_remote_code: bool = False):
+def load_tokenizer(name_or_path: str, field_name: str, trust_remote_code: bool = False, revision: str = "main"):
     """The model's tokenizer, with the EOS token as padding if it has none (GPT-2 has none)."""
     from transformers import AutoTokenizer
 
     require_source(name_or_path, "tokenizer", field_name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
+                                                  revision=revision)
     except (OSError, ValueError) as error:
         raise PipelineError(f"{field_name}: cannot load a tokenizer from {name_or_path}: {_one_line(error)}") from None
     if tokenizer.pad_token is None:
@@ -97,15 +99,22 @@ def with_float32_head(model, dtype: torch.dtype):
 def load_causal_lm(name_or_path: str, field_name: str, dtype: torch.dtype = torch.float32,
                    device: torch.device | None = None, trust_remote_code: bool = False,
                    float32_logits: bool = False):
-    """A causal LM in eval mode on `device`, its weights in `dtype`. With `float32_logits` (for sampling and
-    measuring) its output layer stays float32 whatever `dtype` is (`Float32Head`); training leaves the head to the
-    trainer."""
+    """A causal LM in eval mode on `device`, its weights in `dtype`; a folder of LoRA adapters (a LoRA run's
+    checkpoint) gives its base model with the adapters merged in. With `float32_logits` (for sampling and measuring)
+    the output layer stays float32 whatever `dtype` is (`Float32Head`); training leaves the head to the trainer."""
     from transformers import AutoModelForCausalLM
 
     require_source(name_or_path, "model", field_name)
+    load_dtype = torch.float32 if float32_logits else dtype
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32 if float32_logits else dtype,
-                                                     trust_remote_code=trust_remote_code)
+        if (Path(name_or_path) / "adapter_config.json").is_file():  # a LoRA checkpoint: its base with it merged in
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(name_or_path, dtype=load_dtype,
+                                                             trust_remote_code=trust_remote_code).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=load_dtype,
+                                                         trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise PipelineError(f"{field_name}: cannot load a model from {name_or_path}: {_one_line(error)}") from None
     if float32_logits:
@@ -151,7 +160,8 @@ class SentimentClassifier:
                 name_or_path, dtype=torch.float32, trust_remote_code=trust_remote_code
             )
         except (OSError, ValueError) as error:
-            raise PipelineError(f"{field_name}: cannot load a classifier from {name_or_path}: {_one_line(error)}") from None
+            raise PipelineError(
+                f"{field_name}: cannot load a classifier from {name_or_path}: {_one_line(error)}") from None
         return cls(with_float32_head(model, dtype).to(device or default_device()), tokenizer, batch_size, max_length)
 
     @torch.no_grad()
@@ -181,3 +191,54 @@ class SentimentClassifier:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
+
+
+# TRL's ModelConfig flags that act only with LoRA (use_peft), or only on a quantized base model.
+LORA_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_target_parameters",
+              "lora_modules_to_save", "lora_task_type", "use_rslora", "use_dora")
+QUANTIZATION_FLAGS = ("bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage")
+FLASH_ATTENTION = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
+
+
+def check_model_flags(model_args, from_scratch: bool = False) -> None:
+    """TRL's ModelConfig flags do what they say or stop with one line, before anything is loaded: LoRA settings
+    without use_peft, quantization settings without load_in_4bit/8bit, a quantized base without LoRA adapters or
+    without bitsandbytes or an NVIDIA GPU, flash attention without its package, or any of it on a model trained from
+    scratch."""
+    import dataclasses
+    import importlib.util
+
+    defaults = {field.name: field.default for field in dataclasses.fields(model_args)}
+    changed = {name for name, default in defaults.items() if getattr(model_args, name) != default}
+    quantized = model_args.load_in_4bit or model_args.load_in_8bit
+    if not model_args.use_peft and changed & set(LORA_FLAGS):
+        raise PipelineError(f"{', '.join(sorted(changed & set(LORA_FLAGS)))} only act on LoRA adapters: add "
+                            "--use_peft true (or drop them)")
+    if not model_args.load_in_4bit and changed & set(QUANTIZATION_FLAGS):
+        raise PipelineError(f"{', '.join(sorted(changed & set(QUANTIZATION_FLAGS)))} only act with --load_in_4bit "
+                            "true (or drop them)")
+    if from_scratch and (model_args.use_peft or quantized):
+        raise PipelineError("from_scratch trains every weight of a new model: it takes neither LoRA (use_peft) nor a "
+                            "quantized base (load_in_4bit/8bit)")
+    if quantized:
+        flag = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit"
+        if not model_args.use_peft:
+            raise PipelineError(f"{flag}: a quantized base model trains only through LoRA adapters (QLoRA): add "
+                                "--use_peft true")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise PipelineError(f"{flag} needs bitsandbytes, an optional extra: pip install bitsandbytes")
+        if not torch.cuda.is_available():
+            raise PipelineError(f"{flag} needs an NVIDIA GPU (bitsandbytes quantizes on CUDA) and torch finds none "
+                                "here: train without quantization, or on such a GPU")
+    package = FLASH_ATTENTION.get(model_args.attn_implementation or "")
+    if package and (importlib.util.find_spec(package) is None or not torch.cuda.is_available()):
+        raise PipelineError(f"attn_implementation {model_args.attn_implementation} needs an NVIDIA GPU and the "
+                            f"{package} package (pip install flash-attn); sdpa needs neither")
+
+
+def model_init_kwargs(model_args, trust_remote_code: bool) -> dict:
+    """How TRL's trainers load the policy (and the reference) from model_name_or_path, as TRL's own scripts do:
+    revision, attention implementation, dtype (transformers' meaning: `auto` is the checkpoint's own) and whether
+    to run remote code."""
+    return {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
+            "dtype": model_args.dtype, "trust_remote_code": trust_remote_code}

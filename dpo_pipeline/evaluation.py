@@ -23,21 +23,36 @@ import torch
 from .checkpoints import is_complete_checkpoint
 from .cli import PipelineError, require_source
 from .configs import EvalArguments
-from .data import build_prompts, decode_tokens, load_reviews
+from .data import decode_tokens
 from .distributed import on_main, process_state
 from .generation import completion_logits, completion_logps, iter_samples
 from .judge import JudgeItem, greedy_generate_fn, judge
-from .metrics import (best_of_n_expected_reward, best_of_n_kl, clustered_mean_and_standard_error,
-                      implicit_reward_accuracy, mean_and_standard_error, sequence_kl, win_counts)
-from .models import (SentimentClassifier, check_classifier_labels, default_device, load_causal_lm, load_tokenizer,
-                     resolve_dtype)
+from .metrics import (
+    best_of_n_expected_reward,
+    best_of_n_kl,
+    clustered_mean_and_standard_error,
+    implicit_reward_accuracy,
+    mean_and_standard_error,
+    sequence_kl,
+    win_counts,
+)
+from .models import (
+    SentimentClassifier,
+    check_classifier_labels,
+    default_device,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_dtype,
+)
 from .pairs import TOKENIZED_COLUMNS
+from .preferences import check_pairs_match_tokenizer, load_preferences, source_fingerprint
 from .progress import progress
-from .runs import (COMPLETE_FILE, RunFolder, atomic_write_json, config_dict, config_fingerprint, read_jsonl,
-                   write_jsonl)
+from .runs import COMPLETE_FILE, RunFolder, atomic_write_json, config_dict, config_fingerprint, read_jsonl, write_jsonl
+from .tasks.chat.prompts import chat_prompts
+from .tasks.sentiment.reviews import build_prompts, load_reviews
 from .tracking import finish_wandb_run, start_wandb_run
 from .trainers import tokenize_preference_pairs
-from .training import SWEEP_RUN_FILE, check_pairs_match_tokenizer, file_sha256, load_pairs
+from .training import SWEEP_RUN_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +76,8 @@ class ModelToEvaluate:
     is_final: bool
 
 
-def discover_models(sft_model_path: str, dpo_output_dir: str | None, include_checkpoints: bool) -> list[ModelToEvaluate]:
+def discover_models(sft_model_path: str, dpo_output_dir: str | None,
+                    include_checkpoints: bool) -> list[ModelToEvaluate]:
     """The SFT model, then every finished run of the sweep folder (DPO runs and baselines trained into it, each
     described by its sweep_run.json): its checkpoints and its final model."""
     models = [ModelToEvaluate(SFT_RUN, sft_model_path, SFT_RUN, "sft", None, "sft", None, 0.0, 0, True)]
@@ -132,9 +148,10 @@ def evaluate_policy(policy: Policy, reference: Policy, tokenizer, classifier: Se
                     args: EvalArguments, is_reference: bool, name: str = "policy") -> tuple[dict, list[dict]]:
     """Sample from `policy`, score the samples, and measure their sequence KL to `reference`.
 
-    Returns (summary, samples): summary has reward, reward_sem, kl, kl_sem (standard errors clustered by prompt),
-    num_samples; each sample record has the prompt (text and token ids), the sample's index among the prompt's
-    samples, the completion (text and token ids, EOS included where sampled), its reward and its KL.
+    Returns (summary, samples): summary has reward, reward_sem (None without a classifier), kl, kl_sem (standard
+    errors clustered by prompt), num_samples, mean_response_tokens; each sample record has the prompt (text and
+    token ids), the sample's index among the prompt's samples, the completion (text and token ids, EOS included
+    where sampled), its KL and its reward.
     """
     samples = []
     batches = iter_samples(policy.sampler, [p.prompt_token_ids for p in prompts], args.samples_per_prompt,
@@ -159,14 +176,17 @@ def evaluate_policy(policy: Policy, reference: Policy, tokenizer, classifier: Se
                             "prompt": prompt.prompt, "completion": decode_tokens(tokenizer, token_ids),
                             "prompt_token_ids": list(prompt.prompt_token_ids), "completion_token_ids": token_ids,
                             "kl": kl})
-    for sample, reward in zip(samples, classifier.score(_scored_texts(samples, args), desc=f"[{name}] scoring")):
-        sample["reward"] = reward
     # The samples of one prompt are not independent of each other: standard errors are clustered by prompt.
     prompt_of = [s["prompt_index"] for s in samples]
-    reward, reward_sem = clustered_mean_and_standard_error([s["reward"] for s in samples], prompt_of)
     kl, kl_sem = clustered_mean_and_standard_error([s["kl"] for s in samples], prompt_of)
-    summary = {"reward": reward, "reward_sem": reward_sem, "kl": kl, "kl_sem": kl_sem, "num_samples": len(samples),
-               "num_prompts": len(prompts)}
+    summary = {"reward": None, "reward_sem": None, "kl": kl, "kl_sem": kl_sem, "num_samples": len(samples),
+               "num_prompts": len(prompts),
+               "mean_response_tokens": sum(len(s["completion_token_ids"]) for s in samples) / len(samples)}
+    if classifier is not None:
+        for sample, reward in zip(samples, classifier.score(_scored_texts(samples, args), desc=f"[{name}] scoring")):
+            sample["reward"] = reward
+        summary["reward"], summary["reward_sem"] = clustered_mean_and_standard_error(
+            [s["reward"] for s in samples], prompt_of)
     return summary, samples
 
 
@@ -178,12 +198,15 @@ class HeldoutPairs:
     """The held-out preference pairs as token ids (the sampled ids, or TRL's tokenization of text pairs), and
     log pi_ref of their completions (computed once, for every model)."""
 
-    def __init__(self, path: str, tokenizer, batch_size: int):
-        field_name = "heldout_pairs_file"
-        pairs = load_pairs(path, None, 0, field_name=field_name)
+    def __init__(self, path: str, tokenizer, batch_size: int, split: str = "train", config_name: str | None = None,
+                 max_pairs: int | None = None, field_name: str = "heldout_pairs_file"):
+        pairs = load_preferences(path, split, config_name, field_name=field_name)
+        if max_pairs:
+            pairs = pairs.select(range(min(max_pairs, len(pairs))))
         check_pairs_match_tokenizer(pairs, tokenizer, path, field_name)
         pairs = tokenize_preference_pairs(pairs, tokenizer)
-        self.path, self.sha, self.batch_size = path, file_sha256(path), batch_size
+        self.path, self.batch_size = path, batch_size
+        self.sha = _short_hash(source_fingerprint(path, split, config_name), max_pairs)
         self.pad_token_id = tokenizer.pad_token_id
         self.prompt_ids, self.chosen_ids, self.rejected_ids = (pairs[column] for column in TOKENIZED_COLUMNS)
         self._reference = None
@@ -231,8 +254,8 @@ class Evaluator:
         return self._reference
 
     @property
-    def classifier(self) -> SentimentClassifier:
-        if self._classifier is None:
+    def classifier(self) -> SentimentClassifier | None:
+        if self._classifier is None and self.args.classifier_name_or_path:
             self._classifier = SentimentClassifier.load(
                 self.args.classifier_name_or_path, self.measure_dtype, self.device, self.args.classifier_batch_size,
                 self.args.classifier_max_length, self.args.trust_remote_code)
@@ -262,7 +285,7 @@ def evaluate_models(models, evaluator: Evaluator, prompts, heldout: HeldoutPairs
                 row = {**cached, **asdict(model)}
         wants_heldout = heldout is not None and model.run != SFT_RUN
         if row is not None and (not wants_heldout or row.get("heldout_pairs_sha") == heldout.sha):
-            logger.info("[%s] evaluated already: reward %.3f, KL %.2f", model.name, row["reward"], row["kl"])
+            logger.info("[%s] evaluated already: KL %.2f", model.name, row["kl"])
             rows.append(row)
             continue
         policy = evaluator.load_policy(model)
@@ -271,8 +294,9 @@ def evaluate_models(models, evaluator: Evaluator, prompts, heldout: HeldoutPairs
                                                prompts, args, is_reference=model.run == SFT_RUN, name=model.name)
             write_jsonl(out / "samples" / f"{_safe_name(model.name)}.jsonl", samples)
             row = {**asdict(model), **summary, "settings_hash": settings_hash, "model_signature": signature}
-            logger.info("[%s] reward %.3f ± %.3f, KL %.2f ± %.2f", model.name, row["reward"], row["reward_sem"],
-                        row["kl"], row["kl_sem"])
+            logger.info("[%s] %sKL %.2f ± %.2f, %.1f response tokens", model.name,
+                        "" if row["reward"] is None else f"reward {row['reward']:.3f} ± {row['reward_sem']:.3f}, ",
+                        row["kl"], row["kl_sem"], row["mean_response_tokens"])
         if wants_heldout:
             row.update(heldout.metrics(policy, evaluator.reference, model.beta),
                        heldout_pairs_sha=heldout.sha)
@@ -306,7 +330,10 @@ def read_samples(out: Path, name: str) -> dict[tuple[int, int], dict]:
 
 
 def add_win_rates(rows: list[dict], out: Path, tie_tolerance: float) -> None:
-    """Each model's classifier win rate against the SFT model, sample by sample on the same prompts."""
+    """Each model's classifier win rate against the SFT model, sample by sample on the same prompts (where there is
+    a classifier)."""
+    if all(row.get("reward") is None for row in rows):
+        return
     baseline = read_samples(out, SFT_RUN)
     for row in rows:
         if row["run"] in (SFT_RUN, BEST_OF_N_RUN):
@@ -400,6 +427,29 @@ def add_judge_verdicts(rows: list[dict], evaluator: Evaluator, out: Path) -> Non
         row.update(tally)
 
 
+def evaluation_prompts(args: EvalArguments, tokenizer) -> list:
+    """The task's held-out prompts: review prefixes (sentiment) or the conversations of a preference dataset (chat)."""
+    if args.task == "chat":
+        return chat_prompts(args.dataset_name, args.dataset_split, args.dataset_config, tokenizer, args.num_prompts,
+                            args.seed)
+    reviews = load_reviews(args.dataset_name, args.dataset_split, args.dataset_config, args.text_column,
+                           args.label_column)
+    return build_prompts(reviews, tokenizer, args.num_prompts, args.min_prefix_tokens, args.max_prefix_tokens,
+                         args.seed, split=args.dataset_split)
+
+
+def held_out_pairs(args: EvalArguments, tokenizer) -> HeldoutPairs | None:
+    """The pairs each model's implicit-reward accuracy is measured on: heldout_pairs_file, or for the chat task the
+    preference dataset's own held-out split; None when there are none."""
+    if args.heldout_pairs_file:
+        return HeldoutPairs(args.heldout_pairs_file, tokenizer, args.kl_batch_size, max_pairs=args.max_heldout_pairs)
+    if args.task == "chat":
+        return HeldoutPairs(args.dataset_name, tokenizer, args.kl_batch_size, split=args.dataset_split,
+                            config_name=args.dataset_config, max_pairs=args.max_heldout_pairs,
+                            field_name="dataset_name")
+    return None
+
+
 def evaluate_frontier(args: EvalArguments) -> Path:
     """Evaluate every model not yet evaluated with these settings, then write the report, frontier.csv and plots.
 
@@ -410,7 +460,8 @@ def evaluate_frontier(args: EvalArguments) -> Path:
     from .report import write_report
 
     require_source(args.dataset_name, "dataset", "dataset_name")
-    require_source(args.classifier_name_or_path, "classifier", "classifier_name_or_path")
+    if args.classifier_name_or_path:
+        require_source(args.classifier_name_or_path, "classifier", "classifier_name_or_path")
     require_source(args.sft_model_path, "SFT model", "sft_model_path")
     if args.judge_model_path:
         require_source(args.judge_model_path, "judge model", "judge_model_path")
@@ -421,14 +472,11 @@ def evaluate_frontier(args: EvalArguments) -> Path:
     folder.check(overwrite=args.overwrite)  # never "complete": new checkpoints may come
     state.wait_for_everyone()
     models = discover_models(args.sft_model_path, args.dpo_output_dir, args.include_checkpoints)
-    check_classifier_labels(args.classifier_name_or_path, args.trust_remote_code)
+    if args.classifier_name_or_path:
+        check_classifier_labels(args.classifier_name_or_path, args.trust_remote_code)
     evaluator = Evaluator(args, state.device)
-    heldout = (HeldoutPairs(args.heldout_pairs_file, evaluator.tokenizer, args.kl_batch_size)
-               if args.heldout_pairs_file else None)
-    reviews = load_reviews(args.dataset_name, args.dataset_split, args.dataset_config, args.text_column,
-                           args.label_column)
-    prompts = build_prompts(reviews, evaluator.tokenizer, args.num_prompts, args.min_prefix_tokens,
-                            args.max_prefix_tokens, args.seed, split=args.dataset_split)
+    heldout = held_out_pairs(args, evaluator.tokenizer)
+    prompts = evaluation_prompts(args, evaluator.tokenizer)
 
     def claim():  # every input is loaded and checked by now
         folder.claim({"eval": args}, overwrite=args.overwrite)

@@ -13,17 +13,34 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .checkpoints import (KeepResumeStateOfTheLatestCheckpoint, check_free_disk, checkpoint_step, count_parameters,
-                          drop_resume_state_of_older_checkpoints, estimate_training_disk, last_complete_checkpoint,
-                          resume_checkpoint, training_steps)
-from .distributed import on_main, process_state
-from .progress import ProgressLogCallback, on_a_terminal
+from .checkpoints import (
+    KeepResumeStateOfTheLatestCheckpoint,
+    check_free_disk,
+    checkpoint_step,
+    count_parameters,
+    drop_resume_state_of_older_checkpoints,
+    estimate_training_disk,
+    last_complete_checkpoint,
+    resume_checkpoint,
+    training_steps,
+)
 from .cli import PipelineError, require_source
 from .configs import DPOScriptArguments, SFTScriptArguments, require_the_gpu_asked_for
-from .data import load_reviews
-from .models import load_causal_lm, load_tokenizer, resolve_dtype
-from .pairs import TEXT_COLUMNS, TOKENIZED_COLUMNS, noisy_pairs_file
-from .runs import COMPLETE_FILE, RunFolder, atomic_write_json, config_dict, config_fingerprint, read_jsonl
+from .data import load_split
+from .distributed import on_main, process_state
+from .models import check_model_flags, load_tokenizer, model_init_kwargs
+from .pairs import noisy_pairs_file
+from .preferences import (
+    check_pairs_match_tokenizer,
+    check_prompt_lengths,
+    is_tokenized,
+    load_preferences,
+    source_fingerprint,
+    warn_of_truncation,
+)
+from .progress import ProgressLogCallback, on_a_terminal
+from .runs import COMPLETE_FILE, RunFolder, atomic_write_json, config_dict, config_fingerprint
+from .tasks.sentiment.reviews import load_reviews
 from .tracking import MetricsFileCallback, finish_wandb_run, start_wandb_run, wants_wandb
 
 logger = logging.getLogger(__name__)
@@ -35,11 +52,23 @@ DATA_SWEEP_KEYS = ("label_noise",)
 
 
 def _model_dtype(model_args):
+    """The dtype the policy is loaded in, in transformers' meaning (`auto`: the checkpoint's own; TRL's default is
+    float32, so that mixed-precision training keeps float32 master weights)."""
     import torch
 
-    if model_args.dtype in (None, "auto"):
-        return resolve_dtype("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    return getattr(torch, model_args.dtype)
+    return "auto" if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+
+
+def weight_bytes(model_args) -> int:
+    """Bytes per saved weight: the dtype the policy is trained in (`auto`: as its config says, float32 if unsaid)."""
+    import torch
+    from transformers import AutoConfig
+
+    dtype = _model_dtype(model_args)
+    if dtype == "auto":
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+        dtype = getattr(torch, str(getattr(config, "dtype", None) or "float32").replace("torch.", ""), torch.float32)
+    return dtype.itemsize
 
 
 def write_run_info(run_dir: Path, *, method: str, beta: float | None, loss_type: list[str],
@@ -206,19 +235,40 @@ def disk_needed(model_args, training_args, peft_config, steps: int):
     """The disk a run of `steps` steps writes (`checkpoints.estimate_training_disk`), from the model's config."""
     parameters, trainable = count_parameters(model_args.model_name_or_path, peft_config,
                                              training_args.trust_remote_code)
-    return estimate_training_disk(parameters, trainable, _model_dtype(model_args).itemsize, steps, training_args,
+    return estimate_training_disk(parameters, trainable, weight_bytes(model_args), steps, training_args,
                                   adapters_only=peft_config is not None)
 
 
+def sft_data(script_args: SFTScriptArguments, split: str):
+    """One split of sft.py's data, as TRL's SFTTrainer takes it: text, messages (a conversation, rendered by the chat
+    template), prompt + completion, or input_ids. `text_column` names the text column; IMDb's cleaning (`<br />`,
+    white space) only where the config asks for it (`clean_reviews`, the sentiment task)."""
+    if script_args.clean_reviews:
+        return load_reviews(script_args.dataset_name, split, script_args.dataset_config, script_args.text_column,
+                            label_column=None)
+    dataset = load_split(script_args.dataset_name, split, script_args.dataset_config)
+    if script_args.text_column != "text" and script_args.text_column in dataset.column_names:
+        dataset = dataset.rename_column(script_args.text_column, "text")
+    columns = set(dataset.column_names)
+    if not ({"text"} <= columns or {"messages"} <= columns or {"prompt", "completion"} <= columns
+            or {"input_ids"} <= columns):
+        raise PipelineError(f"dataset_name: {script_args.dataset_name} ({split}) has none of the columns SFT trains "
+                            f"on (text, messages, prompt + completion, input_ids); it has {', '.join(sorted(columns))}"
+                            "; name the text column with text_column")
+    return dataset
+
+
 def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
-    """Fine-tune (or, with `from_scratch`, train) a causal LM on review texts with TRL's `SFTTrainer`."""
+    """Fine-tune (or, with `from_scratch`, train) a causal LM with TRL's `SFTTrainer`: on a dataset (text or chat),
+    or, for the Preferred-FT baseline, on the chosen completions of a pairs file."""
     from transformers import AutoConfig, AutoModelForCausalLM, set_seed
-    from trl import SFTTrainer, get_peft_config
+    from trl import SFTTrainer, get_peft_config, get_quantization_config
 
     preferred_ft = script_args.pairs_file is not None
     if not preferred_ft:
         require_source(script_args.dataset_name, "dataset", "dataset_name")
     require_source(model_args.model_name_or_path, "model", "model_name_or_path")
+    check_model_flags(model_args, from_scratch=script_args.from_scratch)
     output_dir = Path(training_args.output_dir)
     extra = None
     if preferred_ft:
@@ -233,33 +283,33 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
 
     # Every input is loaded and checked before the output folder is touched.
     trust = training_args.trust_remote_code
-    tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust, model_args.model_revision)
     if preferred_ft:
-        pairs = load_pairs(script_args.pairs_file, None, 0)
+        pairs = load_preferences(script_args.pairs_file)
         check_pairs_match_tokenizer(pairs, tokenizer, script_args.pairs_file)
-        check_prompt_lengths(pairs[prompt_column(pairs)], tokenizer, training_args.max_length, "pairs_file",
-                             script_args.pairs_file)
+        check_prompt_lengths(pairs, tokenizer, training_args.max_length, "pairs_file", script_args.pairs_file)
         train = preferred_completions(pairs)
         if is_tokenized(pairs):
             training_args.completion_only_loss = True  # the loss on the completion ids only, as for text pairs
     else:
-        train = load_reviews(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config,
-                             script_args.text_column, label_column=None)
+        train = sft_data(script_args, script_args.dataset_train_split)
+        if "messages" in train.column_names and not getattr(tokenizer, "chat_template", None):
+            raise PipelineError(f"dataset_name: {script_args.dataset_name} holds conversations (messages), and the "
+                                "model's tokenizer has no chat template to render them")
     if script_args.max_train_samples:
         train = train.shuffle(seed=training_args.seed).select(range(min(script_args.max_train_samples, len(train))))
     evaluation = None
     if training_args.eval_strategy != "no" and not preferred_ft:
-        evaluation = load_reviews(script_args.dataset_name, script_args.dataset_test_split,
-                                  script_args.dataset_config, script_args.text_column, label_column=None)
+        evaluation = sft_data(script_args, script_args.dataset_test_split)
+    model = model_args.model_name_or_path  # TRL loads it (model_init_kwargs, quantization) as its own scripts do
+    training_args.model_init_kwargs = model_init_kwargs(model_args, trust)
     if script_args.from_scratch:
         set_seed(training_args.seed)
         config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=trust)
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust)
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        training_args.model_init_kwargs = None
         logger.info("Training %s from scratch (%.1fM parameters)", config.model_type, model.num_parameters() / 1e6)
-    else:
-        model = load_causal_lm(model_args.model_name_or_path, "model_name_or_path", _model_dtype(model_args),
-                               trust_remote_code=trust).train()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
     require_the_gpu_asked_for(training_args)
     peft_config = get_peft_config(model_args)
     steps = training_steps(len(train), training_args)
@@ -275,13 +325,15 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
                     reference_model=model_args.model_name_or_path)
         logger.info("Preferred-FT on the %d chosen completions of %s", len(train), script_args.pairs_file)
     else:
-        logger.info("SFT on %d reviews of %s", len(train), script_args.dataset_name)
+        logger.info("SFT on %d examples of %s", len(train), script_args.dataset_name)
     if wants_wandb(training_args.report_to):
         run.on_main(start_wandb_run, output_dir, script_args.wandb_project, stage, config=configs_for_tracking(configs))
     trainer = SFTTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
+        quantization_config=None if script_args.from_scratch else get_quantization_config(model_args),
         peft_config=peft_config, callbacks=run.callbacks(stage),
     )
+    ignore_bias_buffers(trainer, script_args)
     result = trainer.train(resume_from_checkpoint=run.resume_from())
     summary = {"global_step": trainer.state.global_step, "train_loss": result.training_loss}
     if evaluation is not None:
@@ -289,6 +341,15 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
     run.finish(trainer, summary, model_args.model_name_or_path, _model_dtype(model_args))
     logger.info("%s model saved to %s (%s)", "Preferred-FT" if preferred_ft else "SFT", output_dir, summary)
     return output_dir
+
+
+def ignore_bias_buffers(trainer, script_args) -> None:
+    """TRL's `ignore_bias_buffers`: DDP skips the model's boolean buffers (a fix for some LM bias/mask buffers)."""
+    if getattr(script_args, "ignore_bias_buffers", False):
+        import torch
+
+        trainer.model._ddp_params_and_buffers_to_ignore = [
+            name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool]
 
 
 def configs_for_tracking(configs: dict) -> dict:
@@ -299,7 +360,7 @@ def configs_for_tracking(configs: dict) -> dict:
 
 def preferred_completions(pairs):
     """Preferred-FT's data (DPO paper, section 6): every distinct (prompt, chosen completion) of the pairs (from
-    `load_pairs`), with the loss on the completion only. Pairs with token ids give `input_ids` and a
+    `load_preferences`), with the loss on the completion only. Pairs with token ids give `input_ids` and a
     `completion_mask` (the sampled ids, EOS only where sampled); text pairs give TRL's prompt-completion format."""
     from datasets import Dataset
 
@@ -366,12 +427,15 @@ def apply_overrides(training_args, overrides: dict[str, str]):
     return run_args
 
 
-def sweep_pairs_file(pairs_file: str, overrides: dict[str, str]) -> str:
+def sweep_pairs_file(pairs_file: str, overrides: dict[str, str], field_name: str = "pairs_file") -> str:
     """The pairs a sweep run trains on: `pairs_file`, or with `label_noise=q` its noisy copy pairs_noise-<q>.jsonl
     (written by preference_pairs.py when its `label_noise` lists q)."""
     raw = overrides.get("label_noise")
     if raw is None:
         return pairs_file
+    if field_name != "pairs_file":
+        raise PipelineError(f"sweep: label_noise={raw} trains on the noisy copies preference_pairs.py writes beside "
+                            "its pairs.jsonl: it needs pairs_file, not dataset_name")
     try:
         level = float(raw)
     except ValueError:
@@ -383,23 +447,6 @@ def sweep_pairs_file(pairs_file: str, overrides: dict[str, str]) -> str:
         raise PipelineError(f"sweep: label_noise={raw}: {path} does not exist; list {level:g} in label_noise of "
                             "preference_pairs.py to make it")
     return str(path)
-
-
-def check_prompt_lengths(prompts, tokenizer, max_length: int | None, field_name: str, path: str) -> None:
-    """A prompt of max_length tokens or more leaves no room for its completion: TRL would silently train on a
-    truncated prompt alone, so it is an error, naming the first such record. `prompts` are texts or token ids."""
-    if not max_length:
-        return
-    if prompts and not isinstance(prompts[0], str):
-        lengths = [len(ids) for ids in prompts]
-    else:
-        unique = list(dict.fromkeys(prompts))
-        by_text = dict(zip(unique, map(len, tokenizer(unique, add_special_tokens=False)["input_ids"])))
-        lengths = [by_text[prompt] for prompt in prompts]
-    for number, length in enumerate(lengths, start=1):
-        if length >= max_length:
-            raise PipelineError(f"{field_name}: {path} record {number}: the prompt is {length} tokens, "
-                                f"which leaves no room for a completion within max_length {max_length}")
 
 
 def check_beta(beta) -> None:
@@ -434,100 +481,36 @@ def check_options_take_effect(args, where: str) -> None:
             raise PipelineError(f"{where}: {option} has no effect without sync_ref_model true")
 
 
-def _is_token_list(value) -> bool:
-    return isinstance(value, list) and all(isinstance(token, int) and not isinstance(token, bool) for token in value)
-
-
-def load_pairs(pairs_file: str, max_pairs: int | None, seed: int, field_name: str = "pairs_file"):
-    """The pairs file as a `datasets.Dataset`, checked record by record.
-
-    Pairs that carry token ids (`prompt_ids`, `chosen_ids`, `rejected_ids`: TRL's tokenized format, as
-    preference_pairs.py writes them) give a dataset of those ids, which DPO trains on as they are; text pairs
-    (`prompt`, `chosen`, `rejected`) give a text dataset that TRL tokenizes.
-    """
-    from datasets import Dataset
-
-    first = read_jsonl(pairs_file, field_name)[0]
-    tokenized = all(key in first for key in TOKENIZED_COLUMNS)
-    columns = TOKENIZED_COLUMNS if tokenized else TEXT_COLUMNS
-    records = read_jsonl(pairs_file, field_name, required=columns)
-    for number, record in enumerate(records, start=1):
-        where = f"{field_name}: {pairs_file} record {number}"
-        if tokenized:
-            for key in TOKENIZED_COLUMNS:
-                if not _is_token_list(record[key]) or not record[key]:
-                    raise PipelineError(f"{where}: {key} is not a non-empty list of token ids")
-            if record["chosen_ids"] == record["rejected_ids"]:
-                raise PipelineError(f"{where}: chosen equals rejected")
-            continue
-        for key in TEXT_COLUMNS:
-            if not isinstance(record[key], str):
-                raise PipelineError(f"{where}: {key} is not a string")
-        if not record["chosen"].strip() or not record["rejected"].strip():
-            raise PipelineError(f"{where} has an empty completion")
-        if record["chosen"] == record["rejected"]:
-            raise PipelineError(f"{where}: chosen equals rejected")
-    kept = columns + tuple(key for key in TEXT_COLUMNS if tokenized and all(key in r for r in records))
-    dataset = Dataset.from_list([{key: r[key] for key in kept} for r in records])
-    if max_pairs:
-        dataset = dataset.shuffle(seed=seed).select(range(min(max_pairs, len(dataset))))
-    return dataset
-
-
-def is_tokenized(dataset) -> bool:
-    return all(column in dataset.column_names for column in TOKENIZED_COLUMNS)
-
-
-def prompt_column(dataset) -> str:
-    return "prompt_ids" if is_tokenized(dataset) else "prompt"
-
-
-def check_pairs_match_tokenizer(dataset, tokenizer, path: str, field_name: str = "pairs_file",
-                                checked: int = 256) -> None:
-    """Token ids are only meaningful with the tokenizer that made them: every id must be in the vocabulary, and the
-    ids of the first `checked` pairs must spell their text fields (where the pairs have them)."""
-    from .data import decode_tokens
-
-    if not is_tokenized(dataset):
-        return
-    vocabulary = len(tokenizer)
-    for column in TOKENIZED_COLUMNS:
-        for number, ids in enumerate(dataset[column], start=1):
-            if min(ids) < 0 or max(ids) >= vocabulary:
-                raise PipelineError(f"{field_name}: {path} record {number}: {column} has token ids outside the "
-                                    f"{vocabulary}-token vocabulary of the model's tokenizer")
-    if not all(column in dataset.column_names for column in TEXT_COLUMNS):
-        return
-    head = dataset.select(range(min(checked, len(dataset))))
-    for number, record in enumerate(head, start=1):
-        for ids_key, text_key in zip(TOKENIZED_COLUMNS, TEXT_COLUMNS):
-            if decode_tokens(tokenizer, record[ids_key]) != record[text_key]:
-                raise PipelineError(f"{field_name}: {path} record {number}: {ids_key} does not spell its {text_key} "
-                                    "with the model's tokenizer: the pairs were sampled with another tokenizer")
-
-
-def warn_of_truncation(dataset, max_length: int | None, path: str) -> None:
-    """TRL's collator cuts a pair whose prompt + completion exceeds max_length: say how many are cut."""
-    if not max_length or not is_tokenized(dataset):
-        return
-    cut = sum(1 for prompt, chosen, rejected in zip(*(dataset[c] for c in TOKENIZED_COLUMNS))
-              if len(prompt) + max(len(chosen), len(rejected)) > max_length)
-    if cut:
-        logger.warning("%d of the %d pairs of %s are longer than max_length %d: TRL truncates their completions",
-                       cut, len(dataset), path, max_length)
-
-
 def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def preference_source(script_args: DPOScriptArguments) -> tuple[str, str, str | None, str]:
+    """Where dpo.py's pairs come from: (source, split, config, field). `dataset_name` (a hub id or a local folder or
+    file of preference data in any of TRL's layouts) wins over `pairs_file`, so that `--dataset_name` on the command
+    line trains on that dataset even where the config names a pairs file."""
+    if script_args.dataset_name:
+        if script_args.pairs_file:
+            logger.info("dataset_name is set: training on %s, not on pairs_file %s", script_args.dataset_name,
+                        script_args.pairs_file)
+        return (script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config,
+                "dataset_name")
+    if script_args.pairs_file:
+        return script_args.pairs_file, "train", None, "pairs_file"
+    raise PipelineError("no preference data: set pairs_file (preference_pairs.py's pairs.jsonl) or dataset_name "
+                        "(a hub id, or a local folder or file of prompt/chosen/rejected pairs)")
+
+
 def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) -> list[Path]:
     """Train one DPO model per sweep entry into `<output_dir>/<entry>`; finished runs are skipped, interrupted
-    ones resume from their last checkpoint. The reference model is the SFT model the policy starts from."""
-    from trl import get_peft_config
+    ones resume from their last checkpoint. The reference model is the SFT model the policy starts from (with LoRA,
+    the same model with its adapters disabled)."""
+    from trl import get_peft_config, get_quantization_config
 
     from .trainers import DPOTrainer
 
+    require_source(model_args.model_name_or_path, "model", "model_name_or_path")
+    check_model_flags(model_args)
     root = Path(training_args.output_dir)
     sweep_name = script_args.sweep_name or root.name
     runs = [(sweep_run_name(o), o) for o in map(parse_sweep_entry, script_args.sweep)]
@@ -539,24 +522,18 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
     check_beta(training_args.beta)
     for (name, _), entry in zip(runs, script_args.sweep):
         check_options_take_effect(run_args[name], f"sweep entry {entry!r}")
-    pairs_files = {name: sweep_pairs_file(script_args.pairs_file, overrides) for name, overrides in runs}
-    pairs = {path: load_pairs(path, script_args.max_train_pairs, training_args.seed)
-             for path in dict.fromkeys(pairs_files.values())}
-    pairs_sha = {path: file_sha256(path) for path in pairs}
-    tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", training_args.trust_remote_code)
+    source, split, config_name, field_name = preference_source(script_args)
+    run_sources = {name: sweep_pairs_file(source, overrides, field_name) for name, overrides in runs}
+    pairs = {path: load_preferences(path, split, config_name, script_args.max_train_pairs, training_args.seed,
+                                    field_name) for path in dict.fromkeys(run_sources.values())}
+    fingerprints = {path: source_fingerprint(path, split, config_name) for path in pairs}
+    trust = training_args.trust_remote_code
+    tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust, model_args.model_revision)
     for path, dataset in pairs.items():
-        check_pairs_match_tokenizer(dataset, tokenizer, path)
-        check_prompt_lengths(dataset[prompt_column(dataset)], tokenizer, training_args.max_length, "pairs_file", path)
+        check_pairs_match_tokenizer(dataset, tokenizer, path, field_name)
+        check_prompt_lengths(dataset, tokenizer, training_args.max_length, field_name, path)
         warn_of_truncation(dataset, training_args.max_length, path)
-    eval_pairs = None
-    if script_args.eval_pairs_file:
-        eval_pairs = load_pairs(script_args.eval_pairs_file, None, 0, field_name="eval_pairs_file")
-        check_pairs_match_tokenizer(eval_pairs, tokenizer, script_args.eval_pairs_file, "eval_pairs_file")
-        check_prompt_lengths(eval_pairs[prompt_column(eval_pairs)], tokenizer, training_args.max_length,
-                             "eval_pairs_file", script_args.eval_pairs_file)
-        if training_args.eval_strategy == "no":
-            raise PipelineError("eval_pairs_file is set but eval_strategy is no: set eval_strategy steps and "
-                                "eval_steps to evaluate it during training")
+    eval_pairs = held_out_pairs_for_training(script_args, training_args, tokenizer, field_name)
     logger.info("DPO sweep %s: %d runs (%s) on %s", sweep_name, len(runs), ", ".join(names),
                 ", ".join(f"{len(dataset)} pairs of {path}" for path, dataset in pairs.items()))
     require_the_gpu_asked_for(training_args)
@@ -568,7 +545,7 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
             if (root / name / COMPLETE_FILE).is_file():
                 continue
             latest = last_complete_checkpoint(root / name)
-            steps = training_steps(len(pairs[pairs_files[name]]), run_args[name])
+            steps = training_steps(len(pairs[run_sources[name]]), run_args[name])
             needed += disk_needed(model_args, run_args[name], peft_config,
                                   steps - (checkpoint_step(latest) if latest else 0)).total
         check_free_disk(root, needed, "the sweep's unfinished runs")
@@ -579,9 +556,10 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
     finished = []
     for name, overrides in runs:
         run_dir = root / name
-        args = dataclasses.replace(run_args[name], output_dir=str(run_dir), run_name=f"{sweep_name}/{name}")
-        run_pairs_file = pairs_files[name]
-        fingerprint = config_fingerprint(script_args, args, model_args, extra={"pairs": pairs_sha[run_pairs_file]})
+        args = dataclasses.replace(run_args[name], output_dir=str(run_dir), run_name=f"{sweep_name}/{name}",
+                                   model_init_kwargs=model_init_kwargs(model_args, trust))
+        run_source = run_sources[name]
+        fingerprint = config_fingerprint(script_args, args, model_args, extra={"pairs": fingerprints[run_source]})
         run = TrainingRun(RunFolder(run_dir, fingerprint, "dpo"), args, script_args.overwrite)
         if run.is_finished():
             logger.info("[%s] finished already; skipping", name)
@@ -591,17 +569,18 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
         run.claim(configs)
         run.on_main(write_run_info, run_dir, method="dpo", beta=args.beta, loss_type=args.loss_type,
                     label_smoothing=args.label_smoothing, label_noise=float(overrides.get("label_noise", 0)),
-                    pairs_file=str(run_pairs_file), reference_model=model_args.model_name_or_path,
+                    pairs_file=str(run_source), reference_model=model_args.model_name_or_path,
                     sweep=sweep_name, overrides=overrides)
-        model = load_causal_lm(model_args.model_name_or_path, "model_name_or_path", _model_dtype(model_args),
-                               trust_remote_code=args.trust_remote_code).train()
         if wants_wandb(args.report_to):
             run.on_main(start_wandb_run, run_dir, script_args.wandb_project, "dpo",
                         config=configs_for_tracking(configs), group=script_args.sweep_name)
         trainer = DPOTrainer(
-            model=model, ref_model=None, args=args, train_dataset=pairs[run_pairs_file], eval_dataset=eval_pairs,
-            processing_class=tokenizer, peft_config=peft_config, callbacks=run.callbacks(f"[{name}] DPO"),
+            model=model_args.model_name_or_path, ref_model=None, args=args, train_dataset=pairs[run_source],
+            eval_dataset=eval_pairs, processing_class=tokenizer,
+            quantization_config=get_quantization_config(model_args),
+            peft_config=peft_config, callbacks=run.callbacks(f"[{name}] DPO"),
         )
+        ignore_bias_buffers(trainer, script_args)
         logger.info("[%s] training (beta=%s, loss=%s)", name, args.beta, ",".join(args.loss_type))
         result = trainer.train(resume_from_checkpoint=run.resume_from())
         last = {prefix: next((entry for entry in reversed(trainer.state.log_history)
@@ -612,5 +591,29 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
                    model_args.model_name_or_path, _model_dtype(model_args))
         logger.info("[%s] saved to %s", name, run_dir)
         finished.append(run_dir)
-        del trainer, model
+        del trainer
     return finished
+
+
+def held_out_pairs_for_training(script_args: DPOScriptArguments, training_args, tokenizer, field_name: str):
+    """The pairs DPOTrainer evaluates every eval_steps: eval_pairs_file, else (for a dataset) its
+    dataset_test_split, as TRL's own script does; None when eval_strategy is no."""
+    if training_args.eval_strategy == "no":
+        if script_args.eval_pairs_file:
+            raise PipelineError("eval_pairs_file is set but eval_strategy is no: set eval_strategy steps and "
+                                "eval_steps to evaluate it during training")
+        return None
+    if script_args.eval_pairs_file:
+        source, split, config_name, field_name = script_args.eval_pairs_file, "train", None, "eval_pairs_file"
+    elif field_name == "dataset_name":
+        source, config_name = script_args.dataset_name, script_args.dataset_config
+        split = script_args.dataset_test_split
+    else:
+        raise PipelineError("eval_strategy is set, and there is nothing to evaluate: set eval_pairs_file (e.g. "
+                            "heldout_pairs.jsonl of preference_pairs.py)")
+    pairs = load_preferences(source, split, config_name, None, 0, field_name)
+    if script_args.max_eval_pairs:
+        pairs = pairs.select(range(min(script_args.max_eval_pairs, len(pairs))))
+    check_pairs_match_tokenizer(pairs, tokenizer, source, field_name)
+    check_prompt_lengths(pairs, tokenizer, training_args.max_length, field_name, source)
+    return pairs

@@ -1,16 +1,16 @@
-"""Reviews in, prompts out: loading (hub id or local folder), cleaning, and the 2-to-8-token review prefixes."""
+"""The sentiment task's data: reviews in (IMDb's or anyone's, string labels mapped by name, `<br />` removed), prompts
+out (review prefixes of 2 to 8 policy tokens, as in the DPO paper's IMDb experiment, section 6.1)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import re
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .cli import PipelineError, require_source
+from ...cli import PipelineError
+from ...data import Prompt, decode_tokens, load_split, require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -23,19 +23,8 @@ def clean_review(text: str) -> str:
     return _WHITESPACE.sub(" ", _HTML_BREAK.sub(" ", text)).strip()
 
 
-def _is_blank(file: Path) -> bool:
-    """No data in the file: empty, or white space only (read in chunks: dataset files can be large)."""
-    with file.open("rb") as handle:
-        while chunk := handle.read(1 << 16):
-            if chunk.strip():
-                return False
-    return True
-
-
 # String class labels users' files carry (IMDb's CSV has positive/negative, Rotten Tomatoes fresh/rotten), mapped to
 # the 0/1 of the hub's IMDb; matched case-insensitively. Integer labels are kept as they are.
-# datasets' builder for each local file format a split may come in.
-LOCAL_FORMATS = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}
 POSITIVE_LABEL_NAMES = ("positive", "pos", "fresh", "1")
 NEGATIVE_LABEL_NAMES = ("negative", "neg", "rotten", "0")
 
@@ -61,23 +50,6 @@ def label_to_class(value, column: str, source: str) -> int:
     )
 
 
-def _local_split_files(path: Path, split: str, field_name: str) -> tuple[str, list[Path]]:
-    """The datasets builder and the files of one split of a local dataset: the file itself, or a folder's
-    `<split>.<format>` files (any split name: IMDb's `unsupervised` too)."""
-    files = [path] if path.is_file() else sorted(file for file in path.glob(f"{split}.*") if file.is_file())
-    if not files:
-        found = sorted(file.name for file in path.iterdir() if file.is_file())
-        raise PipelineError(f"{field_name}: {path} has no file for split '{split}' ({split}.jsonl, .csv or .parquet); "
-                            f"it has {', '.join(found) or 'no files'}")
-    builders = {LOCAL_FORMATS.get(file.suffix.lstrip(".").lower()) for file in files}
-    if None in builders or len(builders) != 1:
-        raise PipelineError(f"{field_name}: cannot read {', '.join(map(str, files))}: a split is one .jsonl, .json, "
-                            ".csv or .parquet file")
-    if all(_is_blank(file) for file in files):
-        raise PipelineError(f"{field_name}: split '{split}' of {path} is empty ({files[0]})")
-    return builders.pop(), files
-
-
 def load_reviews(name_or_path: str, split: str, config_name: str | None = None, text_column: str = "text",
                  label_column: str | None = "label", field_name: str = "dataset_name", clean: bool = True):
     """Load one split of a review dataset as a `datasets.Dataset` with `text` (and integer `label`) columns.
@@ -87,41 +59,9 @@ def load_reviews(name_or_path: str, split: str, config_name: str | None = None, 
     `label_column`; string labels are mapped by name (`label_to_class`). With `clean`, HTML line breaks are removed
     and white space collapsed (IMDb's reviews are full of `<br />`); empty texts are dropped.
     """
-    import datasets
-
-    require_source(name_or_path, "dataset", field_name)
-    path = Path(name_or_path)
-    saved_to_disk = path.is_dir() and (path / "dataset_dict.json").exists()
-    if path.exists() and not saved_to_disk:
-        builder, files = _local_split_files(path, split, field_name)
-
-    def read():
-        if saved_to_disk:
-            return datasets.load_from_disk(str(path))[split]
-        if path.exists():
-            return datasets.load_dataset(builder, data_files={split: [str(file) for file in files]})[split]
-        return datasets.load_dataset(name_or_path, name=config_name, split=split)
-
-    try:
-        dataset = read()
-    except (KeyError, ValueError) as error:
-        raise PipelineError(f"{field_name}: cannot load split '{split}' of {name_or_path}: {error}") from None
-    except (OSError, ConnectionError) as error:
-        raise PipelineError(f"{field_name}: cannot load {name_or_path}: {' '.join(str(error).split())}") from None
-    except Exception as error:  # the datasets library's own errors on a malformed local file
-        if not path.exists():
-            raise
-        message = " ".join(str(error).split()) or type(error).__name__
-        raise PipelineError(f"{field_name}: cannot load split '{split}' of {name_or_path}: {message}") from None
-    if len(dataset) == 0:
-        raise PipelineError(f"{field_name}: split '{split}' of {name_or_path} is empty")
+    dataset = load_split(name_or_path, split, config_name, field_name)
     wanted = [text_column] + ([label_column] if label_column else [])
-    missing = [column for column in wanted if column not in dataset.column_names]
-    if missing:
-        raise PipelineError(
-            f"{field_name}: {name_or_path} ({split}) has no column(s) {', '.join(missing)}; "
-            f"it has {', '.join(dataset.column_names)}"
-        )
+    require_columns(dataset, wanted, name_or_path, split, field_name)
     dataset = dataset.select_columns(wanted)
     if label_column:
         source = f"{name_or_path} ({split})"
@@ -141,34 +81,6 @@ def load_reviews(name_or_path: str, split: str, config_name: str | None = None, 
 def draw_prefix_lengths(count: int, min_tokens: int, max_tokens: int, seed: int) -> np.ndarray:
     """`count` prefix lengths drawn uniformly from {min_tokens, ..., max_tokens} (both ends included), seeded."""
     return np.random.default_rng(seed).integers(min_tokens, max_tokens + 1, size=count)
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """A review prefix: its policy token ids and their text, and the review (split, row and class) it came from.
-
-    The token ids are the review's own first `prefix_tokens` tokens; sampling continues exactly these ids (never a
-    re-tokenization of the text, which can differ), and they are what DPO trains on.
-    """
-
-    prompt_index: int
-    source_index: int
-    label: int
-    prompt: str
-    prefix_tokens: int
-    prompt_token_ids: tuple[int, ...] = ()
-    split: str = ""
-
-    def to_record(self) -> dict:
-        record = asdict(self)
-        record["prompt_token_ids"] = list(self.prompt_token_ids)
-        return record
-
-
-def decode_tokens(tokenizer, token_ids) -> str:
-    """The text of `token_ids` exactly as the tokenizer's bytes give it: special tokens (EOS) dropped, and no
-    "clean-up" of spaces before punctuation, which would make the text differ from what the ids spell."""
-    return tokenizer.decode(list(token_ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
 def whole_character_prefix_length(tokenizer, token_ids: list[int], length: int, min_tokens: int, max_tokens: int,

@@ -16,6 +16,15 @@ import numpy as np
 
 from .cli import PipelineError
 
+# The chat task's judge: which answer serves the user better (a tie allowed).
+DEFAULT_CHAT_JUDGE_TEMPLATE = (
+    "Two assistant answers to the same conversation follow.\n"
+    "Conversation:\n{prompt}\n\n"
+    "Answer A: {first}\n\n"
+    "Answer B: {second}\n\n"
+    "Which answer is more helpful, accurate and appropriate? Reply with A, B, or tie.\n"
+    "Verdict:"
+)
 DEFAULT_JUDGE_TEMPLATE = (
     "Two continuations of the same movie review opening follow.\n"
     "Opening: {prompt}\n\n"
@@ -38,22 +47,27 @@ _SUBJECT = re.compile(r"^\W*(?i:(?:review|response|option|continuation)\s+)?([AB
 _BARE = re.compile(r"^\W*([AB])(?:\W*$|[\)\]\.:,])")
 # From the most to the least specific: the first pattern that names a letter decides.
 _PATTERNS = (_SUBJECT, _AFTER_KEYWORD, _NAMED, _BARE)
+# A tie said in words ("Tie", "It's a tie", "They are equally good"), when no letter is named.
+_TIE = re.compile(r"(?i)^\W*tie\b|\b(?:verdict|answer)\W*tie\b|\bit'?s a tie\b|\b(?:are|is) (?:a )?tie\b|"
+                  r"\bequally (?:good|bad|positive|negative|helpful|useful)\b|\b(?:are|is) equal\b")
+TIE = "tie"
 
 
 def parse_verdict(text: str) -> str | None:
-    """"A", "B", or None when the judge's text names neither letter, or both (a contradiction).
+    """"A", "B", "tie", or None when the judge's text names neither letter nor a tie, or both letters (a
+    contradiction).
 
     Accepted forms include "A", " (B)", "B.", "A) because ...", "Answer: B", "The answer is A",
-    "Review B is more positive than Review A", "I prefer Review A", "**B**". Patterns are tried from the most
-    specific to the least; the first that names a letter decides, and naming both is a contradiction. Anything
-    else, including empty text, is unparsable.
+    "Review B is more positive than Review A", "I prefer Review A", "**B**", and for a tie "Tie", "It's a tie",
+    "They are equally good". Patterns are tried from the most specific to the least; the first that names a letter
+    decides, and naming both is a contradiction. Anything else, including empty text, is unparsable.
     """
     text = text.strip()
     for pattern in _PATTERNS:
         letters = {match.group(1) for match in pattern.finditer(text)}
         if letters:
             return letters.pop() if len(letters) == 1 else None
-    return None
+    return TIE if _TIE.search(text) else None
 
 
 def model_shown_first(seed: int, prompt_index: int) -> bool:
@@ -84,19 +98,26 @@ def judge_prompts(items: Sequence[JudgeItem], template: str, seed: int) -> tuple
 
 
 def tally_verdicts(verdicts: Sequence[str | None], model_first: Sequence[bool]) -> dict[str, float]:
-    """Counts of the policy's wins and losses against the baseline, and the unparsable verdicts.
+    """Counts of the policy's wins, losses and ties against the baseline, and of the unparsable verdicts; over the
+    parsable verdicts (n = wins + losses + ties) two win rates:
 
-    win_rate = wins / (wins + losses), over the parsable verdicts only; unparsable_share = unparsable / total.
+        judge_win_rate        = (wins + ties / 2) / n     a tie is half a win (as the classifier's win rate)
+        judge_win_rate_strict = wins / n                  a tie is no win (the formula of published reproductions)
+
+    and unparsable_share = unparsable / all verdicts.
     """
     if len(verdicts) != len(model_first):
         raise ValueError(f"{len(verdicts)} verdicts for {len(model_first)} comparisons")
-    wins = sum(1 for verdict, first in zip(verdicts, model_first) if verdict is not None and (verdict == "A") == first)
+    ties = sum(1 for verdict in verdicts if verdict == TIE)
     unparsable = sum(1 for verdict in verdicts if verdict is None)
-    losses = len(verdicts) - wins - unparsable
-    decided = wins + losses
+    wins = sum(1 for verdict, first in zip(verdicts, model_first)
+               if verdict in ("A", "B") and (verdict == "A") == first)
+    losses = len(verdicts) - wins - ties - unparsable
+    decided = wins + losses + ties
     return {
-        "judge_wins": wins, "judge_losses": losses, "judge_unparsable": unparsable,
-        "judge_win_rate": wins / decided if decided else None,
+        "judge_wins": wins, "judge_losses": losses, "judge_ties": ties, "judge_unparsable": unparsable,
+        "judge_win_rate": (wins + ties / 2) / decided if decided else None,
+        "judge_win_rate_strict": wins / decided if decided else None,
         "judge_unparsable_share": unparsable / len(verdicts) if verdicts else None,
     }
 
@@ -111,7 +132,8 @@ def judge(items: Sequence[JudgeItem], generate: Callable[[list[str]], list[str]]
     records = [
         {"prompt_index": item.prompt_index, "model_shown_as": "A" if first else "B", "judge_output": output,
          "verdict": verdict,
-         "winner": None if verdict is None else ("model" if (verdict == "A") == first else "baseline")}
+         "winner": None if verdict is None else TIE if verdict == TIE else
+         ("model" if (verdict == "A") == first else "baseline")}
         for item, first, output, verdict in zip(items, model_first, outputs, verdicts)
     ]
     return tally_verdicts(verdicts, model_first), records
@@ -123,11 +145,14 @@ def greedy_generate_fn(model, tokenizer, max_new_tokens: int, batch_size: int) -
     import torch
 
     def generate(prompts: list[str]) -> list[str]:
-        if getattr(tokenizer, "chat_template", None):
+        # A rendered chat template already holds the model's BOS (Llama 3's <|begin_of_text|>): adding special tokens
+        # again would start every judge prompt with two.
+        templated = bool(getattr(tokenizer, "chat_template", None))
+        if templated:
             prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                      add_generation_prompt=True) for p in prompts]
         context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-        longest = max((len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts), default=0)
+        longest = max((len(tokenizer(p, add_special_tokens=not templated)["input_ids"]) for p in prompts), default=0)
         if context and longest + max_new_tokens > context:
             raise PipelineError(f"judge_model_path: judge prompts of {longest} tokens plus {max_new_tokens} new tokens "
                                 f"do not fit the judge's context of {context} tokens; use a judge with a longer "
@@ -137,7 +162,8 @@ def greedy_generate_fn(model, tokenizer, max_new_tokens: int, batch_size: int) -
         outputs = []
         try:
             for start in range(0, len(prompts), batch_size):
-                inputs = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True).to(device)
+                inputs = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True,
+                                   add_special_tokens=not templated).to(device)
                 with torch.no_grad():
                     sequences = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
                                                pad_token_id=tokenizer.pad_token_id)

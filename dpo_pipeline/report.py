@@ -26,7 +26,8 @@ FRONTIER_COLUMNS = [
     "reward", "reward_sem", "kl", "kl_sem", "num_samples", "num_prompts",
     "heldout_accuracy", "heldout_ties", "heldout_logratio_margin", "heldout_reward_margin", "heldout_pairs",
     "wins", "losses", "ties", "win_rate",
-    "judge_wins", "judge_losses", "judge_unparsable", "judge_win_rate", "judge_unparsable_share",
+    "judge_wins", "judge_losses", "judge_ties", "judge_unparsable", "judge_win_rate", "judge_win_rate_strict",
+    "judge_unparsable_share", "mean_response_tokens",
 ]
 BEST_OF_N_KL_NOTE = "best-of-N KL is the analytic log N − (N−1)/N, not measured"
 
@@ -83,23 +84,38 @@ def _save(figure, path: Path) -> None:
 _LINESTYLES = {"sigmoid": "-", "ipo": "--", "robust": "-.", "preferred_ft": ":"}
 
 
+# What the frontier plots against KL: the reward where there is one (a classifier), else the judge's win rate
+# against SFT (final models only), else the held-out implicit-reward accuracy.
+FRONTIER_METRICS = (("reward", "reward: mean P(POSITIVE)"), ("judge_win_rate", "judge win rate vs SFT (ties ½)"),
+                    ("heldout_accuracy", "held-out implicit-reward accuracy"))
+
+
+def frontier_metric(rows: list[dict]) -> tuple[str, str]:
+    return next(((key, label) for key, label in FRONTIER_METRICS if any(row.get(key) is not None for row in rows)),
+                FRONTIER_METRICS[0])
+
+
 def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
-    """Reward against KL: one line per trained run through its checkpoints (in step order, large point = final
-    model), best-of-N as a dashed black curve, SFT as a star at KL 0. Label-noise runs have a plot of their own."""
+    """Reward (`frontier_metric`) against KL: one line per trained run through its checkpoints (in step order, large
+    point = final model), best-of-N as a dashed black curve, SFT as a star at KL 0. Label-noise runs have a plot of
+    their own."""
     plt = _pyplot()
+    metric, metric_label = frontier_metric(rows)
+    rows = [row for row in rows if row.get(metric) is not None or row["run"] == "sft"]
     figure, axes = plt.subplots(figsize=(8, 5), dpi=120)
     trained = [row for row in rows if row["run"] not in ("sft", "best-of-n") and not row.get("label_noise")]
     for run in dict.fromkeys(row["run"] for row in trained):
         points = sorted((row for row in trained if row["run"] == run), key=lambda row: row["step"])
         style = _LINESTYLES.get(points[0]["loss_type"], (0, (1, 1)))
         marker = "s" if points[0]["method"] == "preferred_ft" else "o"
-        line, = axes.plot([p["kl"] for p in points], [p["reward"] for p in points], marker=marker, markersize=4,
+        line, = axes.plot([p["kl"] for p in points], [p[metric] for p in points], marker=marker, markersize=4,
                           linestyle=style, label=series_label(points[0]))
         final = [p for p in points if p["is_final"]]
-        axes.plot([p["kl"] for p in final], [p["reward"] for p in final], marker=marker, markersize=9,
+        axes.plot([p["kl"] for p in final], [p[metric] for p in final], marker=marker, markersize=9,
                   linestyle="none", color=line.get_color())
-        axes.errorbar([p["kl"] for p in points], [p["reward"] for p in points],
-                      yerr=[p["reward_sem"] for p in points], fmt="none", ecolor="gray", alpha=0.4)
+        if metric == "reward":
+            axes.errorbar([p["kl"] for p in points], [p["reward"] for p in points],
+                          yerr=[p["reward_sem"] for p in points], fmt="none", ecolor="gray", alpha=0.4)
     best_of_n = sorted((row for row in rows if row["run"] == "best-of-n"), key=lambda row: row["step"])
     if best_of_n:
         axes.plot([r["kl"] for r in best_of_n], [r["reward"] for r in best_of_n], color="black", linestyle="--",
@@ -107,12 +123,13 @@ def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
         for r in best_of_n:
             axes.annotate(f"N={r['step']}", (r["kl"], r["reward"]), textcoords="offset points", xytext=(4, -10),
                           fontsize=7)
+    sft_level = {"reward": None, "judge_win_rate": 0.5, "heldout_accuracy": None}[metric]
     for row in rows:
-        if row["run"] == "sft":
-            axes.plot([0.0], [row["reward"]], marker="*", markersize=14, color="black", linestyle="none",
-                      label="SFT (reference)")
+        if row["run"] == "sft" and (row.get(metric) is not None or sft_level is not None):
+            axes.plot([0.0], [row.get(metric, sft_level) if row.get(metric) is not None else sft_level], marker="*",
+                      markersize=14, color="black", linestyle="none", label="SFT (reference)")
     axes.set_xlabel("KL(π || π_SFT), nats per sequence")
-    axes.set_ylabel("reward: mean P(POSITIVE)")
+    axes.set_ylabel(metric_label)
     axes.set_title(title)
     note = "points: checkpoints in training order; large point: final model"
     if best_of_n:
@@ -221,19 +238,26 @@ def _win_cell(row: dict) -> str:
 def _judge_cell(row: dict) -> str:
     if row.get("judge_wins") is None:
         return "—"
-    return (f"{_number(row['judge_win_rate'])} ({row['judge_wins']}/{row['judge_losses']}, "
+    return (f"{_number(row['judge_win_rate'])} / {_number(row.get('judge_win_rate_strict'))} "
+            f"({row['judge_wins']}/{row['judge_losses']}/{row.get('judge_ties', 0)}, "
             f"{row['judge_unparsable_share']:.0%} unparsable)")
 
 
+def _reward_cell(row: dict) -> str:
+    return "—" if row.get("reward") is None else f"{row['reward']:.3f} ± {row['reward_sem']:.3f}"
+
+
 def final_models_table(final_rows: list[dict], with_judge: bool) -> str:
+    """One row per final model. Every win rate sits beside the mean response length: judges favour longer answers."""
     header = ["model", "run", "reward ± s.e.", "KL ± s.e.", "held-out accuracy", "held-out margin (β·Δ)",
-              "win rate vs SFT (W/L/T)"] + (["judge win rate vs SFT (W/L)"] if with_judge else [])
+              "win rate vs SFT (W/L/T)"] + (["judge win rate vs SFT, ties ½ / ties 0 (W/L/T)"] if with_judge else []) \
+        + ["mean response tokens"]
     body = []
     for row in final_rows:
-        cells = [series_label(row), f"`{row['name']}`", f"{row['reward']:.3f} ± {row['reward_sem']:.3f}",
-                 f"{row['kl']:.2f} ± {row['kl_sem']:.2f}", _number(row.get("heldout_accuracy")),
-                 _number(row.get("heldout_reward_margin")), _win_cell(row)]
-        body.append(cells + ([_judge_cell(row)] if with_judge else []))
+        cells = [series_label(row), f"`{row['name']}`", _reward_cell(row), f"{row['kl']:.2f} ± {row['kl_sem']:.2f}",
+                 _number(row.get("heldout_accuracy")), _number(row.get("heldout_reward_margin")), _win_cell(row)]
+        length = row.get("mean_response_tokens")
+        body.append(cells + ([_judge_cell(row)] if with_judge else []) + ["—" if length is None else f"{length:.1f}"])
     return _table(header, body)
 
 
@@ -258,7 +282,7 @@ def sample_generations(final_rows: list[dict], out: Path, num_prompts: int) -> l
             sample = samples[row["name"]].get(key)
             if sample:
                 records.append({"prompt_index": key[0], "prompt": sample["prompt"], "model": series_label(row),
-                                "completion": sample["completion"], "reward": sample["reward"]})
+                                "completion": sample["completion"], "reward": sample.get("reward")})
     return records
 
 
@@ -267,7 +291,10 @@ def write_report(rows: list[dict], out: Path, args, num_prompts: int, heldout) -
     final_rows = [row for row in rows if row["is_final"] and row["run"] != "best-of-n"]
     best_of_n = [row for row in rows if row["run"] == "best-of-n"]
     write_frontier_csv(rows, out / FRONTIER_CSV)
-    plot_frontier(rows, out / FRONTIER_PNG, f"Reward vs KL on {num_prompts} held-out prefixes")
+    chat = getattr(args, "task", "sentiment") == "chat"
+    what = "conversations" if chat else "prefixes"
+    plot_frontier(rows, out / FRONTIER_PNG, f"{frontier_metric(rows)[1].split(':')[0].capitalize()} vs KL on "
+                                            f"{num_prompts} held-out {what}")
     has_curves = plot_training_curves(final_rows, out / CURVES_PNG)
     study = noise_study(final_rows)
     if study:
@@ -280,16 +307,21 @@ def write_report(rows: list[dict], out: Path, args, num_prompts: int, heldout) -
         "# DPO evaluation report", "",
         f"Written by `python {command}` on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} "
         f"(git commit {git_commit() or 'unknown'}).", "",
-        f"- Prompts: {num_prompts} prefixes of `{args.dataset_name}` ({args.dataset_split} split), "
-        f"{args.min_prefix_tokens}–{args.max_prefix_tokens} tokens; {args.samples_per_prompt} samples per prompt "
-        f"and model, at most {args.max_new_tokens} new tokens, temperature {args.temperature:g}, no top-k/top-p.",
-        f"- Reward: P(POSITIVE) of `{args.classifier_name_or_path}` on "
-        f"{'prompt + completion' if args.score_prompt else 'the completion'}. "
-        f"KL: exact sequence-level KL(π || π_SFT) of each sample, averaged; π_SFT = `{args.sft_model_path}`.",
+        (f"- Prompts: {num_prompts} conversations of `{args.dataset_name}` ({args.dataset_split} split), rendered by "
+         f"the chat template; " if chat else
+         f"- Prompts: {num_prompts} prefixes of `{args.dataset_name}` ({args.dataset_split} split), "
+         f"{args.min_prefix_tokens}–{args.max_prefix_tokens} tokens; ")
+        + f"{args.samples_per_prompt} samples per prompt and model, at most {args.max_new_tokens} new tokens, "
+        f"temperature {args.temperature:g}, no top-k/top-p.",
+        (f"- Reward: P(POSITIVE) of `{args.classifier_name_or_path}` on "
+         f"{'prompt + completion' if args.score_prompt else 'the response'}. " if args.classifier_name_or_path else
+         "- Reward: none (no classifier); models are compared by held-out accuracy and the judge. ")
+        + f"KL: exact sequence-level KL(π || π_SFT) of each sample, averaged; π_SFT = `{args.sft_model_path}`.",
         "- Held-out pairs: "
         + (f"{len(heldout)} pairs of `{heldout.path}`, made like the training pairs from prompts no model trained on."
            if heldout else "none (set heldout_pairs_file)."),
-        "", "## Reward vs KL frontier", "", f"![frontier]({FRONTIER_PNG})", "",
+        "", f"## {frontier_metric(rows)[1].split(':')[0].capitalize()} vs KL frontier", "",
+        f"![frontier]({FRONTIER_PNG})", "",
         "Each line is one training run through its saved checkpoints; the large point is its final model. "
         + (f"The black dashed curve is best-of-N sampling from the SFT model; {BEST_OF_N_KL_NOTE}"
            f"{best_of_n_prompts_note(rows).replace('; first', ', measured on the first')}."
@@ -303,8 +335,10 @@ def write_report(rows: list[dict], out: Path, args, num_prompts: int, heldout) -
     ]
     if with_judge:
         lines += [f"LLM judge: `{args.judge_model_path}`, greedy decoding, the two completions' order set by a "
-                  "seeded coin per prompt; win rate over parsable verdicts, the unparsable share reported "
-                  "(raw verdicts in judge/).", ""]
+                  "seeded coin per prompt; over the parsable verdicts two win rates, ties counted as half a win and "
+                  "as no win (wins / (wins + losses + ties), the formula of published reproductions); the unparsable "
+                  "share reported (raw verdicts in judge/). The mean response length stands beside every win rate: "
+                  "judges favour longer answers.", ""]
     if heldout:
         lines += ["## Ranked by held-out implicit-reward accuracy", "", ranking_table(final_rows), ""]
     if best_of_n:
@@ -331,7 +365,7 @@ def write_report(rows: list[dict], out: Path, args, num_prompts: int, heldout) -
             group = [s for s in samples if s["prompt_index"] == prompt_index]
             lines += [f"**Prompt {prompt_index}:** {_cell(group[0]['prompt'])}", "",
                       _table(["model", "completion", "reward"],
-                             [[s["model"], _cell(s["completion"]), f"{s['reward']:.3f}"] for s in group]), ""]
+                             [[s["model"], _cell(s["completion"]), _number(s["reward"])] for s in group]), ""]
     lines += ["## Every evaluated model", "", f"All checkpoints are in [{FRONTIER_CSV}]({FRONTIER_CSV}); "
               "per-sample completions, rewards and KL in samples/.", ""]
     atomic_write_text(out / REPORT_MD, "\n".join(lines))

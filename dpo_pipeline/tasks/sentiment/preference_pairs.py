@@ -7,17 +7,18 @@ import logging
 import os
 from pathlib import Path
 
-from .cli import PipelineError, require_source
-from .configs import PairsArguments
-from .data import build_prompts, decode_tokens, load_reviews
-from .generation import iter_samples
-from .metrics import clustered_mean_and_standard_error
-from .distributed import gather_lists, on_main, process_state
-from .models import SentimentClassifier, load_causal_lm, load_tokenizer, resolve_dtype
-from .progress import progress
-from .pairs import flip_labels, max_pairs_per_prompt, noisy_pairs_file, pair_records
-from .runs import RunFolder, atomic_write_text, config_dict, config_fingerprint, write_jsonl
-from .tracking import finish_wandb_run, start_wandb_run
+from ...cli import PipelineError, require_source
+from ...configs import PairsArguments
+from ...data import decode_tokens
+from ...distributed import gather_lists, on_main, process_state
+from ...generation import iter_samples
+from ...metrics import clustered_mean_and_standard_error
+from ...models import SentimentClassifier, load_causal_lm, load_tokenizer, resolve_dtype
+from ...pairs import flip_labels, max_pairs_per_prompt, noisy_pairs_file, pair_records
+from ...progress import progress
+from ...runs import RunFolder, atomic_write_text, config_dict, config_fingerprint, write_jsonl
+from ...tracking import finish_wandb_run, start_wandb_run
+from .reviews import build_prompts, load_reviews
 
 logger = logging.getLogger(__name__)
 

@@ -226,9 +226,10 @@ class Bench:
 
     def sft(self) -> dict:
         """Each SFT config at its own micro-batch and accumulation, on review-length synthetic texts."""
-        import sft as sft_script
         from datasets import Dataset
         from trl import SFTTrainer
+
+        import sft as sft_script
 
         results = {}
         for entry in self.args.sft_configs:
@@ -260,8 +261,9 @@ class Bench:
         the reference model once over the data before training: that pass is timed too and charged to every pair,
         so `pairs_per_s` is end to end in both columns (as for one epoch, the paper's setting).
         """
-        import dpo as dpo_script
         from datasets import Dataset
+
+        import dpo as dpo_script
 
         dataclass_types = dpo_script.dataclass_types()
         ours = {config_label(entry): _training_config(dataclass_types, entry) for entry in self.args.dpo_configs}
@@ -374,7 +376,6 @@ class Bench:
     def kl(self) -> dict:
         from .generation import completion_logits
         from .metrics import sequence_kl
-
         from .models import with_float32_head
 
         sampler = with_float32_head(self.new_policy(), self.dtype).to(self.device).eval()

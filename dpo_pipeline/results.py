@@ -1,0 +1,245 @@
+"""The figures the README and docs/results.md show, written from the files the demos leave (never typed by hand):
+
+    make demo; make demo-chat; make study     (any of them; what has not run is left out)
+    make results                              (python -m dpo_pipeline.results)
+
+Reads the wall times the Makefile records (`.venv/install.seconds`, `runs/*/timings/*.seconds`: the first successful
+run of each step), the summaries of the pairs and of each run (`stage_complete.json`) and the evaluations'
+`frontier.csv`; writes docs/results.md whole, and the block between `<!-- results -->` and `<!-- /results -->` of
+README.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from .cli import PipelineError, run_script
+
+DEMO_STEPS = (("install", "create .venv"), ("assets", "build the embedded assets"), ("sft", "SFT"),
+              ("pairs", "sample and score pairs"), ("dpo", "DPO sweep"), ("eval", "evaluation and report"))
+STUDY_STEPS = (("preferred-ft", "Preferred-FT"), ("dpo-study", "the study's DPO runs"),
+               ("eval-study", "evaluation of the new models"))
+CHAT_STEPS = (("assets", "conversations and pairs"), ("sft", "chat SFT"), ("dpo", "DPO sweep"),
+              ("eval", "evaluation, judge and report"))
+README_BLOCK = re.compile(r"(<!-- results -->\n).*?(<!-- /results -->)", re.S)
+
+
+def minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s" if seconds >= 60 else f"{int(seconds)} s"
+
+
+def read_seconds(path: Path) -> int | None:
+    return int(path.read_text().split()[0]) if path.is_file() else None
+
+
+def read_frontier(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for row in csv.DictReader(path.open()):
+        for key, value in row.items():
+            if key in ("name", "run", "method", "loss_type", "is_final"):
+                continue
+            row[key] = float(value) if value not in ("", None) else None
+        row["is_final"] = row["is_final"] == "True"
+        rows.append(row)
+    return rows
+
+
+def summary(folder: Path) -> dict:
+    path = folder / "stage_complete.json"
+    return json.loads(path.read_text())["summary"] if path.is_file() else {}
+
+
+def number(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def with_sem(row: dict, key: str, digits: int) -> str:
+    if row.get(key) is None:
+        return "—"
+    sem = row.get(f"{key}_sem")
+    return f"{row[key]:.{digits}f}" + (f" ± {sem:.{digits}f}" if sem else "")
+
+
+def timing_lines(steps, folder: Path, venv: Path, with_install: bool) -> tuple[list[str], int | None]:
+    """'step: time' for each recorded step, and the total (None when a step has no record)."""
+    parts, total = [], 0
+    for step, label in steps:
+        seconds = read_seconds(venv / "install.seconds") if step == "install" else read_seconds(
+            folder / f"{step}.seconds")
+        if step == "install" and not with_install:
+            continue
+        if seconds is None:
+            total = None
+            continue
+        parts.append(f"{label} {minutes(seconds)}")
+        total = None if total is None else total + seconds
+    return parts, total
+
+
+def sentiment_table(rows: list[dict], names: list[str] | None = None) -> list[str]:
+    from .report import series_label
+
+    lines = ["| model | reward: mean P(POSITIVE) | KL(π ‖ π_SFT), nats | held-out accuracy | win rate vs SFT |",
+             "|---|---|---|---|---|"]
+    finals = [row for row in rows if row["is_final"] and row["method"] != "best_of_n"
+              and (names is None or row["run"] in names)]
+    for row in sorted(finals, key=lambda r: (r["method"] != "sft", r["kl"] or 0)):
+        lines.append(f"| {series_label(row)} (step {int(row['step'])}) | {with_sem(row, 'reward', 3)} | "
+                     f"{with_sem(row, 'kl', 2)} | {number(row.get('heldout_accuracy'))} | "
+                     f"{number(row.get('win_rate'))} |".replace(" (step 0)", ""))
+    best = [row for row in rows if row["method"] == "best_of_n" and row["step"] > 1]
+    if best:
+        lines.append(f"| best-of-{' / '.join(str(int(r['step'])) for r in best)} from SFT "
+                     f"({int(best[0]['num_prompts'])} prompts) | {' / '.join(number(r['reward']) for r in best)} | "
+                     f"{' / '.join(number(r['kl'], 2) for r in best)} (analytic) | — | — |")
+    return lines
+
+
+def chat_table(rows: list[dict]) -> list[str]:
+    from .report import series_label
+
+    lines = ["| model | KL(π ‖ π_SFT), nats | held-out accuracy | win rate vs SFT (classifier) | judge win rate: "
+             "ties ½ / wins ÷ (wins+losses+ties) | judge unparsable | mean answer tokens |",
+             "|---|---|---|---|---|---|---|"]
+    for row in sorted((r for r in rows if r["is_final"]), key=lambda r: (r["method"] != "sft", r["kl"] or 0)):
+        judge = ("—" if row.get("judge_win_rate") is None else
+                 f"{row['judge_win_rate']:.3f} / {row['judge_win_rate_strict']:.3f}")
+        lines.append(f"| {series_label(row)} | {with_sem(row, 'kl', 2)} | {number(row.get('heldout_accuracy'))} | "
+                     f"{number(row.get('win_rate'))} | {judge} | {number(row.get('judge_unparsable_share'), 2)} | "
+                     f"{number(row.get('mean_response_tokens'), 1)} |")
+    return lines
+
+
+BEFORE_SAMPLED_IDS = "demo_before_sampled_ids.csv"
+
+
+def before_and_after(before_file: Path, rows: list[dict]) -> list[str]:
+    """The demo's final models before DPO trained on the sampled token ids (re-tokenized text, EOS on every
+    completion; the figures of that commit, in docs/demo_before_sampled_ids.csv) beside today's."""
+    if not before_file.is_file():
+        return []
+    lines = [line for line in before_file.read_text().splitlines() if not line.startswith("#")]
+    before = {row["name"]: row for row in csv.DictReader(lines)}
+    finals = {row["run"]: row for row in rows if row["is_final"]}
+    table = ["### Training on the sampled token ids: before and after", "",
+             "Before: DPO re-tokenized each sampled completion's text and appended EOS to every one (TRL's text "
+             "path); after: DPO trains on the token ids that were sampled, EOS only where it was sampled. Same "
+             f"configs and seeds ({BEFORE_SAMPLED_IDS} holds the figures of the earlier commit).", "",
+             "| model | reward before → after | KL before → after | held-out accuracy before → after | "
+             "win rate before → after |", "|---|---|---|---|---|"]
+    for name, old in before.items():
+        new = finals.get(name)
+        if new is None:
+            continue
+        cells = [f"{float(old[key]):.{digits}f} → {new[key]:.{digits}f}" if old[key] and new.get(key) is not None
+                 else "—" for key, digits in (("reward", 3), ("kl", 2), ("heldout_accuracy", 3), ("win_rate", 3))]
+        table.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*table, ""]
+
+
+def demo_section(root: Path, venv: Path) -> tuple[list[str], list[str]]:
+    """(the docs section, the README block) of make demo and make study."""
+    import yaml
+
+    rows = read_frontier(root / "runs/tiny/eval/frontier.csv")
+    if not rows:
+        return [], []
+    demo_runs = [entry.replace("=", "-").replace(",", "_")
+                 for entry in yaml.safe_load((root / "configs/tiny/dpo.yaml").read_text())["sweep"]]
+    steps, total = timing_lines(DEMO_STEPS, root / "runs/tiny/timings", venv, with_install=True)
+    pairs = summary(root / "generations/tiny")
+    timing = (f"`make demo`: {minutes(total)} in all" if total is not None else "`make demo`") + \
+        (f" ({', '.join(steps)})" if steps else "")
+    facts = []
+    if pairs:
+        facts.append(f"{pairs['pairs']:,} training pairs from {pairs['prompts']} prompts x "
+                     f"{pairs['completions'] // pairs['prompts']} completions "
+                     f"({pairs.get('heldout_pairs', 0)} held-out pairs of {pairs.get('heldout_prompts', 0)} other "
+                     f"prompts); {1 - pairs['completions_ended_with_eos']:.0%} of the completions were cut at "
+                     "max_new_tokens (no EOS)")
+    sft = next(row for row in rows if row["method"] == "sft")
+    facts.append(f"evaluation on {int(sft['num_prompts'])} held-out test prompts x "
+                 f"{int(sft['num_samples'] // sft['num_prompts'])} samples; ± is the prompt-clustered standard error")
+    demo_table = sentiment_table(rows, ["sft", *demo_runs])
+    before = before_and_after(root / "docs" / BEFORE_SAMPLED_IDS, rows)
+    docs = ["## make demo", "", timing + ".", "", *[f"- {fact}" for fact in facts], "", *demo_table, "", *before]
+    readme = [timing + ".", "", *demo_table, ""]
+    study_steps, study_total = timing_lines(STUDY_STEPS, root / "runs/tiny/timings", venv, with_install=False)
+    figures = root / "runs/tiny/eval"
+    if any(row["run"] not in ("sft", "best-of-n", *demo_runs) for row in rows):
+        docs += ["## make study", "",
+                 (f"After the demo, {minutes(study_total)} more" if study_total is not None else "After the demo") +
+                 (f" ({', '.join(study_steps)})" if study_steps else "") + ". Final models:", "",
+                 *sentiment_table(rows), "", "![the study's frontier](study_frontier.png)", ""]
+        copies = {"frontier.png": "study_frontier.png", "label_noise.png": "study_label_noise.png"}
+        if (figures / "label_noise.png").is_file():
+            docs += ["![the label-noise study](study_label_noise.png)", ""]
+    else:  # the report's figure while it shows the demo's runs only
+        copies = {"frontier.png": "demo_frontier.png"}
+    for source, target in copies.items():
+        if (figures / source).is_file():
+            shutil.copyfile(figures / source, root / "docs" / target)
+    return docs, readme
+
+
+def chat_section(root: Path, venv: Path) -> tuple[list[str], list[str]]:
+    rows = read_frontier(root / "runs/chat-tiny/eval/frontier.csv")
+    if not rows:
+        return [], []
+    steps, total = timing_lines(CHAT_STEPS, root / "runs/chat-tiny/timings", venv, with_install=False)
+    sft = summary(root / "runs/chat-tiny/sft")
+    timing = (f"`make demo-chat` (after `make demo`'s install and assets): {minutes(total)}"
+              if total is not None else "`make demo-chat`") + (f" ({', '.join(steps)})" if steps else "")
+    sft_line = f"; the chat model trained {sft['global_step']} SFT steps" if sft else ""
+    first = rows[0]
+    lines = [timing + sft_line + f". {int(first['num_prompts'])} held-out conversations x "
+             f"{int(first['num_samples'] // first['num_prompts'])} answers per model; the classifier's win rate is "
+             "the offline judge; the judge columns run the LLM-judge code path with the tiny chat model as judge "
+             "(its verdicts are mostly unparsable: it shows the path works, not a judgement).", "",
+             *chat_table(rows), ""]
+    return ["## make demo-chat", "", *lines], lines
+
+
+def write_results(root: Path, venv: Path) -> Path:
+    (root / "docs").mkdir(exist_ok=True)
+    demo_docs, demo_readme = demo_section(root, venv)
+    chat_docs, chat_readme = chat_section(root, venv)
+    if not demo_docs and not chat_docs:
+        raise PipelineError("no results yet: run make demo (and make demo-chat, make study) first")
+    docs = root / "docs" / "results.md"
+    docs.write_text("\n".join([
+        "# Results of the offline demos", "",
+        f"Written by `make results` on {date.today().isoformat()} from the files the demos left on a 2-core CPU "
+        "without a GPU; do not edit by hand. Wall times are each step's first successful run.", "",
+        *demo_docs, *chat_docs]))
+    readme_path = root / "README.md"
+    readme = readme_path.read_text()
+    block = "\n".join([*demo_readme, *(["Chat demo: " + chat_readme[0], *chat_readme[1:]] if chat_readme else []),
+                       "(Written by `make results`; more in [docs/results.md](docs/results.md).)", ""])
+    if README_BLOCK.search(readme):
+        readme_path.write_text(README_BLOCK.sub(lambda m: m.group(1) + block + m.group(2), readme))
+    return docs
+
+
+@dataclass
+class ResultsArguments:
+    """`python -m dpo_pipeline.results`: where the repository and its virtual environment are."""
+
+    root: str = field(default=".", metadata={"help": "The repository (where runs/, docs/ and README.md are)."})
+    venv: str = field(default=".venv", metadata={"help": "The virtual environment make created, under root."})
+
+
+def main(args: ResultsArguments) -> None:
+    print(write_results(Path(args.root), Path(args.root) / args.venv))
+
+
+if __name__ == "__main__":
+    run_script(main, [ResultsArguments])

@@ -1,0 +1,52 @@
+"""make results writes the README's and docs/results.md's figures from the files the demos leave, never by hand."""
+
+import csv
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+FRONTIER = [
+    {"name": "sft", "run": "sft", "method": "sft", "loss_type": "sft", "step": 0, "is_final": True, "reward": 0.5125,
+     "reward_sem": 0.01, "kl": 0.0, "kl_sem": 0.0, "num_samples": 512, "num_prompts": 128},
+    {"name": "beta-0.1/step-72", "run": "beta-0.1", "method": "dpo", "beta": 0.1, "loss_type": "sigmoid",
+     "label_noise": 0.0, "step": 72, "is_final": True, "reward": 0.8125, "reward_sem": 0.004, "kl": 12.375,
+     "kl_sem": 0.25, "num_samples": 512, "num_prompts": 128, "heldout_accuracy": 0.6875, "win_rate": 0.9375},
+    {"name": "beta-0.1/step-36", "run": "beta-0.1", "method": "dpo", "beta": 0.1, "loss_type": "sigmoid",
+     "label_noise": 0.0, "step": 36, "is_final": False, "reward": 0.7, "kl": 3.0, "num_samples": 512,
+     "num_prompts": 128},
+]
+
+
+def test_results_come_from_the_run_files_and_the_recorded_times(tmp_path):
+    from dpo_pipeline.report import FRONTIER_COLUMNS
+
+    (tmp_path / "configs/tiny").mkdir(parents=True)
+    (tmp_path / "configs/tiny/dpo.yaml").write_text("sweep:\n  - beta=0.1\n")
+    eval_dir = tmp_path / "runs/tiny/eval"
+    eval_dir.mkdir(parents=True)
+    with (eval_dir / "frontier.csv").open("w") as file:
+        writer = csv.DictWriter(file, fieldnames=FRONTIER_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(FRONTIER)
+    timings = tmp_path / "runs/tiny/timings"
+    timings.mkdir()
+    for step, seconds in {"assets": 40, "sft": 125, "pairs": 30, "dpo": 200, "eval": 80}.items():
+        (timings / f"{step}.seconds").write_text(f"{seconds}\n")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv/install.seconds").write_text("100\n")
+    (tmp_path / "README.md").write_text("# Title\n\n<!-- results -->\nold figures\n<!-- /results -->\n\nEnd.\n")
+    result = subprocess.run([sys.executable, "-m", "dpo_pipeline.results", "--root", str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    readme = (tmp_path / "README.md").read_text()
+    assert "old figures" not in readme and readme.startswith("# Title") and readme.endswith("End.\n")
+    assert "`make demo`: 9 min 35 s in all" in readme  # 100 + 40 + 125 + 30 + 200 + 80 s
+    assert "| DPO β=0.1 (step 72) | 0.812 ± 0.004 | 12.38 ± 0.25 | 0.688 | 0.938 |" in readme
+    assert "step 36" not in readme  # final models only
+    docs = (tmp_path / "docs/results.md").read_text()
+    assert "SFT 2 min 05 s" in docs and "| SFT | 0.512 ± 0.010 |" in docs
+    (tmp_path / "runs").rename(tmp_path / "elsewhere")
+    result = subprocess.run([sys.executable, "-m", "dpo_pipeline.results", "--root", str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: no results yet")
