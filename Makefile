@@ -1,7 +1,8 @@
 # The two commands of the README, and the steps they are made of.
 #   make demo       the whole pipeline on the embedded offline default (2-core CPU, under 10 minutes)
 #   make demo-chat  the chat task offline: a tiny chat model, DPO on conversational pairs, a judged report
-#   make study      the demo plus baselines (Preferred-FT, IPO, robust DPO) and a label-noise sweep
+#   make study      the demo plus baselines (Preferred-FT, IPO, robust DPO, RLOO with a learned and the true reward)
+#                   and a label-noise sweep
 #   make test       the test suite
 #   make results    docs/results.md (and the README's figures) from the files the runs above left
 # Everything runs in .venv, created on first use from requirements.txt; finished steps are skipped on later runs.
@@ -22,7 +23,7 @@ endef
 TIMINGS := runs/tiny/timings
 CHAT_TIMINGS := runs/chat-tiny/timings
 
-.PHONY: install assets sft pairs dpo eval demo preferred-ft study test results clean-demo \
+.PHONY: install assets sft pairs dpo eval demo preferred-ft reward-model rl study test results clean-demo \
 	chat-assets chat-sft chat-dpo chat-eval demo-chat
 
 install: $(INSTALLED)
@@ -63,8 +64,15 @@ demo: eval
 preferred-ft: pairs
 	$(call timed,$(TIMINGS)/preferred-ft.seconds,$(PY) sft.py --config $(CONFIGS)/preferred_ft.yaml)
 
+# The paper's online RL baselines: a reward model learned from the pairs, then RLOO with it and with the true reward.
+reward-model: pairs
+	$(call timed,$(TIMINGS)/reward-model.seconds,$(PY) reward_model.py --config $(CONFIGS)/reward_model.yaml)
+
+rl: reward-model
+	$(call timed,$(TIMINGS)/rl.seconds,$(PY) rl.py --config $(CONFIGS)/rl.yaml)
+
 # Extends the demo: evaluation is incremental, so the second eval.py measures only the new models.
-study: demo preferred-ft
+study: demo preferred-ft rl
 	$(call timed,$(TIMINGS)/dpo-study.seconds,$(PY) dpo.py --config $(CONFIGS)/dpo_study.yaml)
 	$(call timed,$(TIMINGS)/eval-study.seconds,$(PY) eval.py --config $(CONFIGS)/eval.yaml)
 	@echo "Study finished: report in runs/tiny/eval/report.md"

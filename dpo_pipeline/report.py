@@ -41,6 +41,9 @@ def series_label(row: dict) -> str:
         return "Preferred-FT"
     if method == "best_of_n":
         return "best-of-N"
+    if method in ("rloo", "grpo"):  # online RL: loss_type holds the reward it was trained on
+        reward = "true reward" if loss == "classifier" else "reward model"
+        return f"{method.upper()} ({reward}) β={row['beta']:g}"
     if loss == "sigmoid":
         label = f"DPO β={row['beta']:g}"
     elif loss == "ipo":
@@ -81,7 +84,8 @@ def _save(figure, path: Path) -> None:
     temporary.replace(path)
 
 
-_LINESTYLES = {"sigmoid": "-", "ipo": "--", "robust": "-.", "preferred_ft": ":"}
+_LINESTYLES = {"sigmoid": "-", "ipo": "--", "robust": "-.", "preferred_ft": ":", "classifier": "-",
+               "reward_model": "--"}
 
 
 # What the frontier plots against KL: the reward where there is one (a classifier), else the judge's win rate
@@ -107,7 +111,7 @@ def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
     for run in dict.fromkeys(row["run"] for row in trained):
         points = sorted((row for row in trained if row["run"] == run), key=lambda row: row["step"])
         style = _LINESTYLES.get(points[0]["loss_type"], (0, (1, 1)))
-        marker = "s" if points[0]["method"] == "preferred_ft" else "o"
+        marker = {"preferred_ft": "s", "rloo": "^", "grpo": "v"}.get(points[0]["method"], "o")
         line, = axes.plot([p["kl"] for p in points], [p[metric] for p in points], marker=marker, markersize=4,
                           linestyle=style, label=series_label(points[0]))
         final = [p for p in points if p["is_final"]]

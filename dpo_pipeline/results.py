@@ -23,7 +23,8 @@ from .cli import PipelineError, run_script
 
 DEMO_STEPS = (("install", "create .venv"), ("assets", "build the embedded assets"), ("sft", "SFT"),
               ("pairs", "sample and score pairs"), ("dpo", "DPO sweep"), ("eval", "evaluation and report"))
-STUDY_STEPS = (("preferred-ft", "Preferred-FT"), ("dpo-study", "the study's DPO runs"),
+STUDY_STEPS = (("preferred-ft", "Preferred-FT"), ("reward-model", "the reward model"), ("rl", "RLOO runs"),
+               ("dpo-study", "the study's DPO runs"),
                ("eval-study", "evaluation of the new models"))
 CHAT_STEPS = (("assets", "conversations and pairs"), ("sft", "chat SFT"), ("dpo", "DPO sweep"),
               ("eval", "evaluation, judge and report"))
@@ -178,7 +179,13 @@ def demo_section(root: Path, venv: Path) -> tuple[list[str], list[str]]:
         docs += ["## make study", "",
                  (f"After the demo, {minutes(study_total)} more" if study_total is not None else "After the demo") +
                  (f" ({', '.join(study_steps)})" if study_steps else "") + ". Final models:", "",
-                 *sentiment_table(rows), "", "![the study's frontier](study_frontier.png)", ""]
+                 *sentiment_table(rows), ""]
+        reward_model = summary(root / "runs/tiny/reward_model")
+        if "heldout_accuracy" in reward_model:
+            docs += ["The reward model the RLOO \"reward model\" runs train against (`reward_model.py`, learned "
+                     f"from the pairs): pairwise accuracy {reward_model['heldout_accuracy']:.3f} on the "
+                     f"{reward_model['heldout_pairs']} held-out pairs.", ""]
+        docs += ["![the study's frontier](study_frontier.png)", ""]
         copies = {"frontier.png": "study_frontier.png", "label_noise.png": "study_label_noise.png"}
         if (figures / "label_noise.png").is_file():
             docs += ["![the label-noise study](study_label_noise.png)", ""]

@@ -1,0 +1,135 @@
+"""The paper's online RL baselines (issue #16): a reward model learned from the pairs with TRL's RewardTrainer, and
+RLOO from the SFT model with the learned and with the true reward, KL-regularised, on the frontier beside DPO. The
+scripts run as users run them (subprocesses), a killed run resumes to the same weights, bad input is one line."""
+
+import csv
+import json
+
+import pytest
+
+import rl
+from dpo_pipeline.cli import run_script
+from tests.conftest import TRAINING_ON_CPU
+from tests.test_pipeline import run_command
+from tests.test_scripts import pairs_dir  # noqa: F401  (the pairs the tiny SFT model sampled, scored)
+
+
+def reward_model_args(assets, pairs, out):
+    return ["--model_name_or_path", assets["sft_model"], "--pairs_file", pairs / "pairs.jsonl",
+            "--eval_pairs_file", pairs / "pairs.jsonl", "--output_dir", out, "--max_steps", 6,
+            "--per_device_train_batch_size", 8, "--learning_rate", 5e-3, "--max_length", 64, "--save_steps", 3,
+            "--report_to", "none", *TRAINING_ON_CPU]
+
+
+def rl_args(assets, pairs, out, reward_model, *sweep):
+    return ["--model_name_or_path", assets["sft_model"], "--pairs_file", pairs / "pairs.jsonl",
+            "--classifier_name_or_path", assets["classifier"], "--classifier_max_length", 64,
+            "--reward_model_path", reward_model, "--output_dir", out, "--sweep", *sweep, "--max_steps", 4,
+            "--save_steps", 2, "--num_generations", 4, "--per_device_train_batch_size", 8,
+            "--max_completion_length", 8, "--learning_rate", 5e-3, "--logging_steps", 1, "--report_to", "none",
+            *TRAINING_ON_CPU]
+
+
+@pytest.fixture(scope="module")
+def reward_model(tiny_assets, pairs_dir, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("reward") / "reward_model"
+    run_command("reward_model.py", *reward_model_args(tiny_assets, pairs_dir, out), cwd=out.parent)
+    return out
+
+
+def test_the_reward_model_learns_the_pairs_and_its_heldout_accuracy_is_measured(reward_model, pairs_dir):  # noqa: F811
+    """The reported pairwise accuracy is recomputed from the saved model: P(chosen scores above rejected)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    summary = json.loads((reward_model / "stage_complete.json").read_text())["summary"]
+    assert summary["global_step"] == 6
+    model = AutoModelForSequenceClassification.from_pretrained(reward_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(reward_model)
+    pairs = [json.loads(line) for line in (pairs_dir / "pairs.jsonl").read_text().splitlines()]
+    right = 0
+    with torch.no_grad():
+        for pair in pairs:
+            scores = [model(**tokenizer(pair["prompt"] + pair[key], return_tensors="pt")).logits[0, 0]
+                      for key in ("chosen", "rejected")]
+            right += bool(scores[0] > scores[1])
+    assert summary["heldout_pairs"] == len(pairs)
+    assert summary["heldout_accuracy"] == pytest.approx(right / len(pairs), abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def rl_sweep(tiny_assets, pairs_dir, reward_model, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("rl") / "sweep"
+    run_command("rl.py", *rl_args(tiny_assets, pairs_dir, out, reward_model, "method=rloo,reward=classifier,beta=0.05",
+                                  "method=rloo,reward=reward_model,beta=0.05"), cwd=out.parent)
+    return out
+
+
+def test_rloo_trains_with_the_true_and_the_learned_reward_and_eval_puts_both_on_the_frontier(rl_sweep, tiny_assets):
+    import torch
+    from safetensors.torch import load_file
+
+    sft = load_file(tiny_assets["sft_model"] / "model.safetensors")
+    for name, reward in (("method-rloo_reward-classifier_beta-0.05", "classifier"),
+                         ("method-rloo_reward-reward_model_beta-0.05", "reward_model")):
+        run_dir = rl_sweep / name
+        info = json.loads((run_dir / "sweep_run.json").read_text())
+        assert info["method"] == "rloo" and info["reward"] == reward and info["beta"] == 0.05
+        assert json.loads((run_dir / "stage_complete.json").read_text())["summary"]["global_step"] == 4
+        trained = load_file(run_dir / "model.safetensors")
+        assert any(not torch.equal(trained[key], sft[key]) for key in sft)
+    out = rl_sweep.parent / "eval"
+    run_command("eval.py", "--sft_model_path", tiny_assets["sft_model"], "--dpo_output_dir", rl_sweep,
+                "--classifier_name_or_path", tiny_assets["classifier"], "--dataset_name", tiny_assets["data"],
+                "--num_prompts", 4, "--samples_per_prompt", 2, "--max_new_tokens", 8, "--classifier_max_length", 64,
+                "--output_dir", out, "--report_to", "none", cwd=rl_sweep.parent)
+    rows = list(csv.DictReader((out / "frontier.csv").open()))
+    rl_rows = [row for row in rows if row["method"] == "rloo"]
+    assert {row["loss_type"] for row in rl_rows} == {"classifier", "reward_model"}
+    assert len(rl_rows) == 4 and all(float(row["kl"]) > 0 for row in rl_rows)  # checkpoint-2 and final of each
+    report = (out / "report.md").read_text()
+    assert "RLOO (true reward) β=0.05" in report and "RLOO (reward model) β=0.05" in report
+
+
+def test_a_killed_rl_run_resumes_to_the_same_weights(rl_sweep, tiny_assets, pairs_dir, reward_model, tmp_path,  # noqa: F811
+                                                     monkeypatch, capfd):
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.conftest import interrupt_after_checkpoint
+
+    args = [str(arg) for arg in rl_args(tiny_assets, pairs_dir, tmp_path / "sweep", reward_model,
+                                          "method=rloo,reward=classifier,beta=0.05")]
+    with monkeypatch.context() as patch:
+        interrupt_after_checkpoint(patch, 2)
+        with pytest.raises(SystemExit) as stopped:
+            run_script(rl.main, rl.dataclass_types(), args)
+    assert stopped.value.code == 130
+    run_dir = tmp_path / "sweep" / "method-rloo_reward-classifier_beta-0.05"
+    assert (run_dir / "checkpoint-2").is_dir() and not (run_dir / "model.safetensors").exists()
+    capfd.readouterr()
+    run_script(rl.main, rl.dataclass_types(), args)
+    assert "Resuming from " + str(run_dir / "checkpoint-2") in capfd.readouterr().err
+    resumed = load_file(run_dir / "model.safetensors")
+    straight = load_file(rl_sweep / run_dir.name / "model.safetensors")
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("sweep, extra, fragments", [
+    ("method=ppo,beta=0.1", [], ["method=ppo is not one of rloo, grpo"]),
+    ("beta=0.1", ["--loss_type", "grpo"], ["loss_type has no effect with method rloo"]),
+    ("beta=-1", [], ["beta must be a positive number", "-1"]),
+    ("reward=reward_model,beta=0.1", ["--reward_model_path", "no-such-folder"],
+     ["reward_model_path", "no finished reward model"]),
+])
+def test_bad_rl_input_is_one_line_and_writes_nothing(sweep, extra, fragments, tiny_assets, pairs_dir,  # noqa: F811
+                                                     reward_model, tmp_path, capsys):
+    args = [str(arg) for arg in rl_args(tiny_assets, pairs_dir, tmp_path / "sweep", reward_model, sweep)] + extra
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        run_script(rl.main, rl.dataclass_types(), args)
+    assert stopped.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and all(fragment in errors[0] for fragment in fragments), errors
+    assert not (tmp_path / "sweep").exists()
