@@ -253,11 +253,11 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
         if wants_wandb(args.report_to):
             run.on_main(start_wandb_run, run_dir, script_args.wandb_project, "rl",
                         config=configs_for_tracking(configs), group=script_args.sweep_name)
+        callbacks = run.callbacks(f"[{name}] {choice['method'].upper()}")  # may turn the bar off: before the copy
         trainer_class = RLOOTrainer if choice["method"] == "rloo" else GRPOTrainer
         trainer = trainer_class(model=model_args.model_name_or_path, reward_funcs=rewards[choice["reward"]],
                                 args=rl_config(args, choice["method"]), train_dataset=prompts,
-                                processing_class=tokenizer, peft_config=peft_config,
-                                callbacks=run.callbacks(f"[{name}] {choice['method'].upper()}"))
+                                processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
         logger.info("[%s] %s with the %s reward, KL coefficient %s, on %d prompts", name, choice["method"].upper(),
                     choice["reward"], args.beta, len(prompts))
         result = trainer.train(resume_from_checkpoint=run.resume_from())

@@ -23,7 +23,7 @@ def script_types(config_path: Path):
 
         return [ChatAssetsArguments if config_path.parent.name == "chat-tiny" else EmbeddedAssetsArguments]
     module = {"sft": "sft", "preferred_ft": "sft", "pairs": "preference_pairs", "dpo": "dpo", "dpo_study": "dpo",
-              "eval": "eval"}[stage]
+              "eval": "eval", "reward_model": "reward_model", "rl": "rl"}[stage]
     return importlib.import_module(module).dataclass_types()
 
 
@@ -31,7 +31,7 @@ def test_there_are_configs_for_every_scale():
     scales = {path.parent.name for path in CONFIGS}
     assert {"tiny", "gpt2-large", "paper", "chat-tiny", "ultrafeedback"} <= scales
     assert {path.stem for path in CONFIGS if path.parent.name == "tiny"} == {
-        "assets", "sft", "pairs", "dpo", "eval", "preferred_ft", "dpo_study"}
+        "assets", "sft", "pairs", "dpo", "eval", "preferred_ft", "dpo_study", "reward_model", "rl"}
 
 
 def test_the_study_extends_the_demo_sweep_with_the_same_training_settings():
@@ -91,6 +91,7 @@ def test_full_scale_configs_name_the_hub_sources():
     import dpo
     import eval as eval_script
     import preference_pairs
+    import rl
     import sft
 
     for scale in ("gpt2-large", "paper"):
@@ -111,6 +112,10 @@ def test_full_scale_configs_name_the_hub_sources():
             assert pairs_args.num_prompts == 1000 and pairs_args.completions_per_prompt == 4
             assert dpo_script.sweep == ["beta=0.05", "beta=0.1", "beta=1.0"]
             assert dpo_training.learning_rate == 2e-5
+        (rl_args, rl_training, _) = parse_config(rl.dataclass_types(), ["--config", str(folder / "rl.yaml")])
+        assert rl_args.classifier_name_or_path == "siebert/sentiment-roberta-large-english"
+        assert {entry.split(",")[1] for entry in rl_args.sweep} == {"reward=classifier", "reward=reward_model"}
+        assert rl_args.reward_model_path == f"runs/{scale}/reward_model" and rl_training.bf16 is not None
     sft_script, sft_training, sft_model = parse_config(
         sft.dataclass_types(), ["--config", str(REPO / "configs/gpt2-large/sft.yaml")])
     assert sft_model.model_name_or_path == "gpt2-large" and sft_script.dataset_name == "stanfordnlp/imdb"

@@ -120,6 +120,18 @@ def test_the_ultrafeedback_qlora_config_fails_with_one_line_offline(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("script", ["reward_model", "rl"])
+def test_the_full_scale_rl_configs_fail_offline_with_one_line(script, tmp_path, monkeypatch, capsys):
+    """Run before the SFT model and the pairs exist, with the hub unreachable: one line naming what is missing."""
+    monkeypatch.chdir(tmp_path)
+    for key, value in UNREACHABLE_HUB.items():
+        monkeypatch.setenv(key, value)
+    for scale in ("gpt2-large", "paper"):
+        result = run_in_process(script, "--config", REPO / "configs" / scale / f"{script}.yaml", capsys=capsys)
+        assert_one_line_error(result, "does not exist")
+    assert not any(tmp_path.iterdir())  # nothing half-made
+
+
 def test_dpo_before_its_inputs_exist_fails_with_one_line(tmp_path, monkeypatch, capsys):
     """Step 3 run before steps 1 and 2: the first missing input is named (the SFT model, then the pairs)."""
     monkeypatch.chdir(tmp_path)
