@@ -88,19 +88,20 @@ def timing_lines(steps, folder: Path, venv: Path, with_install: bool) -> tuple[l
 def sentiment_table(rows: list[dict], names: list[str] | None = None) -> list[str]:
     from .report import series_label
 
-    lines = ["| model | reward: mean P(POSITIVE) | KL(π ‖ π_SFT), nats | held-out accuracy | win rate vs SFT |",
-             "|---|---|---|---|---|"]
+    lines = ["| model | reward: mean P(POSITIVE) | KL(π ‖ π_SFT), nats | held-out accuracy | win rate vs SFT | "
+             "mean completion tokens |", "|---|---|---|---|---|---|"]
     finals = [row for row in rows if row["is_final"] and row["method"] != "best_of_n"
               and (names is None or row["run"] in names)]
     for row in sorted(finals, key=lambda r: (r["method"] != "sft", r["kl"] or 0)):
         lines.append(f"| {series_label(row)} (step {int(row['step'])}) | {with_sem(row, 'reward', 3)} | "
                      f"{with_sem(row, 'kl', 2)} | {number(row.get('heldout_accuracy'))} | "
-                     f"{number(row.get('win_rate'))} |".replace(" (step 0)", ""))
+                     f"{number(row.get('win_rate'))} | {number(row.get('mean_response_tokens'), 1)} |"
+                     .replace(" (step 0)", ""))
     best = [row for row in rows if row["method"] == "best_of_n" and row["step"] > 1]
     if best:
         lines.append(f"| best-of-{' / '.join(str(int(r['step'])) for r in best)} from SFT "
                      f"({int(best[0]['num_prompts'])} prompts) | {' / '.join(number(r['reward']) for r in best)} | "
-                     f"{' / '.join(number(r['kl'], 2) for r in best)} (analytic) | — | — |")
+                     f"{' / '.join(number(r['kl'], 2) for r in best)} (analytic) | — | — | — |")
     return lines
 
 

@@ -133,3 +133,23 @@ def test_bad_rl_input_is_one_line_and_writes_nothing(sweep, extra, fragments, ti
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and all(fragment in errors[0] for fragment in fragments), errors
     assert not (tmp_path / "sweep").exists()
+
+
+def test_rl_on_two_processes_trains_each_entry_once_with_one_wandb_run(tiny_assets, pairs_dir, reward_model,  # noqa: F811
+                                                                        tmp_path):
+    """Under torchrun with 2 CPU processes, as users who outgrow one GPU run it: both entries finish, each written
+    once (one wandb run, one final save), at the optimizer batch of the one-process run."""
+    from tests.test_scale_out import launch
+
+    out = tmp_path / "sweep"
+    args = rl_args(tiny_assets, pairs_dir, out, reward_model, "method=rloo,reward=classifier,beta=0.05",
+                   "method=grpo,reward=reward_model,beta=0.05")
+    args[args.index("--per_device_train_batch_size") + 1] = 4  # 4 per process x 2 processes: 8 completions a step
+    args[args.index("--report_to") + 1] = "wandb"
+    result = launch("rl.py", *args, "--global_batch_size", 8, cwd=tmp_path)
+    for name in ("method-rloo_reward-classifier_beta-0.05", "method-grpo_reward-reward_model_beta-0.05"):
+        assert result.stderr.count(f"[{name}] saved to") == 1  # logged once, by the main process
+        run_dir = out / name
+        assert json.loads((run_dir / "stage_complete.json").read_text())["summary"]["global_step"] == 4
+        assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+        assert (run_dir / "model.safetensors").is_file() and not (run_dir / ".final-model.tmp").exists()
