@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
@@ -24,6 +25,9 @@ EXIT_OUT_OF_MEMORY = 4
 
 class PipelineError(Exception):
     """A problem the user can fix (bad config, missing file, no hub access): reported as one line, exit code 2."""
+
+
+WORKER_EXIT_DELAY_S = 5.0
 
 
 def is_main_launch_process() -> bool:
@@ -99,6 +103,10 @@ def run_script(main: Callable[..., object], dataclass_types: Sequence[type], arg
         main(*configs)
     except PipelineError as error:
         say(f"error: {error}")
+        if not is_main_launch_process():
+            # torchrun stops every worker as soon as one exits with an error: the others wait a moment, so that the
+            # main process (which alone says why) is not stopped before its line is out.
+            time.sleep(WORKER_EXIT_DELAY_S)
         raise SystemExit(getattr(error, "exit_code", EXIT_BAD_INPUT)) from None
     except KeyboardInterrupt:
         say("interrupted: rerun the same command to continue from the last checkpoint")

@@ -15,10 +15,18 @@ from safetensors.torch import load_file
 from tests.conftest import REPO, TRAINING_ON_CPU
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def launch(script, *args, cwd, launcher="torchrun", check=True):
     """`torchrun --nproc_per_node 2 <script> <args>`, or `accelerate launch` with the repository's DDP config on 2
     CPU processes."""
-    port = str(29500 + os.getpid() % 1000)
+    port = str(free_port())  # a port of its own per launch: one reused at once may still be held by the last one
     if launcher == "torchrun":
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
     else:
@@ -127,6 +135,7 @@ def test_sft_on_two_processes_and_a_batch_that_cannot_be_kept(tiny_assets, tmp_p
                      check=False)
     assert refused.returncode != 0
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    assert errors, refused.stderr[-3000:]
     assert errors == ["error: global_batch_size 12 is not a multiple of per_device_train_batch_size 4 x 2 processes: "
                       "choose a per_device_train_batch_size that divides it by the number of processes"]
     assert not (tmp_path / "refused").exists()
