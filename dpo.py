@@ -12,7 +12,7 @@ from dpo_pipeline.cli import run_script
 
 
 def main(script_args, training_args, model_args):
-    from dpo_pipeline.training import run_dpo_sweep
+    from dpo_pipeline.stages.dpo import run_dpo_sweep
 
     run_dpo_sweep(script_args, training_args, model_args)
 

@@ -13,7 +13,7 @@ from dpo_pipeline.cli import run_script
 
 
 def main(args):
-    from dpo_pipeline.evaluation import evaluate_frontier
+    from dpo_pipeline.stages.evaluate import evaluate_frontier
 
     evaluate_frontier(args)
 

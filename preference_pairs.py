@@ -1,5 +1,5 @@
-"""Step 2: sample completions of train-review prefixes from the SFT model, score them with the sentiment
-classifier (reward = P(POSITIVE)) and write chosen/rejected pairs under generations/.
+"""Step 2: sample completions of the task's train prompts (review prefixes) from the SFT model, score them with its
+reward (the sentiment classifier's P(POSITIVE)) and write chosen/rejected pairs under generations/.
 
     python preference_pairs.py --config configs/tiny/pairs.yaml
     python preference_pairs.py --config configs/gpt2-large/pairs.yaml
@@ -14,7 +14,7 @@ from dpo_pipeline.cli import run_script
 
 
 def main(args):
-    from dpo_pipeline.tasks.sentiment.preference_pairs import make_preference_pairs
+    from dpo_pipeline.stages.pairs import make_preference_pairs
 
     make_preference_pairs(args)
 

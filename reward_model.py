@@ -11,7 +11,7 @@ from dpo_pipeline.cli import run_script
 
 
 def main(script_args, training_args, model_args):
-    from dpo_pipeline.online_rl import run_reward_model
+    from dpo_pipeline.stages.reward_model import run_reward_model
 
     run_reward_model(script_args, training_args, model_args)
 

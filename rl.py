@@ -13,7 +13,7 @@ from dpo_pipeline.cli import run_script
 
 
 def main(script_args, training_args, model_args):
-    from dpo_pipeline.online_rl import run_rl_sweep
+    from dpo_pipeline.stages.rl import run_rl_sweep
 
     run_rl_sweep(script_args, training_args, model_args)
 

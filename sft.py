@@ -12,7 +12,7 @@ from dpo_pipeline.cli import run_script
 
 
 def main(script_args, training_args, model_args):
-    from dpo_pipeline.training import run_sft
+    from dpo_pipeline.stages.sft import run_sft
 
     run_sft(script_args, training_args, model_args)
 

@@ -3,6 +3,6 @@ tasks they serve (`tasks.sentiment`: IMDb-style controlled sentiment with a clas
 section 6.1; `tasks.chat`: chat and multi-turn preference data judged by an LLM). The top-level scripts (sft.py,
 preference_pairs.py, dpo.py, eval.py) are thin entry points over it."""
 
-from .cli import PipelineError
+from .errors import PipelineError
 
 __all__ = ["PipelineError"]

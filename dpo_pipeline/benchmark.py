@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from .cli import PipelineError, parse_config
+from .cli import parse_config
+from .errors import PipelineError
 from .configs import BenchArguments
 from .runs import atomic_write_text
 
@@ -140,7 +141,7 @@ def config_label(entry: str) -> str:
 def _training_config(dataclass_types, entry: str):
     """The training config of a script's YAML file, with the `key=value,...` overrides after a colon applied; the
     held-out evaluation during training is left out (the benchmark times training steps)."""
-    from .training import apply_overrides, parse_sweep_entry
+    from .sweep import apply_overrides, parse_sweep_entry
 
     path, _, overrides = entry.partition(":")
     _, training_args, _ = parse_config(dataclass_types, ["--config", path])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .cli import PipelineError
+from .errors import PipelineError
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""What every top-level script shares: parsing a YAML config plus CLI overrides, logging, and clean errors.
+"""What every top-level script shares: parsing a YAML config plus CLI overrides, logging, and clean errors (the
+error types themselves are in `errors`, the hub checks in `hub`).
 
 A script is `run_script(main, dataclass_types)`: parse with TRL's `TrlParser` (unknown keys are errors), call
 `main(*configs)`, and turn a `PipelineError` (bad input, unreachable hub) into one line and exit code 2, and running
@@ -7,25 +8,17 @@ out of GPU (or host) memory into one line with the settings to change and exit c
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from urllib.parse import urlparse
+
+from .errors import EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, PipelineError
+from .runs import redact_command
 
 logger = logging.getLogger(__name__)
-
-EXIT_BAD_INPUT = 2
-EXIT_OUT_OF_MEMORY = 4
-
-
-class PipelineError(Exception):
-    """A problem the user can fix (bad config, missing file, no hub access): reported as one line, exit code 2."""
-
 
 WORKER_EXIT_DELAY_S = 5.0
 
@@ -89,8 +82,6 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
     if args is None:
         # Trackers record the command line (wandb writes sys.argv into every run file it syncs): once parsed, a
         # credential given there (--hub_token hf_...) is blanked in sys.argv itself. The token lives on in HF_TOKEN.
-        from .runs import redact_command
-
         sys.argv[1:] = redact_command(sys.argv[1:])
     return configs
 
@@ -137,67 +128,3 @@ def out_of_memory_message(error: BaseException) -> str:
             "Lower per_device_train_batch_size and raise gradient_accumulation_steps by the same factor (the same "
             "optimizer batch), set activation_checkpointing true, or use the *_24gb configs on a 24 GB GPU; for "
             "sampling and evaluation lower generation_batch_size, classifier_batch_size or kl_batch_size")
-
-
-def hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-
-
-def hub_is_reachable() -> bool:
-    """Whether a TCP connection to the Hugging Face Hub opens (through the proxy that HTTPS_PROXY, HTTP_PROXY or
-    ALL_PROXY names for it, unless NO_PROXY exempts it, as huggingface_hub itself would connect); fails fast on a
-    machine without network."""
-    if _hub_offline_mode():
-        return False
-    return _can_connect(hub_connection_target(hub_endpoint()))
-
-
-def hub_connection_target(endpoint: str) -> str:
-    """Where a connection to `endpoint` goes: the proxy the environment names for its scheme (urllib's reading of
-    HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY, in either case), else the endpoint itself."""
-    from urllib.request import getproxies, proxy_bypass
-
-    url = urlparse(endpoint)
-    proxies = getproxies()
-    proxy = proxies.get(url.scheme) or proxies.get("all")
-    if proxy and not proxy_bypass(url.hostname or ""):
-        return proxy if "://" in proxy else f"http://{proxy}"
-    return endpoint
-
-
-def _hub_offline_mode() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-
-
-@functools.lru_cache(maxsize=8)
-def _can_connect(endpoint: str, timeout_s: float = 5.0) -> bool:
-    url = urlparse(endpoint)
-    try:
-        with socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)),
-                                      timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def require_source(name_or_path: str | None, what: str, field_name: str) -> str:
-    """Check that a model or dataset can be loaded: a local path that exists, or a hub id with the hub reachable.
-
-    Without this, a machine with no network waits through the hub client's retries and then prints a traceback.
-    """
-    if not name_or_path:
-        raise PipelineError(f"{field_name} is not set: give the {what} as a local path or a Hugging Face Hub id")
-    if Path(name_or_path).exists():
-        return name_or_path
-    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-    if looks_local:
-        raise PipelineError(f"{field_name}: {what} path '{name_or_path}' does not exist")
-    if _hub_offline_mode():
-        return name_or_path  # the libraries will look in the local cache only
-    if not hub_is_reachable():
-        raise PipelineError(
-            f"{field_name}: cannot reach the Hugging Face Hub ({hub_endpoint()}) to load the {what} "
-            f"'{name_or_path}', and no local folder has that name; connect to the internet, set HF_HUB_OFFLINE=1 "
-            "to use a copy in the local cache, or run the embedded offline default (make demo)"
-        )
-    return name_or_path

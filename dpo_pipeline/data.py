@@ -4,10 +4,12 @@ sampling starts from, as token ids."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .cli import PipelineError, require_source
+from .errors import PipelineError
+from .hub import require_source
 
 # datasets' builder for each local file format a split may come in.
 LOCAL_FORMATS = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}
@@ -121,3 +123,27 @@ def chat_token_ids(tokenizer, messages, add_generation_prompt: bool = True) -> l
 def conversation_text(messages) -> str:
     """A conversation as plain text for people and judges: "User: ...\\nAssistant: ..."."""
     return "\n".join(f"{message['role'].capitalize()}: {message['content']}" for message in messages)
+
+
+def load_texts(name_or_path: str, split: str, config_name: str | None, text_column: str, clean: Callable[[str], str],
+               field_name: str = "dataset_name", extra_columns: dict[str, Callable] | None = None,
+               rename: dict[str, str] | None = None):
+    """One split of a text dataset as a `datasets.Dataset` with a `text` column (and the `extra_columns` kept, each
+    converted by its function and renamed by `rename`), every text cleaned by `clean` (a task's `clean_text`) and
+    empty texts dropped. A text column that holds anything but strings is a `PipelineError`."""
+    dataset = load_split(name_or_path, split, config_name, field_name)
+    extra_columns = extra_columns or {}
+    wanted = [text_column, *extra_columns]
+    require_columns(dataset, wanted, name_or_path, split, field_name)
+    dataset = dataset.select_columns(wanted)
+    for column, convert in extra_columns.items():
+        converted = convert(dataset[column])
+        dataset = dataset.remove_columns(column).add_column((rename or {}).get(column, column), converted)
+    if text_column != "text":
+        dataset = dataset.rename_column(text_column, "text")
+    non_text = next((value for value in dataset["text"] if value is not None and not isinstance(value, str)), None)
+    if non_text is not None:
+        kind = type(non_text).__name__
+        raise PipelineError(f"{field_name}: {name_or_path} ({split}) column {text_column} holds {kind} values such as "
+                            f"{non_text!r}, not text")
+    return dataset.map(lambda row: {"text": clean(row["text"] or "")}).filter(lambda row: len(row["text"]) > 0)

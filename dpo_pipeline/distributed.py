@@ -8,11 +8,10 @@ tracking with wandb. The other processes wait where they need its result.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TypeVar
 
-from .cli import PipelineError
+from .errors import PipelineError
 
 T = TypeVar("T")
 
@@ -29,11 +28,6 @@ def process_state(training_args=None):
         training_args.device  # noqa: B018 - sets up the distributed state with the training arguments' settings
         return PartialState()
     return PartialState(cpu=not torch.cuda.is_available())
-
-
-def launched_processes() -> int:
-    """Processes of this launch, from the launcher's environment (torchrun, accelerate launch, SLURM via either)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def wait_for_everyone() -> None:

@@ -1,4 +1,5 @@
-"""LLM-as-judge win rates: a local judge model compares a policy's completion with the SFT model's.
+"""LLM-as-judge win rates: a local judge model compares a policy's completion with the SFT model's (each task gives
+its own prompt template, `tasks.Task.judge_template`).
 
 Each comparison shows the judge the prompt and the two completions as "A" and "B". Which of the two is shown
 first is decided per prompt by a seeded coin, so a judge that prefers the first (or second) position adds noise
@@ -14,25 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cli import PipelineError
-
-# The chat task's judge: which answer serves the user better (a tie allowed).
-DEFAULT_CHAT_JUDGE_TEMPLATE = (
-    "Two assistant answers to the same conversation follow.\n"
-    "Conversation:\n{prompt}\n\n"
-    "Answer A: {first}\n\n"
-    "Answer B: {second}\n\n"
-    "Which answer is more helpful, accurate and appropriate? Reply with A, B, or tie.\n"
-    "Verdict:"
-)
-DEFAULT_JUDGE_TEMPLATE = (
-    "Two continuations of the same movie review opening follow.\n"
-    "Opening: {prompt}\n\n"
-    "Review A: {prompt}{first}\n\n"
-    "Review B: {prompt}{second}\n\n"
-    "Which review is more positive about the movie? Answer with one letter, A or B.\n"
-    "Answer:"
-)
+from .errors import PipelineError
 
 # The letter must be a capital A or B; the words around it may be in any case. "the answer is a good one" is not
 # a verdict, "Answer: a" is not either (a lower-case article is too common to trust).

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 
-from .cli import PipelineError, require_source
+from .errors import PipelineError
+from .hub import require_source
 from .metrics import positive_label_index, positive_probability
+from .progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -168,8 +170,6 @@ class SentimentClassifier:
     def score(self, texts: list[str], desc: str | None = None) -> list[float]:
         """P(POSITIVE) of each text. Texts are batched by length (less padding) and returned in input order; with
         `desc`, progress is shown."""
-        from .progress import progress
-
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         rewards = [0.0] * len(texts)
         device = next(self.model.parameters()).device

@@ -17,8 +17,8 @@ import hashlib
 import logging
 from pathlib import Path
 
-from .cli import PipelineError
-from .data import chat_token_ids, load_split
+from .data import chat_token_ids, decode_tokens, load_split
+from .errors import PipelineError
 from .pairs import TEXT_COLUMNS, TOKENIZED_COLUMNS
 from .runs import read_jsonl
 
@@ -134,8 +134,6 @@ def check_pairs_match_tokenizer(dataset, tokenizer, path: str, field_name: str =
     """Token ids are only meaningful with the tokenizer that made them: every id must be in the vocabulary, and the
     ids of the first `checked` pairs must spell their text fields (where the pairs have them). Conversations need a
     chat template."""
-    from .data import decode_tokens
-
     if is_conversational(dataset) and not getattr(tokenizer, "chat_template", None):
         raise PipelineError(f"{field_name}: {path} holds conversations, and the model's tokenizer has no chat "
                             "template to render them: use a chat model (or set its tokenizer's chat_template)")

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .runs import atomic_write_text, git_commit
+from .samples import EvalStore
 from .tracking import METRICS_FILE
 
 FRONTIER_CSV = "frontier.csv"
@@ -273,12 +274,10 @@ def ranking_table(final_rows: list[dict]) -> str:
     return _table(["rank", "model", "accuracy", "log-ratio margin Δ (nats)", "reward margin β·Δ"], body)
 
 
-def sample_generations(final_rows: list[dict], out: Path, num_prompts: int) -> list[dict]:
+def sample_generations(final_rows: list[dict], store: EvalStore, num_prompts: int) -> list[dict]:
     """Sample 0 of the first `num_prompts` prompts for the SFT model and each final model, with rewards."""
-    from .evaluation import read_samples
-
     models = [row for row in final_rows if row["run"] != "best-of-n" and not row.get("label_noise")]
-    samples = {row["name"]: read_samples(out, row["name"]) for row in models}
+    samples = {row["name"]: store.read_samples(row["name"]) for row in models}
     prompt_keys = sorted(key for key in samples["sft"] if key[1] == 0)[:num_prompts]
     records = []
     for key in prompt_keys:
@@ -290,20 +289,21 @@ def sample_generations(final_rows: list[dict], out: Path, num_prompts: int) -> l
     return records
 
 
-def write_report(rows: list[dict], out: Path, args, num_prompts: int, heldout) -> Path:
-    """frontier.csv, frontier.png, training_curves.png, label_noise.png (if a noise study ran) and report.md."""
+def write_report(rows: list[dict], store: EvalStore, args, task, num_prompts: int, heldout) -> Path:
+    """frontier.csv, frontier.png, training_curves.png, label_noise.png (if a noise study ran) and report.md, from
+    the stored results (`rows`, and the samples in `store`); `task` says how its prompts and reward are described."""
+    out = store.out
     final_rows = [row for row in rows if row["is_final"] and row["run"] != "best-of-n"]
     best_of_n = [row for row in rows if row["run"] == "best-of-n"]
     write_frontier_csv(rows, out / FRONTIER_CSV)
-    chat = getattr(args, "task", "sentiment") == "chat"
-    what = "conversations" if chat else "prefixes"
+    what = task.prompt_noun
     plot_frontier(rows, out / FRONTIER_PNG, f"{frontier_metric(rows)[1].split(':')[0].capitalize()} vs KL on "
                                             f"{num_prompts} held-out {what}")
     has_curves = plot_training_curves(final_rows, out / CURVES_PNG)
     study = noise_study(final_rows)
     if study:
         plot_label_noise(study, out / NOISE_PNG)
-    samples = sample_generations(final_rows, out, args.report_prompts)
+    samples = sample_generations(final_rows, store, args.report_prompts)
     with_judge = any(row.get("judge_wins") is not None for row in final_rows)
 
     command = " ".join([Path(sys.argv[0]).name or "eval.py", *sys.argv[1:]])
@@ -311,14 +311,10 @@ def write_report(rows: list[dict], out: Path, args, num_prompts: int, heldout) -
         "# DPO evaluation report", "",
         f"Written by `python {command}` on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} "
         f"(git commit {git_commit() or 'unknown'}).", "",
-        (f"- Prompts: {num_prompts} conversations of `{args.dataset_name}` ({args.dataset_split} split), rendered by "
-         f"the chat template; " if chat else
-         f"- Prompts: {num_prompts} prefixes of `{args.dataset_name}` ({args.dataset_split} split), "
-         f"{args.min_prefix_tokens}–{args.max_prefix_tokens} tokens; ")
-        + f"{args.samples_per_prompt} samples per prompt and model, at most {args.max_new_tokens} new tokens, "
+        f"- Prompts: {task.describe_prompts(args, num_prompts)}; "
+        f"{args.samples_per_prompt} samples per prompt and model, at most {args.max_new_tokens} new tokens, "
         f"temperature {args.temperature:g}, no top-k/top-p.",
-        (f"- Reward: P(POSITIVE) of `{args.classifier_name_or_path}` on "
-         f"{'prompt + completion' if args.score_prompt else 'the response'}. " if args.classifier_name_or_path else
+        (f"- Reward: {task.describe_reward(args)}. " if task.has_reward(args) else
          "- Reward: none (no classifier); models are compared by held-out accuracy and the judge. ")
         + f"KL: exact sequence-level KL(π || π_SFT) of each sample, averaged; π_SFT = `{args.sft_model_path}`.",
         "- Held-out pairs: "

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from .cli import PipelineError, run_script
+from .cli import run_script
+from .errors import PipelineError
 
 DEMO_STEPS = (("install", "create .venv"), ("assets", "build the embedded assets"), ("sft", "SFT"),
               ("pairs", "sample and score pairs"), ("dpo", "DPO sweep"), ("eval", "evaluation and report"))

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .cli import PipelineError
+from .errors import PipelineError
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .runs import atomic_write_text
+from .configs.common import DEFAULT_WANDB_PROJECT
+from .runs import atomic_write_text, redact_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ def configure_wandb(project: str) -> str:
     """Choose the project and wandb's mode: offline when no API key is configured (no account needed). A user's
     WANDB_PROJECT wins over the pipeline's default project (not over one given in the config or on the command
     line); an explicit WANDB_MODE is respected. Returns (project, mode)."""
-    from .configs import DEFAULT_WANDB_PROJECT
-
     if project == DEFAULT_WANDB_PROJECT and os.environ.get("WANDB_PROJECT"):
         project = os.environ["WANDB_PROJECT"]
     if "WANDB_MODE" not in os.environ and not _has_wandb_api_key():
@@ -73,8 +72,6 @@ def start_wandb_run(output_dir: str | Path, project: str, stage: str, config: di
     and grouped by scale and stage (`run_names`; `group` overrides the group), with the whole config of the run
     (credentials redacted). Its id is kept in the folder, so a resumed run continues the same wandb run."""
     import wandb
-
-    from .runs import redact_secrets
 
     project, mode = configure_wandb(project)
     output_dir = Path(output_dir)

@@ -55,7 +55,7 @@ def tiny_assets(tmp_path_factory):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dpo_pipeline.configs import EmbeddedAssetsArguments
+    from dpo_pipeline.tasks.sentiment.config import EmbeddedAssetsArguments
     from dpo_pipeline.tasks.sentiment.embedded import save_policy_init, train_classifier, train_tokenizer
     from dpo_pipeline.tasks.sentiment.reviews import clean_review
 
@@ -96,3 +96,18 @@ def interrupt_after_checkpoint(monkeypatch, step: int) -> None:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(KeepResumeStateOfTheLatestCheckpoint, "on_save", on_save_then_stop)
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tiny_assets, tmp_path_factory):
+    """The pairs the tiny SFT model sampled and the tiny classifier scored (preference_pairs.py, in process)."""
+    import preference_pairs
+    from tests.helpers import run_in_process
+
+    out = tmp_path_factory.mktemp("generations") / "tiny"
+    run_in_process(preference_pairs, "--model_name_or_path", tiny_assets["sft_model"],
+                   "--classifier_name_or_path", tiny_assets["classifier"], "--dataset_name", tiny_assets["data"],
+                   "--num_prompts", 12, "--completions_per_prompt", 4, "--max_new_tokens", 8,
+                   "--generation_batch_size", 4, "--classifier_max_length", 64, "--output_dir", out, "--report_to",
+                   "none", "--seed", 3)
+    return out

@@ -1,4 +1,4 @@
-"""The chat task as users run it (issue #14): a chat model trained by sft.py on message lists, DPO on a hand-made
+"""The chat task as users run it: a chat model trained by sft.py on message lists, DPO on a hand-made
 multi-turn conversational JSONL given as --dataset_name, and eval.py's chat report (held-out accuracy on the test
 pairs, exact KL, win rates of the classifier and of an LLM judge, response lengths). The scripts run as subprocesses
 with real command lines; the tokenization of conversations is checked against the chat template by hand."""
@@ -10,7 +10,7 @@ import random
 import pytest
 
 from tests.conftest import TRAINING_ON_CPU, synthetic_review
-from tests.test_pipeline import run_command
+from tests.helpers import run_command
 
 MOVIES = ["Heat", "Alien", "Vertigo", "Jaws", "Up", "Rocky", "Psycho", "Fargo"]
 
@@ -48,7 +48,7 @@ def chat_data(root):
 def chat(tiny_assets, tmp_path_factory):
     """A chat workspace: chat-init/ (the tiny tokenizer with chat turns and a template, a 2-layer GPT-2 config),
     the data, and runs/sft: the chat model sft.py trains from scratch on the conversations."""
-    from dpo_pipeline.configs import ChatAssetsArguments
+    from dpo_pipeline.tasks.chat.config import ChatAssetsArguments
     from dpo_pipeline.tasks.chat.embedded import save_chat_init
 
     root = tmp_path_factory.mktemp("chat")

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dpo_pipeline.cli import PipelineError, parse_config
+from dpo_pipeline.cli import parse_config
+from dpo_pipeline.errors import PipelineError
 from tests.conftest import REPO
 
 CONFIGS = sorted(path for path in (REPO / "configs").glob("*/*.yaml") if path.parent.name != "accelerate")
@@ -19,7 +20,8 @@ def script_types(config_path: Path):
 
     stage = GPU_PROFILE.sub("", config_path.stem)
     if stage == "assets":
-        from dpo_pipeline.configs import ChatAssetsArguments, EmbeddedAssetsArguments
+        from dpo_pipeline.tasks.chat.config import ChatAssetsArguments
+        from dpo_pipeline.tasks.sentiment.config import EmbeddedAssetsArguments
 
         return [ChatAssetsArguments if config_path.parent.name == "chat-tiny" else EmbeddedAssetsArguments]
     module = {"sft": "sft", "preferred_ft": "sft", "pairs": "preference_pairs", "dpo": "dpo", "dpo_study": "dpo",

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dpo_pipeline.cli import PipelineError
+from dpo_pipeline.errors import PipelineError
 from dpo_pipeline.tasks.sentiment.reviews import build_prompts, clean_review, draw_prefix_lengths, load_reviews
 
 

@@ -7,7 +7,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from dpo_pipeline.cli import PipelineError
+from dpo_pipeline.errors import PipelineError
 from dpo_pipeline.tasks.sentiment.embedded import SOURCE_MEMBER, fetch_source_csv, split_reviews
 
 

@@ -1,4 +1,4 @@
-"""The evaluation of issue #3 on tiny models: baselines on the frontier (Preferred-FT, IPO, best-of-N), held-out
+"""The evaluation on tiny models: baselines on the frontier (Preferred-FT, IPO, best-of-N), held-out
 implicit-reward accuracy, win rates, the LLM-judge mode, the label-noise study, the report, and eval.py's numbers
 recomputed independently from its saved samples."""
 
@@ -92,7 +92,7 @@ def test_preferred_ft_trains_on_chosen_completions_only(study):
     assert info["method"] == "preferred_ft" and info["beta"] is None
     assert (run_dir / "model.safetensors").is_file() and (run_dir / "checkpoint-2").is_dir()
     from dpo_pipeline.preferences import load_preferences
-    from dpo_pipeline.training import preferred_completions
+    from dpo_pipeline.stages.sft import preferred_completions
 
     data = preferred_completions(load_preferences(str(study["pairs"] / "pairs.jsonl")))
     pairs = read_jsonl(study["pairs"] / "pairs.jsonl")

@@ -1,4 +1,4 @@
-"""DPO learns from exactly what was sampled (issue #11): the pairs carry the sampled token ids, a DPO training batch
+"""DPO learns from exactly what was sampled: the pairs carry the sampled token ids, a DPO training batch
 holds those ids and nothing else (EOS only where it was sampled), TRL never re-tokenizes them, and every untied pair of
 a prompt's completions is there, the ones that ended at once included."""
 

@@ -1,5 +1,5 @@
 """Each of the four stages killed at any moment, then started again with the same command, ends with the same result
-as a run that was never interrupted (issues #4 and #12).
+as a run that was never interrupted.
 
 The kills with SIGKILL land at a time drawn uniformly over the whole of an uninterrupted run (start-up, steps,
 checkpoint saves and the final save alike); the seed is printed in every failure message (replay a failure with
@@ -215,7 +215,7 @@ def test_a_final_save_cut_off_between_its_files_is_done_again(tiny_assets, strai
     """Stopped while the final weights are moved from their staging folder into the run folder, one file in place and
     the others not: the same command finishes the run (from its last checkpoint, at the last step) with the same
     weights, and leaves no staging folder behind."""
-    import dpo_pipeline.training as training
+    import dpo_pipeline.training_run as training
 
     out = tmp_path / "dpo"
     args = dpo_args(tiny_assets, straight_pairs[0] / "pairs.jsonl", out)

@@ -1,4 +1,4 @@
-"""The machines users have (issue #13): an older Python, a GPU config on a machine without a usable GPU, a cluster
+"""The machines users have: an older Python, a GPU config on a machine without a usable GPU, a cluster
 behind an HTTP proxy, and wandb projects and names as a team organises them."""
 
 import socket
@@ -62,7 +62,7 @@ def listening_proxy():
 def test_the_hub_check_goes_through_the_proxy_the_environment_names(listening_proxy, monkeypatch):
     """Behind a proxy the hub itself cannot be reached directly (here: nothing listens at HF_ENDPOINT), but through
     HTTPS_PROXY it can, as huggingface_hub would connect; NO_PROXY exempts a host."""
-    from dpo_pipeline.cli import _can_connect, hub_is_reachable
+    from dpo_pipeline.hub import _can_connect, hub_is_reachable
 
     _can_connect.cache_clear()
     for key in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
@@ -90,7 +90,7 @@ def test_wandb_runs_are_named_and_grouped_by_scale_and_stage(tmp_path):
 
 
 def test_a_users_wandb_project_wins_over_the_default_but_not_over_the_config(monkeypatch):
-    from dpo_pipeline.configs import DEFAULT_WANDB_PROJECT
+    from dpo_pipeline.configs.common import DEFAULT_WANDB_PROJECT
     from dpo_pipeline.tracking import configure_wandb
 
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -1,4 +1,4 @@
-"""The paper's online RL baselines (issue #16): a reward model learned from the pairs with TRL's RewardTrainer, and
+"""The paper's online RL baselines: a reward model learned from the pairs with TRL's RewardTrainer, and
 RLOO from the SFT model with the learned and with the true reward, KL-regularised, on the frontier beside DPO. The
 scripts run as users run them (subprocesses), a killed run resumes to the same weights, bad input is one line."""
 
@@ -10,8 +10,7 @@ import pytest
 import rl
 from dpo_pipeline.cli import run_script
 from tests.conftest import TRAINING_ON_CPU
-from tests.test_pipeline import run_command
-from tests.test_scripts import pairs_dir  # noqa: F401  (the pairs the tiny SFT model sampled, scored)
+from tests.helpers import launch, run_command
 
 
 def reward_model_args(assets, pairs, out):
@@ -139,7 +138,6 @@ def test_rl_on_two_processes_trains_each_entry_once_with_one_wandb_run(tiny_asse
                                                                         tmp_path):
     """Under torchrun with 2 CPU processes, as users who outgrow one GPU run it: both entries finish, each written
     once (one wandb run, one final save), at the optimizer batch of the one-process run."""
-    from tests.test_scale_out import launch
 
     out = tmp_path / "sweep"
     args = rl_args(tiny_assets, pairs_dir, out, reward_model, "method=rloo,reward=classifier,beta=0.05",

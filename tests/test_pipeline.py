@@ -2,23 +2,12 @@
 
 import csv
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
 from tests.conftest import REPO, TRAINING_ON_CPU
-
-
-def run_command(script, *args, cwd, env=None, check=True):
-    command = [sys.executable, str(REPO / script), *map(str, args)]
-    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    environment = {key: value for key, value in environment.items() if value is not None}  # None: unset
-    result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        pytest.fail(f"{script} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return result
+from tests.helpers import run_command
 
 
 def test_four_scripts_chain_from_sft_to_frontier(tiny_assets, tmp_path):

@@ -1,4 +1,4 @@
-"""Measurement precision at GPT-2 Large's logit magnitudes (issue #11): logits, log-probabilities, KL and rewards come
+"""Measurement precision at GPT-2 Large's logit magnitudes: logits, log-probabilities, KL and rewards come
 from float32 logits whatever precision the weights are sampled in.
 
 The models here are small GPT-2s whose logits lie around -65 (as GPT-2 Large's do, -60 to -70): the final layer
@@ -122,7 +122,7 @@ def test_eval_measures_in_float32_whatever_it_samples_in(sampled):
     from types import SimpleNamespace
 
     from dpo_pipeline.data import Prompt
-    from dpo_pipeline.evaluation import Policy, evaluate_policy
+    from dpo_pipeline.measure import Policy, evaluate_policy
 
     policy, reference, _ = sampled
     prompts = [Prompt(i, i, 0, f"prompt {i}", 3, tuple(ids)) for i, ids in enumerate(PROMPTS[:6])]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from dpo_pipeline.cli import PipelineError
+from dpo_pipeline.errors import PipelineError
 from dpo_pipeline.models import SentimentClassifier
 
 TEXTS = ["The film is great and wonderful.", "The script is awful and boring.", "The cast is dull."]

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 import dpo
 import sft
-from dpo_pipeline.cli import EXIT_OUT_OF_MEMORY, run_script
+from dpo_pipeline.cli import run_script
+from dpo_pipeline.errors import EXIT_OUT_OF_MEMORY
 from dpo_pipeline.runs import redact_command, redact_secrets
 from tests.conftest import TRAINING_ON_CPU
 

@@ -1,44 +1,16 @@
-"""Every stage under a launcher with 2 processes (torchrun, gloo on the CPU), as users who outgrow one GPU run them
-(issue #13): training writes its folders once, with one wandb run per sweep entry, and keeps the optimizer batch;
+"""Every stage under a launcher with 2 processes (torchrun, gloo on the CPU), as users who outgrow one GPU run them:
+training writes its folders once, with one wandb run per sweep entry, and keeps the optimizer batch;
 sampling and evaluation share their work out and end with the files of a one-process run."""
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.conftest import REPO, TRAINING_ON_CPU
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def launch(script, *args, cwd, launcher="torchrun", check=True):
-    """`torchrun --nproc_per_node 2 <script> <args>`, or `accelerate launch` with the repository's DDP config on 2
-    CPU processes."""
-    port = str(free_port())  # a port of its own per launch: one reused at once may still be held by the last one
-    if launcher == "torchrun":
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
-    else:
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                   str(REPO / "configs/accelerate/ddp.yaml"), "--cpu", "--num_processes", "2", "--main_process_port",
-                   port]
-    command += [str(REPO / script), *map(str, args)]
-    result = subprocess.run(command, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
-                            text=True, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stderr[-4000:]
-    return result
+from tests.helpers import launch
 
 
 def in_process(script_name, *args):

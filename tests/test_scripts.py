@@ -60,16 +60,6 @@ def test_lora_sft_saves_merged_weights_a_later_step_loads(tiny_assets, tmp_path)
     assert changed and all("attn" in name for name in changed)  # LoRA trained the attention projections only
 
 
-@pytest.fixture(scope="module")
-def pairs_dir(tiny_assets, tmp_path_factory):
-    out = tmp_path_factory.mktemp("generations") / "tiny"
-    run(preference_pairs, "--model_name_or_path", tiny_assets["sft_model"],
-        "--classifier_name_or_path", tiny_assets["classifier"], "--dataset_name", tiny_assets["data"],
-        "--num_prompts", 12, "--completions_per_prompt", 4, "--max_new_tokens", 8, "--generation_batch_size", 4,
-        "--classifier_max_length", 64, "--output_dir", out, "--report_to", "none", "--seed", 3)
-    return out
-
-
 def test_pairs_are_scored_completions_with_the_higher_reward_chosen(pairs_dir, tiny_assets):
     records = read_jsonl(pairs_dir / "completions.jsonl")
     assert len(records) == 12 and {record["label"] for record in records} == {0, 1}

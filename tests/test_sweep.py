@@ -2,9 +2,10 @@
 
 import pytest
 
-from dpo_pipeline.cli import PipelineError
+from dpo_pipeline.errors import PipelineError
 from dpo_pipeline.configs import DPOTrainingConfig
-from dpo_pipeline.training import apply_overrides, parse_sweep_entry, sweep_run_name
+from dpo_pipeline.stages.dpo import check_dpo_settings
+from dpo_pipeline.sweep import apply_overrides, parse_sweep_entry, plan_sweep, sweep_run_name
 
 
 @pytest.fixture
@@ -36,11 +37,15 @@ def test_overrides_are_typed_and_leave_the_base_config_alone(base_config):
 @pytest.mark.parametrize(
     "overrides, message",
     [({"betta": "0.1"}, r"not a DPO\w*Config field"), ({"beta": "high"}, "not a valid value"),
-     ({"beta": "-1"}, "positive"), ({"beta": "nan"}, "positive"), ({"output_dir": "x"}, r"not a DPO\w*Config field")],
+     ({"beta": "-1"}, "positive"), ({"beta": "nan"}, "positive"), ({"output_dir": "x"}, r"not a DPO\w*Config field"),
+     ({"loss_type": "nonexistent"}, "not a loss of TRL's DPOTrainer"),
+     ({"loss_type": "robust", "label_smoothing": "0.7"}, "label_smoothing < 0.5")],
 )
 def test_bad_overrides_are_one_line_errors(base_config, overrides, message):
+    """A sweep entry is checked as the same settings given as flags are (`check_dpo_settings`), before any run."""
+    entry = ",".join(f"{key}={value}" for key, value in overrides.items())
     with pytest.raises(PipelineError, match=message):
-        apply_overrides(base_config, overrides)
+        plan_sweep(base_config, [entry], "sweep", check=check_dpo_settings)
 
 
 def test_compilation_can_be_turned_off_by_an_override(base_config):

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...cli import PipelineError, run_script
-from ...configs import ChatAssetsArguments
+from ...cli import run_script
+from ...errors import PipelineError
+from .config import ChatAssetsArguments
 from ...runs import RunFolder, config_fingerprint, write_jsonl
 
 logger = logging.getLogger(__name__)

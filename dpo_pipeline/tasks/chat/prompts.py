@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...cli import PipelineError
+from ...errors import PipelineError
 from ...data import Prompt, chat_token_ids, conversation_text, decode_tokens
 from ...preferences import is_tokenized, load_preferences
 

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...cli import PipelineError, run_script
-from ...configs import EmbeddedAssetsArguments
+from ...cli import run_script
+from ...errors import PipelineError
+from .config import EmbeddedAssetsArguments
 from ...progress import ProgressLogCallback, on_a_terminal
 from ...runs import RunFolder, atomic_write_json, config_fingerprint, write_jsonl
 from .reviews import clean_review

@@ -9,8 +9,8 @@ import re
 
 import numpy as np
 
-from ...cli import PipelineError
-from ...data import Prompt, decode_tokens, load_split, require_columns
+from ...errors import PipelineError
+from ...data import Prompt, decode_tokens, load_texts
 
 logger = logging.getLogger(__name__)
 
@@ -57,25 +57,14 @@ def load_reviews(name_or_path: str, split: str, config_name: str | None = None, 
     `name_or_path` is a hub id (`stanfordnlp/imdb`), a folder with `<split>.jsonl`/`.csv`/`.parquet` files or one
     saved with `save_to_disk`, or a single data file. Columns of other names are mapped with `text_column` and
     `label_column`; string labels are mapped by name (`label_to_class`). With `clean`, HTML line breaks are removed
-    and white space collapsed (IMDb's reviews are full of `<br />`); empty texts are dropped.
+    and white space collapsed (IMDb's reviews are full of `<br />`); empty texts are dropped (`data.load_texts`).
     """
-    dataset = load_split(name_or_path, split, config_name, field_name)
-    wanted = [text_column] + ([label_column] if label_column else [])
-    require_columns(dataset, wanted, name_or_path, split, field_name)
-    dataset = dataset.select_columns(wanted)
+    source = f"{name_or_path} ({split})"
+    labels = None
     if label_column:
-        source = f"{name_or_path} ({split})"
-        labels = [label_to_class(value, label_column, source) for value in dataset[label_column]]
-        dataset = dataset.remove_columns(label_column).add_column("label", labels)
-    if text_column != "text":
-        dataset = dataset.rename_column(text_column, "text")
-    non_text = next((value for value in dataset["text"] if value is not None and not isinstance(value, str)), None)
-    if non_text is not None:
-        kind = type(non_text).__name__
-        raise PipelineError(f"{field_name}: {name_or_path} ({split}) column {text_column} holds {kind} values such as "
-                            f"{non_text!r}, not text")
-    normalize = clean_review if clean else str.strip
-    return dataset.map(lambda row: {"text": normalize(row["text"] or "")}).filter(lambda row: len(row["text"]) > 0)
+        labels = {label_column: lambda values: [label_to_class(value, label_column, source) for value in values]}
+    return load_texts(name_or_path, split, config_name, text_column, clean_review if clean else str.strip,
+                      field_name, extra_columns=labels, rename={label_column: "label"} if label_column else None)
 
 
 def draw_prefix_lengths(count: int, min_tokens: int, max_tokens: int, seed: int) -> np.ndarray:

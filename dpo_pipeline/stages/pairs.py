@@ -1,4 +1,5 @@
-"""Preference data: sample N completions per train prefix from the SFT model, score them, pair them."""
+"""Preference data (preference_pairs.py): sample N completions per prompt from the SFT model, score them with the
+task's reward, pair them. The prompts and the reward come from the task (`tasks.Task.pair_prompts`, `load_reward`)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,19 @@ import logging
 import os
 from pathlib import Path
 
-from ...cli import PipelineError, require_source
-from ...configs import PairsArguments
-from ...data import decode_tokens
-from ...distributed import gather_lists, on_main, process_state
-from ...generation import iter_samples
-from ...metrics import clustered_mean_and_standard_error
-from ...models import SentimentClassifier, load_causal_lm, load_tokenizer, resolve_dtype
-from ...pairs import flip_labels, max_pairs_per_prompt, noisy_pairs_file, pair_records
-from ...progress import progress
-from ...runs import RunFolder, atomic_write_text, config_dict, config_fingerprint, write_jsonl
-from ...tracking import finish_wandb_run, start_wandb_run
-from .reviews import build_prompts, load_reviews
+from ..errors import PipelineError
+from ..hub import require_source
+from ..configs import PairsArguments
+from ..data import decode_tokens
+from ..distributed import gather_lists, on_main, process_state
+from ..generation import iter_samples
+from ..metrics import clustered_mean_and_standard_error
+from ..models import load_causal_lm, load_tokenizer, resolve_dtype
+from ..pairs import flip_labels, max_pairs_per_prompt, noisy_pairs_file, pair_records
+from ..progress import progress
+from ..runs import RunFolder, atomic_write_text, config_dict, config_fingerprint, write_jsonl
+from ..tracking import finish_wandb_run, start_wandb_run
+from ..tasks import Reward, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +59,9 @@ def finished_records(path: Path, slices: list[list]) -> dict[int, dict]:
     return kept
 
 
-def sample_and_score(model, tokenizer, classifier: SentimentClassifier, prompts, args) -> list[dict]:
+def sample_and_score(model, tokenizer, reward: Reward, prompts, args) -> list[dict]:
     """Scored prompt records: N completions of each prompt (token ids as sampled, and their text) and their rewards
-    P(POSITIVE)."""
+    (the task's: P(POSITIVE) for the sentiment task)."""
     n = args.completions_per_prompt
     completion_ids: list[list[list[int]]] = [[] for _ in prompts]
     item_offset = prompts[0].prompt_index * n
@@ -71,31 +73,13 @@ def sample_and_score(model, tokenizer, classifier: SentimentClassifier, prompts,
             completion_ids[item // n].append(token_ids)
     completions = [[decode_tokens(tokenizer, ids) for ids in per_prompt] for per_prompt in completion_ids]
     texts = [(p.prompt if args.score_prompt else "") + c for p, cs in zip(prompts, completions) for c in cs]
-    rewards = classifier.score(texts)
+    rewards = reward.score(texts)
     return [
         {**prompt.to_record(), "completions": completions[i], "completion_token_ids": completion_ids[i],
          "rewards": rewards[i * n : (i + 1) * n],
          "ended_with_eos": [bool(ids) and ids[-1] == tokenizer.eos_token_id for ids in completion_ids[i]]}
         for i, prompt in enumerate(prompts)
     ]
-
-
-def pair_prompts(reviews, heldout_reviews, tokenizer, args: PairsArguments) -> tuple[list, int]:
-    """The train prompts, then the held-out ones, and how many are train prompts. Held-out prompts come from
-    `heldout_split` when it is set (IMDb's `unsupervised` split, say, so that every train review gives a train
-    prompt), else from the same split as the train prompts, after them."""
-    if heldout_reviews is None:
-        prompts = build_prompts(reviews, tokenizer, args.num_prompts + args.heldout_prompts, args.min_prefix_tokens,
-                                args.max_prefix_tokens, args.seed, split=args.dataset_split)
-        if len(prompts) <= args.heldout_prompts:
-            raise PipelineError(f"heldout_prompts: the dataset gives only {len(prompts)} prompts, not enough for "
-                                f"{args.heldout_prompts} held-out ones and some to train on")
-        return prompts, len(prompts) - args.heldout_prompts
-    train = build_prompts(reviews, tokenizer, args.num_prompts, args.min_prefix_tokens, args.max_prefix_tokens,
-                          args.seed, split=args.dataset_split)
-    heldout = build_prompts(heldout_reviews, tokenizer, args.heldout_prompts, args.min_prefix_tokens,
-                            args.max_prefix_tokens, args.seed + 1, split=args.heldout_split, first_index=len(train))
-    return train + heldout, len(train)
 
 
 def make_preference_pairs(args: PairsArguments) -> Path:
@@ -105,8 +89,15 @@ def make_preference_pairs(args: PairsArguments) -> Path:
     Prompts are processed in slices whose records are appended as they finish, so an interrupted run continues
     with the prompts it had not finished and ends with the same files as an uninterrupted one.
     """
+    task = get_task(args.task)
+    if task.pair_prompts is None:
+        raise PipelineError(f"task: the {task.name} task has no prompts to sample pairs from (its pairs come with its "
+                            "data): train dpo.py on them directly")
     require_source(args.dataset_name, "dataset", "dataset_name")
-    require_source(args.classifier_name_or_path, "classifier", "classifier_name_or_path")
+    task.check_reward(args)
+    if not task.has_reward(args):
+        raise PipelineError("the pairs are ranked by the task's reward, and there is none with these settings: set "
+                            "classifier_name_or_path")
     require_source(args.model_name_or_path, "SFT model", "model_name_or_path")
     out = Path(args.output_dir)
     folder = RunFolder(out, config_fingerprint(args), "preference_pairs")
@@ -119,18 +110,10 @@ def make_preference_pairs(args: PairsArguments) -> Path:
 
     device = state.device
     tokenizer = load_tokenizer(args.model_name_or_path, "model_name_or_path", args.trust_remote_code)
-    reviews = load_reviews(args.dataset_name, args.dataset_split, args.dataset_config, args.text_column,
-                           args.label_column)
-    heldout_reviews = None
-    if args.heldout_prompts and args.heldout_split not in (None, args.dataset_split):
-        heldout_reviews = load_reviews(args.dataset_name, args.heldout_split, args.dataset_config, args.text_column,
-                                       args.label_column)
     model = load_causal_lm(args.model_name_or_path, "model_name_or_path", resolve_dtype(args.dtype, device), device,
                            args.trust_remote_code, float32_logits=True)
-    classifier = SentimentClassifier.load(args.classifier_name_or_path, resolve_dtype(args.measure_dtype, device),
-                                          device, args.classifier_batch_size, args.classifier_max_length,
-                                          args.trust_remote_code)
-    prompts, num_train_prompts = pair_prompts(reviews, heldout_reviews, tokenizer, args)
+    reward = task.load_reward(args, device, resolve_dtype(args.measure_dtype, device))
+    prompts, num_train_prompts = task.pair_prompts(args, tokenizer)
     completions_path = out / COMPLETIONS_FILE
     slices = prompt_slices(prompts, args)
 
@@ -144,14 +127,14 @@ def make_preference_pairs(args: PairsArguments) -> Path:
     if done:
         logger.info("Resuming: %d of %d prompts already sampled", len(done), len(prompts))
     sample_slices([s for s in slices if s[0].prompt_index not in done], completions_path, model, tokenizer,
-                  classifier, args, state)
+                  reward, args, state)
     if state.is_main_process:
         write_pairs(finished_records(completions_path, slices), prompts, num_train_prompts, folder, args)
     state.wait_for_everyone()
     return out / PAIRS_FILE
 
 
-def sample_slices(todo: list[list], completions_path: Path, model, tokenizer, classifier, args, state) -> None:
+def sample_slices(todo: list[list], completions_path: Path, model, tokenizer, reward: Reward, args, state) -> None:
     """Sample and score the slices of prompts not done yet, a slice per process at a time, and append them to the
     completions log in prompt order, on the main process. Each batch is seeded from its first item, so the samples
     are those of a one-process run whatever the number of processes."""
@@ -160,7 +143,7 @@ def sample_slices(todo: list[list], completions_path: Path, model, tokenizer, cl
     sampled, reward_sum = 0, 0.0
     for round_slices in progress(rounds, total=sum(map(len, todo)), desc="Sampling and scoring", unit="prompts",
                                  weight=lambda slices: sum(map(len, slices))):
-        mine = sample_and_score(model, tokenizer, classifier, round_slices[rank], args) if rank < len(round_slices) \
+        mine = sample_and_score(model, tokenizer, reward, round_slices[rank], args) if rank < len(round_slices) \
             else []
         records = [record for per_process in gather_lists([mine]) for record in per_process]
         if not state.is_main_process:

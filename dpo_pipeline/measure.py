@@ -1,7 +1,9 @@
-"""Step 4: every trained policy measured on the same held-out prefixes, then a report (`report.py`).
+"""Step 4's measurements (eval.py; `stages/evaluate.py` runs them): every trained policy on the same held-out prompts of
+its task, each result stored (`samples.EvalStore`) for the report to read.
 
 For the SFT model, each DPO checkpoint and each baseline (Preferred-FT, other preference losses, label-noise runs):
-  - reward = mean P(POSITIVE) of its samples, KL = mean exact sequence-level KL to the SFT model (Figure 2, left);
+  - reward = the mean of the task's reward of its samples (P(POSITIVE) for sentiment), KL = the mean exact
+    sequence-level KL to the SFT model (Figure 2, left);
   - implicit-reward accuracy and margin on held-out preference pairs that no model trained on;
   - win rate against the SFT model, sample by sample, judged by the classifier (and optionally by a local LLM).
 Best-of-N sampling from the SFT model gives a reference curve with the analytic KL log N - (N - 1) / N.
@@ -12,7 +14,6 @@ run evaluates only what is new; best-of-N and judge results are cached the same 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -21,11 +22,11 @@ from pathlib import Path
 import torch
 
 from .checkpoints import is_complete_checkpoint
-from .cli import PipelineError, require_source
 from .configs import EvalArguments
 from .data import decode_tokens
-from .distributed import on_main, process_state
+from .errors import PipelineError
 from .generation import completion_logits, completion_logps, iter_samples
+from .hub import require_source
 from .judge import JudgeItem, greedy_generate_fn, judge
 from .metrics import (
     best_of_n_expected_reward,
@@ -36,23 +37,15 @@ from .metrics import (
     sequence_kl,
     win_counts,
 )
-from .models import (
-    SentimentClassifier,
-    check_classifier_labels,
-    default_device,
-    load_causal_lm,
-    load_tokenizer,
-    resolve_dtype,
-)
+from .models import default_device, load_causal_lm, load_tokenizer, resolve_dtype
 from .pairs import TOKENIZED_COLUMNS
 from .preferences import check_pairs_match_tokenizer, load_preferences, source_fingerprint
 from .progress import progress
-from .runs import COMPLETE_FILE, RunFolder, atomic_write_json, config_dict, config_fingerprint, read_jsonl, write_jsonl
-from .tasks.chat.prompts import chat_prompts
-from .tasks.sentiment.reviews import build_prompts, load_reviews
-from .tracking import finish_wandb_run, start_wandb_run
+from .runs import COMPLETE_FILE
+from .samples import EvalStore, model_signature, short_hash
+from .sweep import SWEEP_RUN_FILE
+from .tasks import Reward, Task
 from .trainers import tokenize_preference_pairs
-from .training import SWEEP_RUN_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -115,24 +108,6 @@ def discover_models(sft_model_path: str, dpo_output_dir: str | None,
     return models + [entry for entries in runs for entry in entries]
 
 
-def _model_signature(path: str) -> str:
-    """Changes when the weights at `path` change (a retrained model at the same path is evaluated again)."""
-    weights = sorted(Path(path).glob("*.safetensors")) + sorted(Path(path).glob("*.bin"))
-    return ";".join(f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights) or path
-
-
-def _read_cache(path: Path, key: str, overwrite: bool) -> dict | None:
-    """A cached result written with `cache_key` equal to `key`, or None (missing, stale, or --overwrite)."""
-    if overwrite or not path.is_file():
-        return None
-    cached = json.loads(path.read_text())
-    return cached if cached.get("cache_key") == key else None
-
-
-def _short_hash(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 @dataclass
 class Policy:
     """One policy in the two precisions eval.py uses: `sampler` (weights in `dtype`) samples, `measurer` (weights in
@@ -144,11 +119,11 @@ class Policy:
 
 
 @torch.no_grad()
-def evaluate_policy(policy: Policy, reference: Policy, tokenizer, classifier: SentimentClassifier, prompts,
+def evaluate_policy(policy: Policy, reference: Policy, tokenizer, reward: Reward | None, prompts,
                     args: EvalArguments, is_reference: bool, name: str = "policy") -> tuple[dict, list[dict]]:
     """Sample from `policy`, score the samples, and measure their sequence KL to `reference`.
 
-    Returns (summary, samples): summary has reward, reward_sem (None without a classifier), kl, kl_sem (standard
+    Returns (summary, samples): summary has reward, reward_sem (None where the task has no reward), kl, kl_sem (standard
     errors clustered by prompt), num_samples, mean_response_tokens; each sample record has the prompt (text and
     token ids), the sample's index among the prompt's samples, the completion (text and token ids, EOS included
     where sampled), its KL and its reward.
@@ -182,9 +157,9 @@ def evaluate_policy(policy: Policy, reference: Policy, tokenizer, classifier: Se
     summary = {"reward": None, "reward_sem": None, "kl": kl, "kl_sem": kl_sem, "num_samples": len(samples),
                "num_prompts": len(prompts),
                "mean_response_tokens": sum(len(s["completion_token_ids"]) for s in samples) / len(samples)}
-    if classifier is not None:
-        for sample, reward in zip(samples, classifier.score(_scored_texts(samples, args), desc=f"[{name}] scoring")):
-            sample["reward"] = reward
+    if reward is not None:
+        for sample, value in zip(samples, reward.score(_scored_texts(samples, args), desc=f"[{name}] scoring")):
+            sample["reward"] = value
         summary["reward"], summary["reward_sem"] = clustered_mean_and_standard_error(
             [s["reward"] for s in samples], prompt_of)
     return summary, samples
@@ -206,7 +181,7 @@ class HeldoutPairs:
         check_pairs_match_tokenizer(pairs, tokenizer, path, field_name)
         pairs = tokenize_preference_pairs(pairs, tokenizer)
         self.path, self.batch_size = path, batch_size
-        self.sha = _short_hash(source_fingerprint(path, split, config_name), max_pairs)
+        self.sha = short_hash(source_fingerprint(path, split, config_name), max_pairs)
         self.pad_token_id = tokenizer.pad_token_id
         self.prompt_ids, self.chosen_ids, self.rejected_ids = (pairs[column] for column in TOKENIZED_COLUMNS)
         self._reference = None
@@ -229,15 +204,16 @@ class HeldoutPairs:
 
 
 class Evaluator:
-    """Lazily loaded reference model and classifier, shared by every measurement of one eval.py run."""
+    """Lazily loaded reference model and task reward, shared by every measurement of one eval.py run."""
 
-    def __init__(self, args: EvalArguments, device=None):
-        self.args = args
+    def __init__(self, args: EvalArguments, task: Task, device=None):
+        self.args, self.task = args, task
         self.device = device or default_device()
         self.dtype = resolve_dtype(args.dtype, self.device)
         self.measure_dtype = resolve_dtype(args.measure_dtype, self.device)
         self.tokenizer = load_tokenizer(args.sft_model_path, "sft_model_path", args.trust_remote_code)
-        self._reference = self._classifier = None
+        self._reference = self._reward = None
+        self._reward_loaded = False
 
     def load(self, path: str, field_name: str) -> Policy:
         def load(dtype):
@@ -254,59 +230,59 @@ class Evaluator:
         return self._reference
 
     @property
-    def classifier(self) -> SentimentClassifier | None:
-        if self._classifier is None and self.args.classifier_name_or_path:
-            self._classifier = SentimentClassifier.load(
-                self.args.classifier_name_or_path, self.measure_dtype, self.device, self.args.classifier_batch_size,
-                self.args.classifier_max_length, self.args.trust_remote_code)
-        return self._classifier
+    def reward(self) -> Reward | None:
+        if not self._reward_loaded:
+            self._reward = self.task.load_reward(self.args, self.device, self.measure_dtype)
+            self._reward_loaded = True
+        return self._reward
 
     def load_policy(self, model: ModelToEvaluate) -> Policy:
         return self.reference if model.run == SFT_RUN else self.load(model.path, "dpo_output_dir")
 
 
-def _safe_name(name: str) -> str:
-    return name.replace("/", "__")
-
-
-def evaluate_models(models, evaluator: Evaluator, prompts, heldout: HeldoutPairs | None, out: Path,
-                    settings_hash: str) -> list[dict]:
-    """One result row per model: from the cache where the settings and the weights are unchanged, else measured.
-    A cached row that lacks the held-out metrics of the current held-out file gets just those measured."""
-    args = evaluator.args
-    rows = []
-    for model in models:
-        result_path = out / "models" / f"{_safe_name(model.name)}.json"
-        signature = _model_signature(model.path)
+def stale_results(model: ModelToEvaluate, store: EvalStore, settings_hash: str, heldout, overwrite: bool):
+    """What of a model's result must be measured: (the stored row or None, whether its held-out metrics must be).
+    A stored row is kept where the settings and the weights are unchanged; one that lacks the held-out metrics of
+    the current held-out file gets just those measured."""
+    row = None if overwrite else store.read_result(model.name)
+    if row is not None and (row.get("settings_hash") != settings_hash
+                            or row.get("model_signature") != model_signature(model.path)):
         row = None
-        if result_path.is_file() and not args.overwrite:
-            cached = json.loads(result_path.read_text())
-            if cached.get("settings_hash") == settings_hash and cached.get("model_signature") == signature:
-                row = {**cached, **asdict(model)}
-        wants_heldout = heldout is not None and model.run != SFT_RUN
-        if row is not None and (not wants_heldout or row.get("heldout_pairs_sha") == heldout.sha):
+    wants_heldout = heldout is not None and model.run != SFT_RUN
+    return row, wants_heldout and (row is None or row.get("heldout_pairs_sha") != heldout.sha)
+
+
+def measure_models(models, evaluator: Evaluator, prompts, heldout: HeldoutPairs | None, store: EvalStore,
+                   settings_hash: str) -> None:
+    """Measure every model whose stored result is missing or stale, and store its samples and result row."""
+    args = evaluator.args
+    for model in models:
+        row, heldout_missing = stale_results(model, store, settings_hash, heldout, args.overwrite)
+        if row is not None and not heldout_missing:
             logger.info("[%s] evaluated already: KL %.2f", model.name, row["kl"])
-            rows.append(row)
             continue
         policy = evaluator.load_policy(model)
         if row is None:
-            summary, samples = evaluate_policy(policy, evaluator.reference, evaluator.tokenizer, evaluator.classifier,
+            summary, samples = evaluate_policy(policy, evaluator.reference, evaluator.tokenizer, evaluator.reward,
                                                prompts, args, is_reference=model.run == SFT_RUN, name=model.name)
-            write_jsonl(out / "samples" / f"{_safe_name(model.name)}.jsonl", samples)
-            row = {**asdict(model), **summary, "settings_hash": settings_hash, "model_signature": signature}
+            store.write_samples(model.name, samples)
+            row = {**asdict(model), **summary, "settings_hash": settings_hash,
+                   "model_signature": model_signature(model.path)}
             logger.info("[%s] %sKL %.2f ± %.2f, %.1f response tokens", model.name,
                         "" if row["reward"] is None else f"reward {row['reward']:.3f} ± {row['reward_sem']:.3f}, ",
                         row["kl"], row["kl_sem"], row["mean_response_tokens"])
-        if wants_heldout:
-            row.update(heldout.metrics(policy, evaluator.reference, model.beta),
-                       heldout_pairs_sha=heldout.sha)
+        if heldout_missing:
+            row.update(heldout.metrics(policy, evaluator.reference, model.beta), heldout_pairs_sha=heldout.sha)
             logger.info("[%s] held-out implicit-reward accuracy %.3f on %d pairs", model.name,
                         row["heldout_accuracy"], row["heldout_pairs"])
-        atomic_write_json(result_path, row)
+        store.write_result(model.name, row)
         log_live(row)
-        rows.append(row)
         del policy
-    return rows
+
+
+def read_rows(models, store: EvalStore) -> list[dict]:
+    """Every model's stored result row (measured by now), with what the plots need to know of its run."""
+    return [{**store.read_result(model.name), **asdict(model)} for model in models]
 
 
 def log_live(row: dict) -> None:
@@ -318,71 +294,74 @@ def log_live(row: dict) -> None:
                    if row.get(key) is not None} | {"eval/model": row["name"]})
 
 
-def read_samples(out: Path, name: str) -> dict[tuple[int, int], dict]:
-    """A model's saved samples keyed by (prompt index, sample index)."""
-    keyed, seen = {}, {}
-    for sample in read_jsonl(out / "samples" / f"{_safe_name(name)}.jsonl", "samples"):
-        prompt_index = sample["prompt_index"]
-        sample_index = sample.get("sample_index", seen.get(prompt_index, 0))
-        seen[prompt_index] = sample_index + 1
-        keyed[(prompt_index, sample_index)] = sample
-    return keyed
-
-
-def add_win_rates(rows: list[dict], out: Path, tie_tolerance: float) -> None:
+def add_win_rates(rows: list[dict], store: EvalStore, tie_tolerance: float) -> None:
     """Each model's classifier win rate against the SFT model, sample by sample on the same prompts (where there is
     a classifier)."""
     if all(row.get("reward") is None for row in rows):
         return
-    baseline = read_samples(out, SFT_RUN)
+    baseline = store.read_samples(SFT_RUN)
     for row in rows:
         if row["run"] in (SFT_RUN, BEST_OF_N_RUN):
             continue
-        samples = read_samples(out, row["name"])
+        samples = store.read_samples(row["name"])
         keys = sorted(samples.keys() & baseline.keys())
         row.update(win_counts([samples[k]["reward"] for k in keys], [baseline[k]["reward"] for k in keys],
                               tie_tolerance))
 
 
-def evaluate_best_of_n(evaluator: Evaluator, prompts, out: Path, settings_hash: str) -> list[dict]:
-    """Best-of-N from the SFT model: M = max(N) samples per prompt, and for each N the unbiased estimate of the
-    expected best reward among N of them (`metrics.best_of_n_expected_reward`); KL is the analytic value."""
+def best_of_n_key(evaluator: Evaluator, prompts, settings_hash: str) -> str:
     args = evaluator.args
-    sizes = sorted(set(args.best_of_n))
-    if not sizes:
+    return short_hash(settings_hash, model_signature(args.sft_model_path), max(args.best_of_n),
+                      len(best_of_n_prompts(args, prompts)))
+
+
+def best_of_n_prompts(args, prompts) -> list:
+    return prompts[: args.best_of_n_prompts] if args.best_of_n_prompts else prompts
+
+
+def measure_best_of_n(evaluator: Evaluator, prompts, store: EvalStore, settings_hash: str) -> None:
+    """Best-of-N from the SFT model: M = max(N) samples per prompt, scored by the task's reward, their rewards stored
+    per prompt (`best_of_n_rows` turns them into each N's figure)."""
+    args = evaluator.args
+    prompts = best_of_n_prompts(args, prompts)
+    samples_per_prompt = max(args.best_of_n)
+    key = best_of_n_key(evaluator, prompts, settings_hash)
+    if store.read_cache("best-of-n", BEST_OF_N_RUN, key, args.overwrite) is not None:
+        logger.info("Best-of-N evaluated already (%d prompts x %d samples)", len(prompts), samples_per_prompt)
+        return
+    logger.info("Best-of-N: sampling %d completions for each of %d prompts from the SFT model",
+                samples_per_prompt, len(prompts))
+    records = []
+    tokenizer = evaluator.tokenizer
+    batches = iter_samples(evaluator.reference.sampler, [p.prompt_token_ids for p in prompts], samples_per_prompt,
+                           args.max_new_tokens, args.temperature, args.generation_batch_size, args.seed + 1,
+                           tokenizer.pad_token_id, tokenizer.eos_token_id,
+                           cache_implementation=args.cache_implementation)
+    for batch in progress(batches, total=len(prompts) * samples_per_prompt, desc="best-of-N sampling",
+                          unit="samples", weight=lambda batch: len(batch.item_indices)):
+        for item, token_ids in zip(batch.item_indices, batch.completion_token_ids()):
+            prompt = prompts[item // samples_per_prompt]
+            records.append({"prompt_index": prompt.prompt_index, "prompt": prompt.prompt,
+                            "completion": decode_tokens(tokenizer, token_ids)})
+    for record, reward in zip(records, evaluator.reward.score(_scored_texts(records, args), desc="best-of-N scoring")):
+        record["reward"] = reward
+    store.write_samples(BEST_OF_N_RUN, records)
+    per_prompt = [[r["reward"] for r in records[i * samples_per_prompt : (i + 1) * samples_per_prompt]]
+                  for i in range(len(prompts))]
+    store.write_cache("best-of-n", BEST_OF_N_RUN, key, {"rewards_per_prompt": per_prompt})
+
+
+def best_of_n_rows(evaluator: Evaluator, prompts, store: EvalStore, settings_hash: str) -> list[dict]:
+    """Each N's row from the stored rewards: the unbiased estimate of the expected best reward among N samples
+    (`metrics.best_of_n_expected_reward`) and the analytic KL."""
+    args = evaluator.args
+    if not args.best_of_n:
         return []
-    prompts = prompts[: args.best_of_n_prompts] if args.best_of_n_prompts else prompts
-    samples_per_prompt = max(sizes)
-    key = _short_hash(settings_hash, _model_signature(args.sft_model_path), samples_per_prompt, len(prompts))
-    cache = out / "models" / "best-of-n.json"
-    cached = _read_cache(cache, key, args.overwrite)
-    if cached is not None:
-        per_prompt = cached["rewards_per_prompt"]
-        logger.info("Best-of-N evaluated already (%d prompts x %d samples)", len(per_prompt), samples_per_prompt)
-    else:
-        logger.info("Best-of-N: sampling %d completions for each of %d prompts from the SFT model",
-                    samples_per_prompt, len(prompts))
-        records = []
-        tokenizer = evaluator.tokenizer
-        batches = iter_samples(evaluator.reference.sampler, [p.prompt_token_ids for p in prompts], samples_per_prompt,
-                               args.max_new_tokens, args.temperature, args.generation_batch_size, args.seed + 1,
-                               tokenizer.pad_token_id, tokenizer.eos_token_id,
-                               cache_implementation=args.cache_implementation)
-        for batch in progress(batches, total=len(prompts) * samples_per_prompt, desc="best-of-N sampling",
-                              unit="samples", weight=lambda batch: len(batch.item_indices)):
-            for item, token_ids in zip(batch.item_indices, batch.completion_token_ids()):
-                prompt = prompts[item // samples_per_prompt]
-                records.append({"prompt_index": prompt.prompt_index, "prompt": prompt.prompt,
-                                "completion": decode_tokens(tokenizer, token_ids)})
-        for record, reward in zip(records, evaluator.classifier.score(_scored_texts(records, args),
-                                                                      desc="best-of-N scoring")):
-            record["reward"] = reward
-        write_jsonl(out / "samples" / "best-of-n.jsonl", records)
-        per_prompt = [[r["reward"] for r in records[i * samples_per_prompt : (i + 1) * samples_per_prompt]]
-                      for i in range(len(prompts))]
-        atomic_write_json(cache, {"cache_key": key, "rewards_per_prompt": per_prompt})
+    samples_per_prompt = max(args.best_of_n)
+    per_prompt = store.read_cache("best-of-n", BEST_OF_N_RUN, best_of_n_key(evaluator, prompts, settings_hash))[
+        "rewards_per_prompt"]
     rows = []
-    for n in sizes:
+    for n in sorted(set(args.best_of_n)):
         reward, reward_sem = mean_and_standard_error([best_of_n_expected_reward(r, n) for r in per_prompt])
         rows.append({"name": f"best-of-{n}", "run": BEST_OF_N_RUN, "method": "best_of_n", "beta": None,
                      "loss_type": "best_of_n", "label_smoothing": None, "label_noise": 0.0, "step": n,
@@ -392,20 +371,19 @@ def evaluate_best_of_n(evaluator: Evaluator, prompts, out: Path, settings_hash: 
     return rows
 
 
-def add_judge_verdicts(rows: list[dict], evaluator: Evaluator, out: Path) -> None:
+def add_judge_verdicts(rows: list[dict], evaluator: Evaluator, store: EvalStore, template: str) -> None:
     """LLM-as-judge win rate of each final model against the SFT model (sample 0 of each prompt)."""
     args = evaluator.args
     require_source(args.judge_model_path, "judge model", "judge_model_path")
-    judge_settings = _short_hash(args.judge_template, args.judge_max_new_tokens, args.judge_prompts, args.seed,
-                                 _model_signature(args.judge_model_path))
-    baseline = read_samples(out, SFT_RUN)
+    judge_settings = short_hash(template, args.judge_max_new_tokens, args.judge_prompts, args.seed,
+                                 model_signature(args.judge_model_path))
+    baseline = store.read_samples(SFT_RUN)
     generate = None
     for row in rows:
         if row["run"] in (SFT_RUN, BEST_OF_N_RUN) or not row["is_final"]:
             continue
-        cache = out / "judge" / f"{_safe_name(row['name'])}.json"
-        key = _short_hash(judge_settings, row["settings_hash"], row["model_signature"])
-        cached = _read_cache(cache, key, args.overwrite)
+        key = short_hash(judge_settings, row["settings_hash"], row["model_signature"])
+        cached = store.read_cache("judge", row["name"], key, args.overwrite)
         if cached is not None:
             row.update(cached["tally"])
             continue
@@ -415,93 +393,13 @@ def add_judge_verdicts(rows: list[dict], evaluator: Evaluator, out: Path) -> Non
                                          args.trust_remote_code)
             generate = greedy_generate_fn(judge_model, judge_tokenizer, args.judge_max_new_tokens,
                                           args.judge_batch_size)
-        samples = read_samples(out, row["name"])
+        samples = store.read_samples(row["name"])
         keys = sorted(key for key in samples.keys() & baseline.keys() if key[1] == 0)[: args.judge_prompts]
         items = [JudgeItem(k[0], samples[k]["prompt"], samples[k]["completion"], baseline[k]["completion"])
                  for k in keys]
-        tally, records = judge(items, generate, args.judge_template, args.seed)
-        write_jsonl(out / "judge" / f"{_safe_name(row['name'])}.jsonl", records)
-        atomic_write_json(cache, {"cache_key": key, "tally": tally})
+        tally, records = judge(items, generate, template, args.seed)
+        store.write_records("judge", row["name"], records)
+        store.write_cache("judge", row["name"], key, {"tally": tally})
         logger.info("[%s] judge: %d wins, %d losses, %d unparsable", row["name"], tally["judge_wins"],
                     tally["judge_losses"], tally["judge_unparsable"])
         row.update(tally)
-
-
-def evaluation_prompts(args: EvalArguments, tokenizer) -> list:
-    """The task's held-out prompts: review prefixes (sentiment) or the conversations of a preference dataset (chat)."""
-    if args.task == "chat":
-        return chat_prompts(args.dataset_name, args.dataset_split, args.dataset_config, tokenizer, args.num_prompts,
-                            args.seed)
-    reviews = load_reviews(args.dataset_name, args.dataset_split, args.dataset_config, args.text_column,
-                           args.label_column)
-    return build_prompts(reviews, tokenizer, args.num_prompts, args.min_prefix_tokens, args.max_prefix_tokens,
-                         args.seed, split=args.dataset_split)
-
-
-def held_out_pairs(args: EvalArguments, tokenizer) -> HeldoutPairs | None:
-    """The pairs each model's implicit-reward accuracy is measured on: heldout_pairs_file, or for the chat task the
-    preference dataset's own held-out split; None when there are none."""
-    if args.heldout_pairs_file:
-        return HeldoutPairs(args.heldout_pairs_file, tokenizer, args.kl_batch_size, max_pairs=args.max_heldout_pairs)
-    if args.task == "chat":
-        return HeldoutPairs(args.dataset_name, tokenizer, args.kl_batch_size, split=args.dataset_split,
-                            config_name=args.dataset_config, max_pairs=args.max_heldout_pairs,
-                            field_name="dataset_name")
-    return None
-
-
-def evaluate_frontier(args: EvalArguments) -> Path:
-    """Evaluate every model not yet evaluated with these settings, then write the report, frontier.csv and plots.
-
-    Under a launcher with N processes the models (and best-of-N) are shared out between the processes, each model
-    evaluated whole by one of them with the same prompts and seeds as in a one-process run; the main process then
-    reads every result back (cached per model) and writes the report.
-    """
-    from .report import write_report
-
-    require_source(args.dataset_name, "dataset", "dataset_name")
-    if args.classifier_name_or_path:
-        require_source(args.classifier_name_or_path, "classifier", "classifier_name_or_path")
-    require_source(args.sft_model_path, "SFT model", "sft_model_path")
-    if args.judge_model_path:
-        require_source(args.judge_model_path, "judge model", "judge_model_path")
-    out = Path(args.output_dir)
-    settings_hash = config_fingerprint(args)
-    folder = RunFolder(out, settings_hash, "eval")
-    state = process_state()
-    folder.check(overwrite=args.overwrite)  # never "complete": new checkpoints may come
-    state.wait_for_everyone()
-    models = discover_models(args.sft_model_path, args.dpo_output_dir, args.include_checkpoints)
-    if args.classifier_name_or_path:
-        check_classifier_labels(args.classifier_name_or_path, args.trust_remote_code)
-    evaluator = Evaluator(args, state.device)
-    heldout = held_out_pairs(args, evaluator.tokenizer)
-    prompts = evaluation_prompts(args, evaluator.tokenizer)
-
-    def claim():  # every input is loaded and checked by now
-        folder.claim({"eval": args}, overwrite=args.overwrite)
-        if args.report_to == "wandb":
-            start_wandb_run(out, args.wandb_project, "eval", config={"eval": config_dict(args)})
-
-    on_main(claim)
-    logger.info("Evaluating %d models on %d held-out prompts x %d samples%s", len(models), len(prompts),
-                args.samples_per_prompt, f" on {state.num_processes} processes" if state.num_processes > 1 else "")
-    jobs = [*models, BEST_OF_N_RUN] if args.best_of_n else models
-    with state.split_between_processes(jobs) as mine:
-        evaluate_models([job for job in mine if job != BEST_OF_N_RUN], evaluator, prompts, heldout, out,
-                        settings_hash)
-        if BEST_OF_N_RUN in mine:
-            evaluate_best_of_n(evaluator, prompts, out, settings_hash)
-    state.wait_for_everyone()
-    report = out / "report.md"
-    if state.is_main_process:  # every result is cached now: this reads them back
-        rows = evaluate_models(models, evaluator, prompts, heldout, out, settings_hash)
-        add_win_rates(rows, out, args.win_rate_tie_tolerance)
-        if args.judge_model_path:
-            add_judge_verdicts(rows, evaluator, out)
-        rows += evaluate_best_of_n(evaluator, prompts, out, settings_hash)
-        report = write_report(rows, out, args, num_prompts=len(prompts), heldout=heldout)
-        finish_wandb_run()
-        logger.info("Report: %s", report)
-    state.wait_for_everyone()
-    return report

@@ -1,0 +1,130 @@
+"""What the configs of every stage share, declared once: tracking, the checks of every training config, the fields
+the pipeline adds to TRL's training configs, and the defaults of the full-scale experiment."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import PipelineError
+from ..hardware import accelerator_available, bf16_training_available, launched_processes
+
+DEFAULT_WANDB_PROJECT = "dpo-imdb-sentiment"
+DEFAULT_CLASSIFIER = "siebert/sentiment-roberta-large-english"
+DEFAULT_DATASET = "stanfordnlp/imdb"
+DEFAULT_TASK = "sentiment"
+
+
+@dataclass
+class TrackingArguments:
+    """Where runs are tracked and what happens to an output folder that already holds a run."""
+
+    wandb_project: str = field(
+        default=DEFAULT_WANDB_PROJECT,
+        metadata={"help": "wandb project. Without an API key wandb runs offline; `report_to: none` turns it off."},
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace an output folder that holds a run made with a different config."},
+    )
+
+
+def derive_gradient_accumulation(config) -> None:
+    """With `global_batch_size` G set, gradient_accumulation_steps = G / (per_device_train_batch_size x processes):
+    the optimizer sees G examples per step on one GPU or on many. A launch where that is not a whole number is
+    refused, naming what to change."""
+    if config.global_batch_size is None:
+        return
+    processes = launched_processes()
+    per_pass = config.per_device_train_batch_size * processes
+    if config.global_batch_size < 1 or config.global_batch_size % per_pass:
+        raise PipelineError(
+            f"global_batch_size {config.global_batch_size} is not a multiple of per_device_train_batch_size "
+            f"{config.per_device_train_batch_size} x {processes} process{'es' if processes > 1 else ''}: choose a "
+            "per_device_train_batch_size that divides it by the number of processes")
+    config.gradient_accumulation_steps = config.global_batch_size // per_pass
+
+
+def check_output_dir(path: str | None, field_name: str = "output_dir") -> None:
+    """An output folder must be a folder (or not exist yet), and so must every folder above it."""
+    if not path:
+        raise PipelineError(f"{field_name} is not set")
+    for folder in (Path(path), *Path(path).parents):
+        if folder.exists() and not folder.is_dir():
+            raise PipelineError(f"{field_name}: {folder} is a file, not a folder")
+
+
+def check_can_train(config) -> None:
+    """Settings with which training cannot run or would train nothing are refused before any folder is touched
+    (transformers would fail later with a traceback, or finish zero steps and mark an untrained model done)."""
+    def positive_number(name: str, allow_zero: bool = False) -> None:
+        value = getattr(config, name)
+        ok = isinstance(value, (int, float)) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+        if not ok:
+            raise PipelineError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value}")
+
+    positive_number("learning_rate")
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if getattr(config, name) < 1:
+            raise PipelineError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.max_steps is None or config.max_steps <= 0:
+        if not (math.isfinite(config.num_train_epochs) and config.num_train_epochs > 0):
+            raise PipelineError(f"num_train_epochs must be positive (or set max_steps), got {config.num_train_epochs}")
+    for name in ("warmup_steps", "weight_decay"):
+        positive_number(name, allow_zero=True)
+    if config.max_grad_norm is not None:
+        positive_number("max_grad_norm", allow_zero=True)
+    if getattr(config, "max_length", None) is not None and config.max_length < 2:
+        raise PipelineError(f"max_length must be at least 2 tokens, got {config.max_length}")
+    if str(config.save_strategy) in ("steps", "SaveStrategy.STEPS") and not config.save_steps > 0:
+        raise PipelineError(f"save_steps must be positive, got {config.save_steps}")
+    if not config.logging_steps > 0:
+        raise PipelineError(f"logging_steps must be positive, got {config.logging_steps}")
+    check_output_dir(config.output_dir)
+
+
+_NAN_FILTER_HELP = ("Log a NaN or infinite loss as the mean of the previous ones (transformers' default). Off here, "
+                    "so that a diverging run stops at once with a clear message and keeps its last good checkpoint.")
+
+
+_GLOBAL_BATCH_HELP = ("Examples per optimizer step over all processes (pairs for DPO; the DPO paper's is 64). "
+                      "When set, gradient_accumulation_steps is derived from it, per_device_train_batch_size and the "
+                      "number of processes of the launch, so that a run on 8 GPUs trains as one on 1 GPU.")
+
+
+@dataclass
+class PipelineTrainingArguments:
+    """The pipeline's part of every training config (mixed in before TRL's `SFTConfig`, `DPOConfig`,
+    `RewardConfig`, `GRPOConfig`), checked before transformers and TRL see the config:
+    - settings that cannot train are refused (`check_can_train`);
+    - bf16 (TRL's default) without a GPU that has it is turned off and remembered: the stage then stops with one
+      line saying why (`hardware.require_the_gpu_asked_for`), while the config still reads on any machine;
+    - `global_batch_size` fixes the examples per optimizer step whatever the number of processes: the gradient
+      accumulation is derived from it, or a launch that cannot keep it is refused."""
+
+    logging_nan_inf_filter: bool = field(default=False, metadata={"help": _NAN_FILTER_HELP})
+    global_batch_size: int | None = field(default=None, metadata={"help": _GLOBAL_BATCH_HELP})
+
+    def __post_init__(self):
+        check_can_train(self)
+        derive_gradient_accumulation(self)
+        if self.bf16 is None:
+            self.bf16 = not self.fp16  # TRL's default
+        if self.bf16 and not self.use_cpu and not bf16_training_available():
+            # transformers refuses bf16 without a GPU while parsing; the stage says why, once its inputs are checked
+            self.bf16_without_gpu = True
+            self.bf16 = False
+        if launched_processes() > 1 and not self.use_cpu and not accelerator_available():
+            # A launch of N processes on a machine without a GPU: the Trainer sets up data-parallel training (gloo)
+            # only with use_cpu; without it each process would train the whole run alone
+            # (`sweep.require_data_parallel`).
+            self.use_cpu = True
+        super().__post_init__()
+
+
+def refuse_streaming(script_args) -> None:
+    """TRL's dataset_streaming: the pipeline counts, checks and resumes over whole datasets, so it does not stream."""
+    if getattr(script_args, "dataset_streaming", False):
+        raise PipelineError("dataset_streaming is not supported: the pipeline checks every record and resumes by "
+                            "position, so it loads the dataset (the datasets library caches it on disk)")

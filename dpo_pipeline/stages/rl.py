@@ -1,0 +1,174 @@
+"""The DPO paper's on-policy RL baselines (Figure 2, left), with TRL's own trainers (rl.py; the reward model comes
+from stages/reward_model.py):
+
+    reward_model.py   a reward model learned from pairs.jsonl with TRL's `RewardTrainer` (the paper's "PPO" setting
+                      scores its samples with it); its pairwise accuracy on the held-out pairs is reported
+    rl.py             RLOO or GRPO from the SFT model on the prompts of the pairs, KL-regularised to the SFT model
+                      (`beta`), rewarded by the learned reward model or by the true reward, P(POSITIVE) of the
+                      classifier (the paper's "PPO-GT"); one run per sweep entry, into the folder eval.py reads
+
+TRL 1.16 no longer has PPO; RLOO is its REINFORCE-style successor for this setting: each prompt's completions
+share a leave-one-out baseline, and beta x (the sampled sequence's log-ratio to the reference) is subtracted from
+its reward, the KL-regularised objective PPO optimises in the paper.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+from ..configs import RL_METHODS, RL_REWARDS, RLScriptArguments
+from ..distributed import process_state
+from ..errors import PipelineError
+from ..hub import require_source
+from ..models import SentimentClassifier, check_classifier_labels, check_model_flags, load_tokenizer, model_init_kwargs
+from ..preferences import check_pairs_match_tokenizer, is_tokenized, load_preferences
+from ..runs import COMPLETE_FILE
+from ..sweep import (
+    StageRecipe,
+    SweepRun,
+    file_sha256,
+    keep_hub_token_out_of_checkpoints,
+    plan_sweep,
+    run_info,
+    run_sweep,
+)
+
+logger = logging.getLogger(__name__)
+
+# Sweep keys of rl.py that choose the run's trainer and reward rather than a training setting.
+RL_SWEEP_KEYS = ("method", "reward")
+# Settings of GRPOConfig that TRL's RLOO trainer does not read: set with method rloo they would do nothing.
+GRPO_ONLY = ("loss_type", "scale_rewards", "importance_sampling_level", "delta", "entropy_coef", "top_entropy_quantile",
+             "use_bias_correction_kl", "cast_lm_head_to_fp32")
+
+
+class ClassifierReward:
+    """The true reward as a TRL reward function: P(POSITIVE) of prompt + completion, the label found by name (the
+    same reward the pairs were ranked by and eval.py measures)."""
+
+    __name__ = "classifier"  # TRL names the logged reward column after it
+
+    def __init__(self, classifier: SentimentClassifier):
+        self.classifier = classifier
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        return self.classifier.score([prompt + completion for prompt, completion in zip(prompts, completions)])
+
+
+def training_prompts(pairs_file: str, tokenizer, max_prompts: int | None):
+    """The distinct prompts of the pairs, in their order: a `datasets.Dataset` with one `prompt` column of text."""
+    from datasets import Dataset
+
+    pairs = load_preferences(pairs_file)
+    check_pairs_match_tokenizer(pairs, tokenizer, pairs_file)
+    if "prompt" not in pairs.column_names or not isinstance(pairs[0]["prompt"], str):
+        raise PipelineError(f"pairs_file: {pairs_file} has no text prompts to train on")
+    prompts = list(dict.fromkeys(pairs["prompt"]))[:max_prompts]
+    if is_tokenized(pairs):
+        logger.info("RL samples its own completions: of the pairs only the %d distinct prompts are used", len(prompts))
+    return Dataset.from_dict({"prompt": prompts})
+
+
+def rl_config(args, method: str):
+    """The trainer's config: GRPOConfig as parsed for grpo; for rloo an RLOOConfig with the same values (refused
+    where a GRPO-only setting was changed: RLOO would not read it)."""
+    from trl import GRPOConfig, RLOOConfig
+
+    if method == "grpo":
+        return args
+    defaults = {field.name: field.default for field in dataclasses.fields(GRPOConfig)}
+    changed = [name for name in GRPO_ONLY if getattr(args, name) != defaults[name]]
+    if changed:
+        raise PipelineError(f"{', '.join(changed)} has no effect with method rloo (a GRPO setting): drop it or use "
+                            "method=grpo")
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(RLOOConfig)
+              if field.init and hasattr(args, field.name)}
+    values.update(args.given_generation_settings)
+    return RLOOConfig(**values)  # converted again as dataclasses.replace converts a DPO sweep entry's config
+
+
+def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> list[Path]:
+    """One RL run per sweep entry into `<output_dir>/<entry>` (beside the DPO runs, where eval.py finds them);
+    finished runs are skipped, interrupted ones resume from their last checkpoint."""
+    from trl import GRPOTrainer, RLOOTrainer, get_peft_config
+
+    require_source(model_args.model_name_or_path, "model", "model_name_or_path")
+    check_model_flags(model_args)
+    if not script_args.pairs_file or not Path(script_args.pairs_file).is_file():
+        raise PipelineError(f"pairs_file: {script_args.pairs_file} does not exist: run preference_pairs.py first")
+    keep_hub_token_out_of_checkpoints(training_args)
+    sweep_name = script_args.sweep_name or Path(training_args.output_dir).name
+    trust = training_args.trust_remote_code
+    base = copy.copy(training_args)  # its generation settings as given, for TRL to derive them again
+    for name, value in training_args.given_generation_settings.items():
+        setattr(base, name, value)
+    planned = plan_sweep(training_args, script_args.sweep, sweep_name, data_keys=RL_SWEEP_KEYS, base_args=base,
+                         run_fields={"model_init_kwargs": model_init_kwargs(model_args, trust),
+                                     **training_args.given_generation_settings})
+    choices = []
+    for (name, overrides, args), entry in zip(planned, script_args.sweep):
+        choice = {key: overrides.get(key, getattr(script_args, key)) for key in RL_SWEEP_KEYS}
+        for key, allowed in (("method", RL_METHODS), ("reward", RL_REWARDS)):
+            if choice[key] not in allowed:
+                raise PipelineError(f"sweep entry {entry!r}: {key}={choice[key]} is not one of {', '.join(allowed)}")
+        rl_config(args, choice["method"])  # refuses settings the trainer would ignore, before anything is written
+        choices.append(choice)
+    fingerprints = {"pairs": file_sha256(script_args.pairs_file)}
+    reward_model_accuracy = None
+    if any(choice["reward"] == "reward_model" for choice in choices):
+        path = script_args.reward_model_path
+        if not path or not (Path(path) / COMPLETE_FILE).is_file():
+            raise PipelineError(f"reward_model_path: {path} holds no finished reward model: run reward_model.py first")
+        fingerprints["reward_model"] = file_sha256(Path(path) / COMPLETE_FILE)
+        reward_model_accuracy = json.loads((Path(path) / COMPLETE_FILE).read_text())["summary"].get("heldout_accuracy")
+    if any(choice["reward"] == "classifier" for choice in choices):
+        require_source(script_args.classifier_name_or_path, "classifier", "classifier_name_or_path")
+        check_classifier_labels(script_args.classifier_name_or_path, trust)
+    runs = []
+    for (name, overrides, args), choice in zip(planned, choices):
+        info = run_info(method=choice["method"], beta=args.beta, loss_type=[choice["reward"]], label_smoothing=None,
+                        label_noise=0.0, pairs_file=script_args.pairs_file,
+                        reference_model=model_args.model_name_or_path, sweep=sweep_name, overrides=overrides,
+                        reward=choice["reward"], reward_model_heldout_accuracy=reward_model_accuracy
+                        if choice["reward"] == "reward_model" else None)
+        runs.append(SweepRun(name, args, overrides, {**fingerprints, "choice": choice}, info, data=choice))
+
+    def load_inputs():
+        tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust,
+                                   model_args.model_revision)
+        prompts = training_prompts(script_args.pairs_file, tokenizer, script_args.max_prompts)
+        rewards = {}
+        if any(choice["reward"] == "classifier" for choice in choices):
+            rewards["classifier"] = ClassifierReward(SentimentClassifier.load(
+                script_args.classifier_name_or_path, device=process_state(training_args).device,
+                batch_size=script_args.classifier_batch_size, max_length=script_args.classifier_max_length,
+                trust_remote_code=trust))
+        if any(choice["reward"] == "reward_model" for choice in choices):
+            rewards["reward_model"] = script_args.reward_model_path
+        return tokenizer, prompts, rewards
+
+    def trainer(run, inputs, callbacks):
+        tokenizer, prompts, rewards = inputs
+        trainer_class = RLOOTrainer if run.data["method"] == "rloo" else GRPOTrainer
+        return trainer_class(model=model_args.model_name_or_path, reward_funcs=rewards[run.data["reward"]],
+                             args=rl_config(run.args, run.data["method"]), train_dataset=prompts,
+                             processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+
+    def summary(run, trainer, result):
+        last = next((entry for entry in reversed(trainer.state.log_history) if "reward" in entry), {})
+        return {"global_step": trainer.state.global_step, "train_loss": result.training_loss,
+                **{key: value for key, value in last.items() if key in ("reward", "kl")}}
+
+    def describe(run, inputs):
+        return (f"[{run.name}] {run.data['method'].upper()} with the {run.data['reward']} reward, KL coefficient "
+                f"{run.args.beta}, on {len(inputs[1])} prompts")
+
+    peft_config = get_peft_config(model_args)
+    recipe = StageRecipe(kind="rl", load_inputs=load_inputs, examples=lambda run, inputs: len(inputs[1]),
+                         trainer=trainer, summary=summary, describe=describe,
+                         progress=lambda run: f"[{run.name}] {run.data['method'].upper()}")
+    return run_sweep(recipe, runs, script_args, model_args, peft_config, wandb_group=script_args.sweep_name)

@@ -1,0 +1,141 @@
+"""SFT with TRL's `SFTTrainer` (sft.py): on a dataset of text, conversations, prompt + completion or token ids; or,
+for the Preferred-FT baseline (DPO paper, section 6), on the chosen completions of a pairs file. One run, in the
+output folder itself, through the sweep engine."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..configs import SFTScriptArguments
+from ..data import load_split, load_texts
+from ..errors import PipelineError
+from ..hub import require_source
+from ..models import check_model_flags, load_tokenizer, model_init_kwargs
+from ..preferences import check_pairs_match_tokenizer, check_prompt_lengths, is_tokenized, load_preferences
+from ..sweep import StageRecipe, SweepRun, file_sha256, keep_hub_token_out_of_checkpoints, run_info, run_sweep
+from ..tasks import get_task
+
+logger = logging.getLogger(__name__)
+
+
+def sft_data(script_args: SFTScriptArguments, split: str):
+    """One split of sft.py's data, as TRL's SFTTrainer takes it: text, messages (a conversation, rendered by the chat
+    template), prompt + completion, or input_ids. `text_column` names the text column; the task's cleaning (IMDb's
+    `<br />` and white space, for the sentiment task) only where the config asks for it (`clean_reviews`)."""
+    if script_args.clean_reviews:
+        return load_texts(script_args.dataset_name, split, script_args.dataset_config, script_args.text_column,
+                          get_task(script_args.task).clean_text)
+    dataset = load_split(script_args.dataset_name, split, script_args.dataset_config)
+    if script_args.text_column != "text" and script_args.text_column in dataset.column_names:
+        dataset = dataset.rename_column(script_args.text_column, "text")
+    columns = set(dataset.column_names)
+    if not ({"text"} <= columns or {"messages"} <= columns or {"prompt", "completion"} <= columns
+            or {"input_ids"} <= columns):
+        raise PipelineError(f"dataset_name: {script_args.dataset_name} ({split}) has none of the columns SFT trains "
+                            f"on (text, messages, prompt + completion, input_ids); it has {', '.join(sorted(columns))}"
+                            "; name the text column with text_column")
+    return dataset
+
+
+def preferred_completions(pairs):
+    """Preferred-FT's data (DPO paper, section 6): every distinct (prompt, chosen completion) of the pairs (from
+    `load_preferences`), with the loss on the completion only. Pairs with token ids give `input_ids` and a
+    `completion_mask` (the sampled ids, EOS only where sampled); text pairs give TRL's prompt-completion format."""
+    from datasets import Dataset
+
+    if is_tokenized(pairs):
+        unique = dict.fromkeys((tuple(p), tuple(c)) for p, c in zip(pairs["prompt_ids"], pairs["chosen_ids"]))
+        examples = [{"input_ids": [*prompt, *chosen], "completion_mask": [0] * len(prompt) + [1] * len(chosen)}
+                    for prompt, chosen in unique]
+        return Dataset.from_list(examples)
+    unique = dict.fromkeys(zip(pairs["prompt"], pairs["chosen"]))
+    return Dataset.from_list([{"prompt": prompt, "completion": chosen} for prompt, chosen in unique])
+
+
+def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
+    """Fine-tune (or, with `from_scratch`, train) a causal LM with TRL's `SFTTrainer`: on a dataset (text or chat),
+    or, for the Preferred-FT baseline, on the chosen completions of a pairs file."""
+    from transformers import AutoConfig, AutoModelForCausalLM, set_seed
+    from trl import SFTTrainer, get_peft_config, get_quantization_config
+
+    preferred_ft = script_args.pairs_file is not None
+    if not preferred_ft:
+        require_source(script_args.dataset_name, "dataset", "dataset_name")
+        if script_args.clean_reviews:
+            get_task(script_args.task)
+    require_source(model_args.model_name_or_path, "model", "model_name_or_path")
+    check_model_flags(model_args, from_scratch=script_args.from_scratch)
+    keep_hub_token_out_of_checkpoints(training_args)
+    extra, info = {}, None
+    if preferred_ft:
+        if not Path(script_args.pairs_file).is_file():
+            raise PipelineError(f"pairs_file: {script_args.pairs_file} does not exist")
+        extra = {"pairs": file_sha256(script_args.pairs_file)}
+        info = run_info(method="preferred_ft", beta=None, loss_type=["preferred_ft"], label_smoothing=None,
+                        label_noise=0.0, pairs_file=script_args.pairs_file,
+                        reference_model=model_args.model_name_or_path)
+    run = SweepRun("", training_args, fingerprint_extra=extra, info=info)
+    trust = training_args.trust_remote_code
+    what = "Preferred-FT" if preferred_ft else "SFT"
+
+    def load_inputs():
+        tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust,
+                                   model_args.model_revision)
+        if preferred_ft:
+            pairs = load_preferences(script_args.pairs_file)
+            check_pairs_match_tokenizer(pairs, tokenizer, script_args.pairs_file)
+            check_prompt_lengths(pairs, tokenizer, training_args.max_length, "pairs_file", script_args.pairs_file)
+            train = preferred_completions(pairs)
+            if is_tokenized(pairs):
+                training_args.completion_only_loss = True  # the loss on the completion ids only, as for text pairs
+        else:
+            train = sft_data(script_args, script_args.dataset_train_split)
+            if "messages" in train.column_names and not getattr(tokenizer, "chat_template", None):
+                raise PipelineError(f"dataset_name: {script_args.dataset_name} holds conversations (messages), and "
+                                    "the model's tokenizer has no chat template to render them")
+        if script_args.max_train_samples:
+            train = train.shuffle(seed=training_args.seed).select(
+                range(min(script_args.max_train_samples, len(train))))
+        evaluation = None
+        if training_args.eval_strategy != "no" and not preferred_ft:
+            evaluation = sft_data(script_args, script_args.dataset_test_split)
+        return tokenizer, train, evaluation
+
+    def trainer(run, inputs, callbacks):
+        tokenizer, train, evaluation = inputs
+        model = model_args.model_name_or_path  # TRL loads it (model_init_kwargs, quantization) as its own scripts do
+        training_args.model_init_kwargs = model_init_kwargs(model_args, trust)
+        if script_args.from_scratch:
+            set_seed(training_args.seed)
+            config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=trust)
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust)
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+            training_args.model_init_kwargs = None
+            logger.info("Training %s from scratch (%.1fM parameters)", config.model_type,
+                        model.num_parameters() / 1e6)
+        return SFTTrainer(
+            model=model, args=training_args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
+            quantization_config=None if script_args.from_scratch else get_quantization_config(model_args),
+            peft_config=peft_config, callbacks=callbacks,
+        )
+
+    def summary(run, trainer, result):
+        summary = {"global_step": trainer.state.global_step, "train_loss": result.training_loss}
+        if trainer.eval_dataset is not None:
+            summary.update(trainer.evaluate())
+        return summary
+
+    def describe(run, inputs):
+        _, train, _ = inputs
+        if preferred_ft:
+            return f"Preferred-FT on the {len(train)} chosen completions of {script_args.pairs_file}"
+        return f"SFT on {len(train)} examples of {script_args.dataset_name}"
+
+    peft_config = get_peft_config(model_args)
+    stage = "preferred_ft" if preferred_ft else "sft"
+    recipe = StageRecipe(kind=stage, load_inputs=load_inputs, examples=lambda run, inputs: len(inputs[1]),
+                         trainer=trainer, summary=summary, describe=describe, progress=lambda run: stage)
+    run_sweep(recipe, [run], script_args, model_args, peft_config)
+    logger.info("%s model in %s", what, training_args.output_dir)
+    return Path(training_args.output_dir)
