@@ -242,3 +242,20 @@ def model_init_kwargs(model_args, trust_remote_code: bool) -> dict:
     to run remote code."""
     return {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
             "dtype": model_args.dtype, "trust_remote_code": trust_remote_code}
+
+
+# A classifier's P(POSITIVE) as a task's reward (`tasks.Task`), read from a config's classifier_* fields: the sentiment
+# task's reward, and the chat task's where a classifier is named.
+def check_classifier_reward(args) -> None:
+    """The classifier's checks that need no weights: it exists, and it has a label named POSITIVE."""
+    check_classifier_labels(args.classifier_name_or_path, args.trust_remote_code)
+
+
+def load_classifier_reward(args, device, dtype) -> SentimentClassifier:
+    return SentimentClassifier.load(args.classifier_name_or_path, dtype, device, args.classifier_batch_size,
+                                    args.classifier_max_length, args.trust_remote_code)
+
+
+def describe_classifier_reward(args) -> str:
+    return (f"P(POSITIVE) of `{args.classifier_name_or_path}` on "
+            f"{'prompt + completion' if args.score_prompt else 'the response'}")

@@ -4,8 +4,7 @@ asked which answer is more helpful."""
 
 from __future__ import annotations
 
-from ...hub import require_source
-from ...models import SentimentClassifier, check_classifier_labels
+from ...models import check_classifier_reward, describe_classifier_reward, load_classifier_reward
 from .. import Task, register_task
 from .config import ChatAssetsArguments
 from .prompts import chat_prompts
@@ -33,25 +32,16 @@ def heldout_pairs(args) -> dict:
 
 def check_reward(args) -> None:
     if args.classifier_name_or_path:
-        require_source(args.classifier_name_or_path, "classifier", "classifier_name_or_path")
-        check_classifier_labels(args.classifier_name_or_path, args.trust_remote_code)
+        check_classifier_reward(args)
 
 
 def load_reward(args, device, dtype):
-    if not args.classifier_name_or_path:
-        return None
-    return SentimentClassifier.load(args.classifier_name_or_path, dtype, device, args.classifier_batch_size,
-                                    args.classifier_max_length, args.trust_remote_code)
+    return load_classifier_reward(args, device, dtype) if args.classifier_name_or_path else None
 
 
 def describe_prompts(args, num_prompts: int) -> str:
     return f"{num_prompts} conversations of `{args.dataset_name}` ({args.dataset_split} split), rendered by the chat " \
            "template"
-
-
-def describe_reward(args) -> str:
-    return (f"P(POSITIVE) of `{args.classifier_name_or_path}` on "
-            f"{'prompt + completion' if args.score_prompt else 'the response'}")
 
 
 TASK = register_task(Task(
@@ -60,6 +50,6 @@ TASK = register_task(Task(
                 "exact KL and an LLM judge",
     evaluation_prompts=evaluation_prompts, load_reward=load_reward, check_reward=check_reward,
     has_reward=lambda args: bool(args.classifier_name_or_path), judge_template=JUDGE_TEMPLATE,
-    heldout_pairs=heldout_pairs, describe_prompts=describe_prompts, describe_reward=describe_reward,
+    heldout_pairs=heldout_pairs, describe_prompts=describe_prompts, describe_reward=describe_classifier_reward,
     prompt_noun="conversations", assets="dpo_pipeline.tasks.chat.embedded", config_classes=(ChatAssetsArguments,),
 ))

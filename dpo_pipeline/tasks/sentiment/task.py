@@ -4,8 +4,7 @@ sentiment classifier's P(POSITIVE) as the reward, IMDb's cleaning, and a judge a
 from __future__ import annotations
 
 from ...errors import PipelineError
-from ...hub import require_source
-from ...models import SentimentClassifier, check_classifier_labels
+from ...models import check_classifier_reward, describe_classifier_reward, load_classifier_reward
 from .. import Task, register_task
 from .config import EmbeddedAssetsArguments
 from .reviews import build_prompts, clean_review, load_reviews
@@ -52,13 +51,7 @@ def evaluation_prompts(args, tokenizer) -> list:
 def check_reward(args) -> None:
     if not args.classifier_name_or_path:
         raise PipelineError("classifier_name_or_path is not set: the sentiment task's reward is its P(POSITIVE)")
-    require_source(args.classifier_name_or_path, "classifier", "classifier_name_or_path")
-    check_classifier_labels(args.classifier_name_or_path, args.trust_remote_code)
-
-
-def load_reward(args, device, dtype):
-    return SentimentClassifier.load(args.classifier_name_or_path, dtype, device, args.classifier_batch_size,
-                                    args.classifier_max_length, args.trust_remote_code)
+    check_classifier_reward(args)
 
 
 def describe_prompts(args, num_prompts: int) -> str:
@@ -66,17 +59,12 @@ def describe_prompts(args, num_prompts: int) -> str:
             f"{args.min_prefix_tokens}–{args.max_prefix_tokens} tokens")
 
 
-def describe_reward(args) -> str:
-    return (f"P(POSITIVE) of `{args.classifier_name_or_path}` on "
-            f"{'prompt + completion' if args.score_prompt else 'the response'}")
-
-
 TASK = register_task(Task(
     name="sentiment",
     description="controlled sentiment (DPO paper, section 6.1): complete review prefixes, reward = a classifier's "
                 "P(POSITIVE)",
-    evaluation_prompts=evaluation_prompts, pair_prompts=pair_prompts, load_reward=load_reward,
+    evaluation_prompts=evaluation_prompts, pair_prompts=pair_prompts, load_reward=load_classifier_reward,
     check_reward=check_reward, has_reward=lambda args: True, clean_text=clean_review,
-    judge_template=JUDGE_TEMPLATE, describe_prompts=describe_prompts, describe_reward=describe_reward,
+    judge_template=JUDGE_TEMPLATE, describe_prompts=describe_prompts, describe_reward=describe_classifier_reward,
     prompt_noun="prefixes", assets="dpo_pipeline.tasks.sentiment.embedded", config_classes=(EmbeddedAssetsArguments,),
 ))
