@@ -71,6 +71,11 @@ class BenchArguments:
         default="float32", metadata={"help": "Weights of the scoring and KL stages, as the pipeline's measure_dtype.",
                                      "choices": ["float32", "bfloat16"]})
     output_file: str = field(default="bench/results/gpt2-large.json", metadata={"help": "Where the results go."})
+    previous_results: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Results files of earlier runs of the harness at the same shape, whose stages this run's "
+                          "results carry (for one estimate over stages timed in separate processes, each with its "
+                          "own time limit, as bench/gpu_check.sh runs them); a missing file is left out."})
     seed: int = field(default=0, metadata={"help": "Seed of the weights and the synthetic data."})
 
     def __post_init__(self):

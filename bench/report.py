@@ -6,6 +6,15 @@ HEADER = ["| stage | throughput | model TFLOP/s | MFU | peak memory (reserved) |
           "|---|---|---|---|---|---|"]
 
 
+def merge_stages(into: dict, stages: dict) -> dict:
+    """`stages` (stage -> figures, as a results file holds them) added to `into`: the rows of a stage timed in
+    several runs (DPO at one batch, then another) are kept side by side, a later row replacing one of the same
+    name."""
+    for stage, figures in stages.items():
+        into.setdefault(stage, {}).update(figures)
+    return into
+
+
 def stage_rows(stage: str, result: dict) -> list[tuple[str, ...]]:
     """(stage, throughput, model TFLOP/s, MFU, peak memory, speed-up) rows of one stage's figures."""
     if stage in ("dpo", "sft"):

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from pathlib import Path
 
-from dpo_pipeline.cli import run_script
+from dpo_pipeline.cli import PipelineError, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -25,16 +26,30 @@ def run_benchmark(args) -> dict:
 
     from .estimate import estimate_from_results
     from .harness import BenchContext
-    from .report import summary_table
+    from .report import merge_stages, summary_table
     from .stages import STAGES
 
     context = BenchContext(args)
     results = {"device": context.device_name, "shape": args.shape, "dtype": str(context.dtype).replace("torch.", ""),
                "settings": dataclasses.asdict(args), "stages": {}}
+    for path in args.previous_results:
+        if not Path(path).is_file():
+            logger.warning("Previous results %s are missing (that run failed or did not run): left out", path)
+            continue
+        try:
+            previous = json.loads(Path(path).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise PipelineError(f"previous_results: {path} is not a results file of the harness (not JSON)") from None
+        if not isinstance(previous, dict) or not isinstance(previous.get("stages"), dict):
+            raise PipelineError(f"previous_results: {path} is not a results file of the harness (no stages)")
+        if previous.get("shape") != args.shape:
+            raise PipelineError(f"previous_results: {path} is at the {previous.get('shape')} shape, not {args.shape}")
+        merge_stages(results["stages"], previous["stages"])
     for stage in args.stages:
         logger.info("Benchmarking %s at %s's shape on %s", stage, args.shape, context.device_name)
-        results["stages"][stage] = STAGES[stage](context)
-        logger.info("%s: %s", stage, json.dumps(results["stages"][stage], default=str))
+        figures = STAGES[stage](context)
+        logger.info("%s: %s", stage, json.dumps(figures, default=str))
+        merge_stages(results["stages"], {stage: figures})
         atomic_write_text(args.output_file, json.dumps(results, indent=2, default=str) + "\n")
     if args.pipeline_configs:
         results["estimate"] = estimate_from_results(args, results)
