@@ -74,7 +74,7 @@ class BenchArguments:
     previous_results: list[str] = field(
         default_factory=list,
         metadata={"help": "Results files of earlier runs of the harness at the same shape, whose stages this run's "
-                          "results carry (for one estimate over stages timed in separate processes, each with its "
+                          "results include (for one estimate over stages timed in separate processes, each with its "
                           "own time limit, as bench/gpu_check.sh runs them); a missing file is left out."})
     seed: int = field(default=0, metadata={"help": "Seed of the weights and the synthetic data."})
 

@@ -405,8 +405,9 @@ def benchmark_results(runner: Runner) -> dict | None:
 def summary(runner: Runner, mode: Mode, parts: list[Part], bench: dict | None, wall_s: float) -> str:
     from bench.report import summary_table
 
+    probe = runner.parts.get("environment")
     environment = next((json.loads(line.removeprefix("ENVIRONMENT ")) for line in
-                        runner.parts["environment"].output.splitlines() if line.startswith("ENVIRONMENT ")), {})
+                        (probe.output if probe else "").splitlines() if line.startswith("ENVIRONMENT ")), {})
     ok = sum(part.status == "ok" for part in parts)
     lines = [f"# GPU check ({mode.name})", "",
              f"`bench/gpu_check.sh`{' --dry-run' if mode is DRY_RUN else ''}: {ok} of {len(parts)} parts ok in "
