@@ -5,6 +5,8 @@
 #                   and a label-noise sweep
 #   make test       the test suite
 #   make results    docs/results.md (and the README's figures) from the files the runs above left
+#   make bench      the benchmark harness at GPT-2 Large's shape (a GPU machine; BENCH_CONFIG=bench/configs/tiny.yaml
+#                   runs it on a CPU)
 # Everything runs in .venv, created on first use from requirements.txt; finished steps are skipped on later runs.
 
 PYTHON ?= python3
@@ -23,7 +25,7 @@ endef
 TIMINGS := runs/tiny/timings
 CHAT_TIMINGS := runs/chat-tiny/timings
 
-.PHONY: install assets sft pairs dpo eval demo preferred-ft reward-model rl study test results clean-demo \
+.PHONY: install assets sft pairs dpo eval demo preferred-ft reward-model rl study test results clean-demo bench \
 	chat-assets chat-sft chat-dpo chat-eval demo-chat
 
 install: $(INSTALLED)
@@ -95,7 +97,11 @@ demo-chat: chat-eval
 	@echo "Chat demo finished: report in runs/chat-tiny/eval/report.md"
 
 results: install
-	$(PY) -m dpo_pipeline.results
+	$(PY) -m tools.results
+
+BENCH_CONFIG ?= bench/configs/gpt2-large.yaml
+bench: install
+	$(PY) -m bench.run --config $(BENCH_CONFIG)
 
 test: install
 	$(PY) -m pytest -q tests

@@ -4,18 +4,14 @@ worked out by hand. The figures themselves belong to a GPU run, not to a test.""
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 
-from dpo_pipeline.benchmark import (
-    PipelineWorkload,
-    config_label,
-    forward_flops_per_token,
-    pipeline_estimate,
-    pipeline_workload,
-    synthetic_tokenizer,
-)
-from dpo_pipeline.cli import parse_config, run_script
+from bench.estimate import PipelineWorkload, pipeline_estimate, pipeline_workload
+from bench.harness import config_label, forward_flops_per_token, synthetic_tokenizer
+from dpo_pipeline.cli import parse_config
 from tests.conftest import REPO
 
 
@@ -36,16 +32,13 @@ def test_forward_flops_of_gpt2_large_worked_by_hand():
     assert forward_flops_per_token(config, 73) == 2 * parameters + 2 * 36 * 73 * 1280
 
 
-def test_the_harness_times_every_stage_at_tiny_scale(tmp_path, monkeypatch):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench" / "run.py")
-    bench_run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_run)
-    monkeypatch.chdir(REPO)  # the bench config names the repository's own configs
+def test_the_harness_times_every_stage_at_tiny_scale(tmp_path):
     output = tmp_path / "tiny.json"
-    run_script(bench_run.main, bench_run.dataclass_types(),
-               ["--config", "bench/configs/tiny.yaml", "--output_file", str(output)])
+    # from the repository root, as the docs say: the bench config names the repository's own configs
+    run = subprocess.run([sys.executable, "-m", "bench.run", "--config", "bench/configs/tiny.yaml",
+                          "--output_file", str(output)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| dpo plain TRL @ 4 |" in run.stdout and "End-to-end estimate" in run.stdout
     results = json.loads(output.read_text())
     stages = results["stages"]
     assert set(stages) == {"sft", "dpo", "sample", "score", "kl"} and results["shape"] == "tiny"
@@ -55,8 +48,14 @@ def test_the_harness_times_every_stage_at_tiny_scale(tmp_path, monkeypatch):
         ours, precomputed = (stages["dpo"][f"{label} @ {batch}"]
                              for label in ("tiny/dpo", "tiny/dpo+precompute_ref_log_probs=true"))
         assert plain["activation_checkpointing"] and not ours["activation_checkpointing"]  # TRL's default, ours
+        # plain TRL is TRL's own config and trainer, not the pipeline's subclasses with their checks
+        assert (plain["config_class"], plain["trainer_class"]) == ("trl.trainer.dpo_config.DPOConfig",
+                                                                   "trl.trainer.dpo_trainer.DPOTrainer")
+        assert ours["config_class"] == "dpo_pipeline.configs.DPOTrainingConfig"
         for result in (plain, ours, precomputed):
             assert result["pairs_per_s"] > 0 and result["batch"] == batch
+            # the optimizer sees the batch asked for, not the config's own global_batch_size of 32
+            assert result["micro_batch"] * result["gradient_accumulation_steps"] == batch
         # The reference pass that precompute_ref_log_probs runs before training is charged to every pair.
         assert plain["reference_pass_seconds_per_pair"] == ours["reference_pass_seconds_per_pair"] == 0
         assert precomputed["precompute_ref_log_probs"] and precomputed["reference_pass_seconds_per_pair"] > 0

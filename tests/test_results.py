@@ -37,7 +37,7 @@ def test_results_come_from_the_run_files_and_the_recorded_times(tmp_path):
     (tmp_path / ".venv").mkdir()
     (tmp_path / ".venv/install.seconds").write_text("100\n")
     (tmp_path / "README.md").write_text("# Title\n\n<!-- results -->\nold figures\n<!-- /results -->\n\nEnd.\n")
-    result = subprocess.run([sys.executable, "-m", "dpo_pipeline.results", "--root", str(tmp_path)], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "tools.results", "--root", str(tmp_path)], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     readme = (tmp_path / "README.md").read_text()
@@ -48,6 +48,6 @@ def test_results_come_from_the_run_files_and_the_recorded_times(tmp_path):
     docs = (tmp_path / "docs/results.md").read_text()
     assert "SFT 2 min 05 s" in docs and "| SFT | 0.512 ± 0.010 |" in docs
     (tmp_path / "runs").rename(tmp_path / "elsewhere")
-    result = subprocess.run([sys.executable, "-m", "dpo_pipeline.results", "--root", str(tmp_path)], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "tools.results", "--root", str(tmp_path)], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: no results yet")

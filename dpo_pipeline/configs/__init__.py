@@ -19,4 +19,3 @@ __all__ = [
     "RL_METHODS", "RL_REWARDS", "RLScriptArguments", "RLTrainingConfig", "RewardModelScriptArguments",
     "RewardModelTrainingConfig", "SFTScriptArguments", "SFTTrainingConfig", "SamplingArguments", "TrackingArguments",
 ]
-from .bench_config import BENCH_STAGES, BenchArguments  # noqa: E402,F401

@@ -1,19 +1,19 @@
-"""`bench/run.py`'s config (kept here until the harness moves into bench/)."""
+"""The benchmark's settings (`python -m bench.run --config bench/configs/<shape>.yaml`), parsed by TRL's TrlParser."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 
-from ..errors import PipelineError
-from ..generation import CACHE_IMPLEMENTATIONS
+from dpo_pipeline.errors import PipelineError
+from dpo_pipeline.generation import CACHE_IMPLEMENTATIONS
 
 BENCH_STAGES = ("sft", "dpo", "sample", "score", "kl")
 
 
 @dataclass
 class BenchArguments:
-    """`bench/run.py`: throughput of every stage at the experiment's shapes, random weights, synthetic tokens."""
+    """`python -m bench.run`: throughput of every stage at the experiment's shapes, random weights, synthetic tokens."""
 
     shape: str = field(
         default="gpt2-large",
@@ -65,11 +65,17 @@ class BenchArguments:
     classifier_max_length: int = field(default=512, metadata={"help": "Classifier truncation."})
     num_kl_sequences: int = field(default=512, metadata={"help": "Sampled sequences of the KL pass."})
     kl_batch_size: int = field(default=64, metadata={"help": "Sequences per KL forward pass."})
-    peak_tflops: float = field(default=989.0, metadata={"help": "The device's dense bf16 peak, for MFU (H100 SXM)."})
+    peak_tflops: float = field(
+        default=989.0, metadata={"help": "The device's dense bf16 peak, for MFU (H100 and H200 SXM: 989)."})
     measure_dtype: str = field(
         default="float32", metadata={"help": "Weights of the scoring and KL stages, as the pipeline's measure_dtype.",
                                      "choices": ["float32", "bfloat16"]})
     output_file: str = field(default="bench/results/gpt2-large.json", metadata={"help": "Where the results go."})
+    previous_results: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Results files of earlier runs of the harness at the same shape, whose stages this run's "
+                          "results include (for one estimate over stages timed in separate processes, each with its "
+                          "own time limit, as bench/gpu_check.sh runs them); a missing file is left out."})
     seed: int = field(default=0, metadata={"help": "Seed of the weights and the synthetic data."})
 
     def __post_init__(self):

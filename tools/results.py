@@ -1,7 +1,7 @@
 """The figures the README and docs/results.md show, written from the files the demos leave (never typed by hand):
 
     make demo; make demo-chat; make study     (any of them; what has not run is left out)
-    make results                              (python -m dpo_pipeline.results)
+    make results                              (python -m tools.results)
 
 Reads the wall times the Makefile records (`.venv/install.seconds`, `runs/*/timings/*.seconds`: the first successful
 run of each step), the summaries of the pairs and of each run (`stage_complete.json`) and the evaluations'
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from .cli import run_script
-from .errors import PipelineError
+from dpo_pipeline.cli import run_script
+from dpo_pipeline.errors import PipelineError
 
 DEMO_STEPS = (("install", "create .venv"), ("assets", "build the embedded assets"), ("sft", "SFT"),
               ("pairs", "sample and score pairs"), ("dpo", "DPO sweep"), ("eval", "evaluation and report"))
@@ -87,7 +87,7 @@ def timing_lines(steps, folder: Path, venv: Path, with_install: bool) -> tuple[l
 
 
 def sentiment_table(rows: list[dict], names: list[str] | None = None) -> list[str]:
-    from .report import series_label
+    from dpo_pipeline.report import series_label
 
     lines = ["| model | reward: mean P(POSITIVE) | KL(π ‖ π_SFT), nats | held-out accuracy | win rate vs SFT | "
              "mean completion tokens |", "|---|---|---|---|---|---|"]
@@ -107,7 +107,7 @@ def sentiment_table(rows: list[dict], names: list[str] | None = None) -> list[st
 
 
 def chat_table(rows: list[dict]) -> list[str]:
-    from .report import series_label
+    from dpo_pipeline.report import series_label
 
     lines = ["| model | KL(π ‖ π_SFT), nats | held-out accuracy | win rate vs SFT (classifier) | judge win rate: "
              "ties ½ / wins ÷ (wins+losses+ties) | judge unparsable | mean answer tokens |",
@@ -240,7 +240,7 @@ def write_results(root: Path, venv: Path) -> Path:
 
 @dataclass
 class ResultsArguments:
-    """`python -m dpo_pipeline.results`: where the repository and its virtual environment are."""
+    """`python -m tools.results`: where the repository and its virtual environment are."""
 
     root: str = field(default=".", metadata={"help": "The repository (where runs/, docs/ and README.md are)."})
     venv: str = field(default=".venv", metadata={"help": "The virtual environment make created, under root."})
