@@ -83,10 +83,20 @@ def apply_overrides(training_args, overrides: dict[str, str]):
         # set one: turning compilation off clears them too.
         converted.update(torch_compile_backend=None, torch_compile_mode=None)
     try:
-        run_args = dataclasses.replace(training_args, **converted)
+        run_args = replace_config(training_args, **converted)
     except (TypeError, ValueError) as error:
         raise PipelineError(f"sweep: {' '.join(str(error).split())}") from None
     return run_args
+
+
+def replace_config(training_args, **changes):
+    """`dataclasses.replace` of a training config, keeping what its first parse found of the machine: bf16 asked
+    for without a GPU (`PipelineTrainingArguments`) is said when the run starts, not forgotten by the copy (whose own
+    parse sees bf16 already off)."""
+    copy = dataclasses.replace(training_args, **changes)
+    if getattr(training_args, "bf16_without_gpu", False):
+        copy.bf16_without_gpu = True
+    return copy
 
 
 def check_beta(beta) -> None:
@@ -177,8 +187,8 @@ def plan_sweep(training_args, entries: list[str], sweep_name: str, *, data_keys:
                                {key: value for key, value in overrides.items() if key not in data_keys})
         if check is not None:
             check(args, f"sweep entry {entry!r}")
-        args = dataclasses.replace(args, output_dir=str(root / name), run_name=f"{sweep_name}/{name}",
-                                   **(run_fields or {}))
+        args = replace_config(args, output_dir=str(root / name), run_name=f"{sweep_name}/{name}",
+                              **(run_fields or {}))
         planned.append((name, overrides, args))
     names = [name for name, _, _ in planned]
     if len(set(names)) != len(names):
@@ -190,7 +200,8 @@ def plan_sweep(training_args, entries: list[str], sweep_name: str, *, data_keys:
 class StageRecipe:
     """What a training stage gives the engine.
 
-    - `kind`: the stage's name in run folders and wandb (sft, preferred_ft, dpo, reward_model, rl);
+    - `kind`: the stage's name in run folders and wandb (sft, preferred_ft, dpo, reward_model, rl); `title`: how
+      its lines name it ("SFT", "the reward model");
     - `load_inputs() -> inputs`: every input loaded and checked, before any folder is touched;
     - `examples(run, inputs) -> int`: the examples a run trains on (its steps, for the disk estimate);
     - `trainer(run, inputs, callbacks) -> Trainer`: the run's TRL trainer;
@@ -200,6 +211,7 @@ class StageRecipe:
     """
 
     kind: str
+    title: str
     load_inputs: Callable[[], object]
     examples: Callable[[SweepRun, object], int]
     trainer: Callable[[SweepRun, object, list], object]
@@ -218,8 +230,11 @@ def run_sweep(recipe: StageRecipe, runs: list[SweepRun], script_args, model_args
         trainings.append(TrainingRun(RunFolder(run.path, fingerprint, recipe.kind), run.args, script_args.overwrite))
     finished = [training.is_finished() for training in trainings]
     for run, done in zip(runs, finished):
-        if done:
-            logger.info("[%s] finished already in %s with this config; skipping", run.name or recipe.kind, run.path)
+        if done and run.name:
+            logger.info("[%s] finished already; skipping", run.name)
+        elif done:
+            logger.info("%s already finished in %s with this config; nothing to do",
+                        recipe.title[0].upper() + recipe.title[1:], run.path)
     if all(finished):
         return [run.path for run in runs]
 
@@ -236,8 +251,11 @@ def run_sweep(recipe: StageRecipe, runs: list[SweepRun], script_args, model_args
             steps = training_steps(recipe.examples(run, inputs), run.args)
             needed += disk_needed(model_args, run.args, peft_config,
                                   steps - (checkpoint_step(latest) if latest else 0)).total
-        check_free_disk(runs[0].path.parent if runs[0].name else runs[0].path, needed,
-                        f"the {recipe.kind} runs not finished yet")
+        if runs[0].name:
+            check_free_disk(runs[0].path.parent, needed, "the sweep's unfinished runs")
+        else:
+            steps = training_steps(recipe.examples(runs[0], inputs), runs[0].args)
+            check_free_disk(runs[0].path, needed, f"{recipe.title} ({steps} steps)")
 
     on_main(check_disk)
     for run, training, done in zip(runs, trainings, finished):

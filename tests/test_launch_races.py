@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 import preference_pairs
 from tests.helpers import REPO, free_port, run_in_process
 
+# 4 steps of the config's 32 pairs stay inside the first epoch of the ~180 pairs of 30 prompts: every batch is whole
+# on one process and on two.
 COUNTS = ["--max_steps", 4, "--save_steps", 2, "--eval_steps", 2]
 
 
@@ -21,7 +23,7 @@ def lay_out_the_tiny_demo(tiny_assets, root):
     """runs/tiny/sft and generations/tiny as `make demo` leaves them, where configs/tiny/dpo.yaml looks."""
     shutil.copytree(tiny_assets["sft_model"], root / "runs/tiny/sft")
     run_in_process(preference_pairs, "--model_name_or_path", tiny_assets["sft_model"], "--classifier_name_or_path",
-                   tiny_assets["classifier"], "--dataset_name", tiny_assets["data"], "--num_prompts", 12,
+                   tiny_assets["classifier"], "--dataset_name", tiny_assets["data"], "--num_prompts", 30,
                    "--heldout_prompts", 4, "--max_new_tokens", 8, "--classifier_max_length", 64,
                    "--output_dir", root / "generations/tiny", "--report_to", "none")
 

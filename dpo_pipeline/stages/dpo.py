@@ -206,7 +206,7 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
 
     peft_config = get_peft_config(model_args)
     recipe = StageRecipe(
-        kind="dpo", load_inputs=load_inputs, examples=lambda run, inputs: len(inputs[1][run.data]),
+        kind="dpo", title="DPO", load_inputs=load_inputs, examples=lambda run, inputs: len(inputs[1][run.data]),
         trainer=trainer, summary=summary, progress=lambda run: f"[{run.name}] DPO",
         describe=lambda run, inputs: f"[{run.name}] training (beta={run.args.beta}, "
                                      f"loss={','.join(run.args.loss_type)})")

@@ -88,7 +88,8 @@ def run_reward_model(script_args: RewardModelScriptArguments, training_args, mod
         return summary
 
     peft_config = get_peft_config(model_args)
-    recipe = StageRecipe(kind="reward_model", load_inputs=load_inputs, examples=lambda run, inputs: len(inputs[1]),
+    recipe = StageRecipe(kind="reward_model", title="the reward model",
+                         load_inputs=load_inputs, examples=lambda run, inputs: len(inputs[1]),
                          trainer=trainer, summary=summary, progress=lambda run: "reward model",
                          describe=lambda run, inputs: f"Reward model: {len(inputs[1])} pairs of "
                                                       f"{script_args.pairs_file}")

@@ -30,6 +30,7 @@ from ..runs import COMPLETE_FILE
 from ..sweep import (
     StageRecipe,
     SweepRun,
+    check_beta,
     file_sha256,
     keep_hub_token_out_of_checkpoints,
     plan_sweep,
@@ -107,6 +108,7 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
     for name, value in training_args.given_generation_settings.items():
         setattr(base, name, value)
     planned = plan_sweep(training_args, script_args.sweep, sweep_name, data_keys=RL_SWEEP_KEYS, base_args=base,
+                         check=lambda args, where: check_beta(args.beta),
                          run_fields={"model_init_kwargs": model_init_kwargs(model_args, trust),
                                      **training_args.given_generation_settings})
     choices = []
@@ -168,7 +170,8 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
                 f"{run.args.beta}, on {len(inputs[1])} prompts")
 
     peft_config = get_peft_config(model_args)
-    recipe = StageRecipe(kind="rl", load_inputs=load_inputs, examples=lambda run, inputs: len(inputs[1]),
+    recipe = StageRecipe(kind="rl", title="RL",
+                         load_inputs=load_inputs, examples=lambda run, inputs: len(inputs[1]),
                          trainer=trainer, summary=summary, describe=describe,
                          progress=lambda run: f"[{run.name}] {run.data['method'].upper()}")
     return run_sweep(recipe, runs, script_args, model_args, peft_config, wandb_group=script_args.sweep_name)

@@ -134,7 +134,8 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
 
     peft_config = get_peft_config(model_args)
     stage = "preferred_ft" if preferred_ft else "sft"
-    recipe = StageRecipe(kind=stage, load_inputs=load_inputs, examples=lambda run, inputs: len(inputs[1]),
+    recipe = StageRecipe(kind=stage, title=what,
+                         load_inputs=load_inputs, examples=lambda run, inputs: len(inputs[1]),
                          trainer=trainer, summary=summary, describe=describe, progress=lambda run: stage)
     run_sweep(recipe, [run], script_args, model_args, peft_config)
     logger.info("%s model in %s", what, training_args.output_dir)
