@@ -13,7 +13,7 @@ from ...data import decode_tokens
 from ...distributed import gather_lists, on_main, process_state
 from ...generation import iter_samples
 from ...metrics import clustered_mean_and_standard_error
-from ...models import SentimentClassifier, load_causal_lm, load_tokenizer, resolve_dtype
+from ...models import SentimentClassifier, check_classifier_labels, load_causal_lm, load_tokenizer, resolve_dtype
 from ...pairs import flip_labels, max_pairs_per_prompt, noisy_pairs_file, pair_records
 from ...progress import progress
 from ...runs import RunFolder, atomic_write_text, config_dict, config_fingerprint, write_jsonl
@@ -108,6 +108,7 @@ def make_preference_pairs(args: PairsArguments) -> Path:
     require_source(args.dataset_name, "dataset", "dataset_name")
     require_source(args.classifier_name_or_path, "classifier", "classifier_name_or_path")
     require_source(args.model_name_or_path, "SFT model", "model_name_or_path")
+    check_classifier_labels(args.classifier_name_or_path, args.trust_remote_code)  # before any weights load
     out = Path(args.output_dir)
     folder = RunFolder(out, config_fingerprint(args), "preference_pairs")
     state = process_state()
