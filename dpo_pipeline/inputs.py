@@ -175,8 +175,11 @@ def first_problem(file: Path, field_name: str) -> str | None:
             try:
                 json.loads(text)
                 return None
-            except json.JSONDecodeError:
-                pass  # not one document: JSON lines, then, checked line by line below
+            except json.JSONDecodeError as error:
+                if text.lstrip().startswith("["):  # one array: where the document goes wrong
+                    return (f"{field_name}: {file} line {error.lineno} is not JSON ({error.msg} at column "
+                            f"{error.colno}; the file may be cut short)")
+                # else JSON lines of objects, perhaps: checked line by line below
             except RecursionError:
                 return f"{field_name}: {file} is JSON nested too deeply to read"
         if builder == "json":
