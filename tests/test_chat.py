@@ -9,8 +9,7 @@ import random
 
 import pytest
 
-from tests.conftest import TRAINING_ON_CPU, synthetic_review
-from tests.test_pipeline import run_command
+from tests.conftest import TRAINING_ON_CPU, run_command, synthetic_review
 
 MOVIES = ["Heat", "Alien", "Vertigo", "Jaws", "Up", "Rocky", "Psycho", "Fargo"]
 
