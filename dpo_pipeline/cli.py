@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, PipelineError
+from .inputs import read_config_file
 from .runs import redact_command
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
 
     Unknown keys in the YAML file or on the command line are errors, as is a field that fails validation.
     """
-    import yaml
     from trl import TrlParser
 
     class _Parser(TrlParser):
@@ -61,14 +61,7 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
         if config_index >= len(argv):
             raise PipelineError("--config needs a YAML file path")
         config_path = Path(argv[config_index])
-        if not config_path.is_file():
-            raise PipelineError(f"config file {config_path} does not exist")
-        try:
-            config = yaml.safe_load(config_path.read_text())
-        except yaml.YAMLError as error:
-            raise PipelineError(f"{config_path} is not valid YAML: {' '.join(str(error).split())}") from None
-        if not isinstance(config, dict):
-            raise PipelineError(f"{config_path} must hold a YAML mapping of config keys")
+        config = read_config_file(config_path)
         known = {action.dest for action in parser._actions} | {"env"}
         unknown = sorted(key for key in config if key not in known)
         if unknown:

@@ -10,35 +10,7 @@ from pathlib import Path
 
 from .errors import PipelineError
 from .hub import require_source
-
-# datasets' builder for each local file format a split may come in.
-LOCAL_FORMATS = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}
-
-
-def _is_blank(file: Path) -> bool:
-    """No data in the file: empty, or white space only (read in chunks: dataset files can be large)."""
-    with file.open("rb") as handle:
-        while chunk := handle.read(1 << 16):
-            if chunk.strip():
-                return False
-    return True
-
-
-def _local_split_files(path: Path, split: str, field_name: str) -> tuple[str, list[Path]]:
-    """The datasets builder and the files of one split of a local dataset: the file itself, or a folder's
-    `<split>.<format>` files (any split name: IMDb's `unsupervised` too)."""
-    files = [path] if path.is_file() else sorted(file for file in path.glob(f"{split}.*") if file.is_file())
-    if not files:
-        found = sorted(file.name for file in path.iterdir() if file.is_file())
-        raise PipelineError(f"{field_name}: {path} has no file for split '{split}' ({split}.jsonl, .csv or .parquet); "
-                            f"it has {', '.join(found) or 'no files'}")
-    builders = {LOCAL_FORMATS.get(file.suffix.lstrip(".").lower()) for file in files}
-    if None in builders or len(builders) != 1:
-        raise PipelineError(f"{field_name}: cannot read {', '.join(map(str, files))}: a split is one .jsonl, .json, "
-                            ".csv or .parquet file")
-    if all(_is_blank(file) for file in files):
-        raise PipelineError(f"{field_name}: split '{split}' of {path} is empty ({files[0]})")
-    return builders.pop(), files
+from .inputs import load_local_split
 
 
 def load_split(name_or_path: str, split: str, config_name: str | None = None, field_name: str = "dataset_name"):
@@ -47,32 +19,18 @@ def load_split(name_or_path: str, split: str, config_name: str | None = None, fi
     `name_or_path` is a hub id (`stanfordnlp/imdb`), a folder with `<split>.<format>` files (any split name), a folder
     saved with `save_to_disk`, or a single data file (then it is the split, whatever its name).
     """
-    import datasets
-
     require_source(name_or_path, "dataset", field_name)
     path = Path(name_or_path)
-    saved_to_disk = path.is_dir() and (path / "dataset_dict.json").exists()
-    if path.exists() and not saved_to_disk:
-        builder, files = _local_split_files(path, split, field_name)
-
-    def read():
-        if saved_to_disk:
-            return datasets.load_from_disk(str(path))[split]
-        if path.exists():
-            return datasets.load_dataset(builder, data_files={split: [str(file) for file in files]})[split]
-        return datasets.load_dataset(name_or_path, name=config_name, split=split)
+    if path.exists():  # every local file is read through one place, whatever its bytes
+        return load_local_split(path, split, field_name)
+    import datasets
 
     try:
-        dataset = read()
+        dataset = datasets.load_dataset(name_or_path, name=config_name, split=split)
     except (KeyError, ValueError) as error:
         raise PipelineError(f"{field_name}: cannot load split '{split}' of {name_or_path}: {error}") from None
     except (OSError, ConnectionError) as error:
         raise PipelineError(f"{field_name}: cannot load {name_or_path}: {' '.join(str(error).split())}") from None
-    except Exception as error:  # the datasets library's own errors on a malformed local file
-        if not path.exists():
-            raise
-        message = " ".join(str(error).split()) or type(error).__name__
-        raise PipelineError(f"{field_name}: cannot load split '{split}' of {name_or_path}: {message}") from None
     if len(dataset) == 0:
         raise PipelineError(f"{field_name}: split '{split}' of {name_or_path} is empty")
     return dataset

@@ -27,6 +27,7 @@ from .data import decode_tokens
 from .errors import PipelineError
 from .generation import completion_logits, completion_logps, iter_samples
 from .hub import require_source
+from .inputs import read_json
 from .judge import JudgeItem, greedy_generate_fn, judge
 from .metrics import (
     best_of_n_expected_reward,
@@ -84,8 +85,11 @@ def discover_models(sft_model_path: str, dpo_output_dir: str | None,
         if not (run_dir / COMPLETE_FILE).is_file():
             logger.warning("Skipping %s: its training has not finished (rerun its command to finish it)", run_dir)
             continue
-        info = json.loads((run_dir / SWEEP_RUN_FILE).read_text())
-        final_step = json.loads((run_dir / COMPLETE_FILE).read_text())["summary"]["global_step"]
+        info = read_json(run_dir / SWEEP_RUN_FILE, "dpo_output_dir")
+        final_step = read_json(run_dir / COMPLETE_FILE, "dpo_output_dir").get("summary", {}).get("global_step")
+        if not isinstance(info, dict) or "name" not in info or not isinstance(final_step, int):
+            raise PipelineError(f"dpo_output_dir: {run_dir} holds a {SWEEP_RUN_FILE} or {COMPLETE_FILE} that no "
+                                "pipeline run wrote; move it out of the sweep folder")
         run = dict(run=info["name"], method=info.get("method", "dpo"), beta=info.get("beta"),
                    loss_type=",".join(info.get("loss_type") or ["sigmoid"]),
                    label_smoothing=info.get("label_smoothing"), label_noise=float(info.get("label_noise") or 0.0))

@@ -106,7 +106,7 @@ def load_causal_lm(name_or_path: str, field_name: str, dtype: torch.dtype = torc
     the output layer stays float32 whatever `dtype` is (`Float32Head`); training leaves the head to the trainer."""
     from transformers import AutoModelForCausalLM
 
-    require_source(name_or_path, "model", field_name)
+    check_causal_lm(name_or_path, field_name, trust_remote_code)
     load_dtype = torch.float32 if float32_logits else dtype
     try:
         if (Path(name_or_path) / "adapter_config.json").is_file():  # a LoRA checkpoint: its base with it merged in
@@ -124,17 +124,60 @@ def load_causal_lm(name_or_path: str, field_name: str, dtype: torch.dtype = torc
     return model.to(device or default_device()).eval()
 
 
-def check_classifier_labels(name_or_path: str, trust_remote_code: bool = False) -> None:
-    """Fail early, from the config alone, if the classifier has no label named POSITIVE (see SentimentClassifier)."""
+# Heads of a model that is no causal LM, whatever its family can also be loaded as (a RoBERTa classifier loads as a
+# RobertaForCausalLM with a new, random LM head: it would sample noise, not fail).
+NOT_GENERATIVE_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
+                        "ForMaskedLM", "ForMultipleChoice")
+
+
+def _config(name_or_path: str, field_name: str, what: str, trust_remote_code: bool):
+    """The model's config alone (config.json: no weights), with a one-line error if it cannot be read."""
     from transformers import AutoConfig
 
-    field_name = "classifier_name_or_path"
-    require_source(name_or_path, "classifier", field_name)
+    require_source(name_or_path, what, field_name)
     try:
-        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise PipelineError(f"{field_name}: cannot read the config of {name_or_path}: {_one_line(error)}") from None
+
+
+def check_classifier_labels(name_or_path: str, trust_remote_code: bool = False) -> None:
+    """Fail early, from the config alone (before any weights load), if the classifier is no sequence classifier (a
+    causal LM, say) or has no label named POSITIVE (see SentimentClassifier)."""
+    field_name = "classifier_name_or_path"
+    config = _config(name_or_path, field_name, "classifier", trust_remote_code)
+    architectures = list(getattr(config, "architectures", None) or [])
+    if architectures and not any(name.endswith("ForSequenceClassification") for name in architectures):
+        raise PipelineError(f"{field_name}: {name_or_path} is a {', '.join(architectures)}, not a sequence "
+                            "classifier: give a sentiment classifier with a label named POSITIVE")
+    try:
         positive_label_index(config.id2label)
-    except (OSError, ValueError) as error:
+    except ValueError as error:
         raise PipelineError(f"{field_name}: {name_or_path}: {_one_line(error)}") from None
+
+
+def check_causal_lm(name_or_path: str, field_name: str, trust_remote_code: bool = False, tokenizer=None) -> None:
+    """Fail early, from the config alone (before any weights load), if `name_or_path` is no causal LM (a classifier,
+    a family transformers cannot load as one) or, given its `tokenizer`, has fewer embeddings than the tokenizer has
+    tokens (ids past the end would index outside the embedding matrix). A folder of LoRA adapters is checked when
+    its base model loads."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if (Path(name_or_path) / "adapter_config.json").is_file():
+        return
+    config = _config(name_or_path, field_name, "model", trust_remote_code)
+    architectures = list(getattr(config, "architectures", None) or [])
+    if architectures and all(name.endswith(NOT_GENERATIVE_HEADS) for name in architectures):
+        raise PipelineError(f"{field_name}: {name_or_path} is a {', '.join(architectures)}, not a causal language "
+                            "model: give the policy (a model that generates text)")
+    if not trust_remote_code and config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise PipelineError(f"{field_name}: {name_or_path} is a {config.model_type} model, which transformers "
+                            "cannot load as a causal language model")
+    vocabulary = getattr(config, "vocab_size", None) or getattr(getattr(config, "text_config", None),
+                                                               "vocab_size", None)
+    if tokenizer is not None and isinstance(vocabulary, int) and len(tokenizer) > vocabulary:
+        raise PipelineError(f"{field_name}: the tokenizer of {name_or_path} has {len(tokenizer)} tokens and the "
+                            f"model only {vocabulary} embeddings: they do not belong together")
 
 
 class SentimentClassifier:
@@ -155,7 +198,7 @@ class SentimentClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         field_name = "classifier_name_or_path"
-        require_source(name_or_path, "classifier", field_name)
+        check_classifier_labels(name_or_path, trust_remote_code)  # from the config, before any weights load
         try:
             tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
             model = AutoModelForSequenceClassification.from_pretrained(

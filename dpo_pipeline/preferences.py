@@ -19,8 +19,8 @@ from pathlib import Path
 
 from .data import chat_token_ids, decode_tokens, load_split
 from .errors import PipelineError
+from .inputs import dataset_from_records, read_jsonl
 from .pairs import TEXT_COLUMNS, TOKENIZED_COLUMNS
-from .runs import read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,6 @@ def load_preferences(source: str, split: str = "train", config_name: str | None 
     """The pairs of `source` as a `datasets.Dataset` of one layout (see the module's docstring), checked record by
     record, with only the columns TRL reads. A local .jsonl file is read line by line (errors name the line); any
     other source through `datasets`. `max_pairs` keeps a seeded random subset."""
-    from datasets import Dataset
-
     path = Path(source)
     if path.suffix == ".jsonl" or (not path.exists() and source.endswith(".jsonl")):
         records = read_jsonl(source, field_name)
@@ -108,7 +106,7 @@ def load_preferences(source: str, split: str = "train", config_name: str | None 
     columns += tuple(key for key in EXTRA_COLUMNS if layout != "tokenized" and key in records[0])
     if layout != "tokenized" and "prompt" not in columns and any("prompt" in record for record in records):
         raise PipelineError(f"{field_name}: {source} has a prompt in some records only")
-    dataset = Dataset.from_list([{key: record[key] for key in columns} for record in records])
+    dataset = dataset_from_records([{key: record[key] for key in columns} for record in records], source, field_name)
     if max_pairs:
         dataset = dataset.shuffle(seed=seed).select(range(min(max_pairs, len(dataset))))
     return dataset

@@ -124,32 +124,6 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
     return len(lines)
 
 
-def read_jsonl(path: str | Path, field_name: str, required: Iterable[str] = ()) -> list[dict]:
-    """Records of a JSONL file; a missing or empty file, a bad line or a missing key is a `PipelineError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{field_name}: {path} does not exist")
-    required = list(required)
-    records = []
-    with path.open() as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise PipelineError(f"{field_name}: {path} line {number} is not JSON") from None
-            if not isinstance(record, dict):
-                raise PipelineError(f"{field_name}: {path} line {number} is not a JSON object")
-            missing = [key for key in required if key not in record]
-            if missing:
-                raise PipelineError(f"{field_name}: {path} line {number} lacks {', '.join(missing)}")
-            records.append(record)
-    if not records:
-        raise PipelineError(f"{field_name}: {path} is empty")
-    return records
-
-
 def git_commit() -> str | None:
     """The checkout's commit (with `-dirty` if it has local changes), or None outside a git checkout."""
     root = Path(__file__).resolve().parent.parent

@@ -9,7 +9,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from .runs import atomic_write_json, read_jsonl, write_jsonl
+from .inputs import read_json, read_jsonl
+from .runs import atomic_write_json, write_jsonl
 
 
 def safe_name(name: str) -> str:
@@ -56,7 +57,7 @@ class EvalStore:
 
     def read_result(self, name: str) -> dict | None:
         path = self.result_file(name)
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_json(path, "output_dir") if path.is_file() else None
 
     def write_result(self, name: str, row: dict) -> None:
         atomic_write_json(self.result_file(name), row)
@@ -70,7 +71,7 @@ class EvalStore:
         path = self.cache_file(kind, name)
         if overwrite or not path.is_file():
             return None
-        cached = json.loads(path.read_text())
+        cached = read_json(path, "output_dir")
         return cached if cached.get("cache_key") == key else None
 
     def write_cache(self, kind: str, name: str, key: str, payload: dict) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,67 @@ def pairs_dir(tiny_assets, tmp_path_factory):
                    "--generation_batch_size", 4, "--classifier_max_length", 64, "--output_dir", out, "--report_to",
                    "none", "--seed", 3)
     return out
+
+
+# The folders each configs/tiny config writes into: a script's own output is left out of its workspace, so that a
+# run checks its inputs as on a first run (an output folder of another config would stop it first).
+TINY_OUTPUTS = {"sft": ["runs/tiny/sft"], "preference_pairs": ["generations/tiny"], "dpo": ["runs/tiny/dpo"],
+                "reward_model": ["runs/tiny/reward_model"], "rl": ["runs/tiny/dpo"], "eval": ["runs/tiny/eval"]}
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_assets, tmp_path_factory):
+    """A folder laid out as the configs/tiny configs expect, with every step's input in place: the embedded assets
+    (.cache/embedded: data, classifier, gpt2-init), the SFT model (runs/tiny/sft), the pairs and held-out pairs
+    (generations/tiny), a finished reward model (runs/tiny/reward_model) and a finished DPO run
+    (runs/tiny/dpo/beta-0.1), each made by the step's own script on the tiny models (one training step)."""
+    import shutil
+
+    import dpo
+    import preference_pairs
+    import reward_model
+    from dpo_pipeline.cli import run_script
+
+    root = tmp_path_factory.mktemp("tiny_pipeline")
+    embedded = root / ".cache" / "embedded"
+    for name, source in (("data", "data"), ("classifier", "classifier"), ("gpt2-init", "policy_init")):
+        shutil.copytree(tiny_assets[source], embedded / name)
+    shutil.copytree(tiny_assets["sft_model"], root / "runs" / "tiny" / "sft")
+    configs = REPO / "configs" / "tiny"
+    made = root / "made"
+    previous = Path.cwd()
+    os.chdir(root)  # the configs name their inputs relative to the folder they run in
+    try:
+        run_script(preference_pairs.main, preference_pairs.dataclass_types(),
+                   ["--config", str(configs / "pairs.yaml"), "--num_prompts", "16", "--heldout_prompts", "8",
+                    "--output_dir", str(made / "pairs"), "--report_to", "none"])
+        (root / "generations" / "tiny").mkdir(parents=True)
+        for pairs in (made / "pairs").glob("*pairs*.jsonl"):
+            shutil.copy(pairs, root / "generations" / "tiny" / pairs.name)
+        one_step = ["--max_steps", "1", "--report_to", "none", *TRAINING_ON_CPU]
+        run_script(reward_model.main, reward_model.dataclass_types(),
+                   ["--config", str(configs / "reward_model.yaml"), *one_step])
+        run_script(dpo.main, dpo.dataclass_types(), ["--config", str(configs / "dpo.yaml"), "--sweep", "beta=0.1",
+                                                     *one_step])
+    finally:
+        os.chdir(previous)
+    shutil.rmtree(made)
+    return root
+
+
+def tiny_workspace(tiny_pipeline: Path, script: str, into: Path) -> Path:
+    """A copy of `tiny_pipeline` for `script` (sft, preference_pairs, dpo, reward_model, rl, eval) without the
+    folder that script's configs/tiny config writes into."""
+    import shutil
+
+    shutil.copytree(tiny_pipeline, into, symlinks=True)
+    for output in TINY_OUTPUTS[script]:
+        shutil.rmtree(into / output, ignore_errors=True)
+    return into
+
+
+def snapshot(*roots: Path) -> dict:
+    """Every file under `roots` with its size and modification time, and every folder: what 'nothing changed' is
+    checked against."""
+    return {str(path): (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else "folder"
+            for root in roots if root.exists() for path in sorted(root.rglob("*"))}

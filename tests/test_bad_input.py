@@ -1,9 +1,12 @@
-"""Every bad input of issues #4 and #11: one line naming the file or field and what is wrong, exit code 2, and nothing
-on disk changed (no output folder created, an existing one untouched). Most cases run in process (fast); a sample of
-them also runs as a real command line, where no traceback may reach the terminal."""
+"""Bad input of every kind: one line naming the file or field and what is wrong, exit code 2, and nothing on disk
+changed (no output folder created, an existing one untouched). Most cases run in process (fast); a sample of them also
+runs as a real command line, where no traceback may reach the terminal. Full-scale configs on a machine without the
+hub, steps run before their inputs exist, and the online RL scripts' settings are here too; tests/test_fuzz.py draws
+many more inputs at random."""
 
 import json
 import shutil
+import subprocess
 
 import pytest
 
@@ -12,18 +15,12 @@ import eval as eval_script
 import preference_pairs
 import sft
 from dpo_pipeline.cli import run_script
-from tests.conftest import TRAINING_ON_CPU
+from tests.conftest import REPO, TRAINING_ON_CPU, run_command, snapshot, tiny_workspace
 
 GOOD_PAIR = {"prompt": "The film is", "chosen": " great and moving.", "rejected": " dull."}
 CHAT_PAIR = {"prompt": [{"role": "user", "content": "Review the film."}],
              "chosen": [{"role": "assistant", "content": "Great and moving."}],
              "rejected": [{"role": "assistant", "content": "Dull."}]}
-
-
-def snapshot(*roots):
-    """Every file under `roots` with its size and modification time: what 'nothing changed' is checked against."""
-    return {str(path): (path.stat().st_size, path.stat().st_mtime_ns)
-            for root in roots for path in sorted(root.rglob("*")) if path.is_file()}
 
 
 @pytest.fixture
@@ -155,7 +152,7 @@ CASES = [
      ["temperature must be a positive number"]),
     ("config file that does not exist", dpo, lambda w, a: ["--config", str(w / "missing.yaml")],
      ["missing.yaml does not exist"]),
-    # issue #11: settings that cannot train, data as users have it, silent no-ops, token ids that do not fit
+    # settings that cannot train, data as users have it, silent no-ops, token ids that do not fit
     ("negative learning rate", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--learning_rate=-1e-5"),
      ["learning_rate must be a positive number", "-1e-05"]),
     ("learning rate that is not a number", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--learning_rate", "x"),
@@ -224,7 +221,7 @@ CASES = [
      ["sweep entry 'beta'", "key=value"]),
     ("a sweep folder with no finished run", eval_script,
      lambda w, a: eval_args(w, a, "--dpo_output_dir", w / "empty-data"), ["dpo_output_dir", "no finished run"]),
-    # issue #14: ModelConfig flags do what they say or are refused
+    # ModelConfig flags do what they say or are refused
     ("QLoRA without bitsandbytes or a GPU", dpo,
      lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--use_peft", "true", "--load_in_4bit", "true"),
      ["load_in_4bit needs"]),
@@ -271,10 +268,7 @@ COMMAND_LINE_CASES = ["negative learning rate", "zero epochs", "a string label t
 @pytest.mark.parametrize("case", COMMAND_LINE_CASES)
 def test_bad_input_on_the_command_line_is_one_line_without_a_traceback(case, workspace, tiny_assets):
     import os
-    import subprocess
     import sys
-
-    from tests.conftest import REPO
 
     _, script, make_args, fragments = next(c for c in CASES if c[0] == case)
     args = [str(arg) for arg in make_args(workspace, tiny_assets)]
@@ -287,3 +281,208 @@ def test_bad_input_on_the_command_line_is_one_line_without_a_traceback(case, wor
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and all(fragment in errors[0] for fragment in fragments), errors
     assert snapshot(workspace, tiny_assets["root"]) == before
+
+
+# Files whatever their bytes: undecodable, cut short, wrongly typed. Each is read through dpo_pipeline/inputs.py.
+RANDOM_BYTES = bytes(range(256)) * 2  # never UTF-8: byte 0x80 follows an ASCII one (and byte 10 ends line 1)
+
+
+def write_bytes(path, content):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def cut_short(path, *records):
+    """JSONL whose last record is cut in the middle, as a copy interrupted mid-file leaves it."""
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    return write_bytes(path, text[: text.rindex("\n", 0, len(text) - 1) + 12].encode())
+
+
+REVIEW = {"text": "The film is great.", "label": 1}
+FILE_CASES = [
+    ("a dataset file of random bytes", sft,
+     lambda w, a: sft_args(w, a, write_bytes(w / "random-data" / "train.jsonl", RANDOM_BYTES)),
+     ["dataset_name", "random-data/train.jsonl line 2 is not UTF-8 text"]),
+    ("a CSV dataset of random bytes", preference_pairs,
+     lambda w, a: pairs_args(w, a, "--dataset_name", write_bytes(w / "random.csv", RANDOM_BYTES)),
+     ["dataset_name", "random.csv line 2 is not UTF-8 text"]),
+    ("a Parquet file that is not one", sft,
+     lambda w, a: sft_args(w, a, write_bytes(w / "fake-parquet" / "train.parquet", b"text,label\nGreat.,1\n")),
+     ["dataset_name", "train.parquet is not a Parquet file"]),
+    ("a JSONL dataset cut short", sft,
+     lambda w, a: sft_args(w, a, cut_short(w / "cut-data" / "train.jsonl", REVIEW, REVIEW, REVIEW).parent),
+     ["dataset_name", "train.jsonl line 3 is not JSON", "cut short"]),
+    ("a JSON dataset cut short", sft,
+     lambda w, a: sft_args(w, a, write_bytes(w / "cut.json", b'[{"text": "Great.", "label": 1},\n {"text": "Du')),
+     ["dataset_name", "cut.json line 2 is not JSON"]),
+    ("a dataset line that is no JSON object", sft,
+     lambda w, a: sft_args(w, a, write_bytes(w / "list-data" / "train.jsonl", b'{"text": "a", "label": 1}\n[1, 2]\n')),
+     ["dataset_name", "line 2 is not a JSON object (it is a list)"]),
+    ("pairs of random bytes", dpo, lambda w, a: dpo_args(w, a, write_bytes(w / "random.jsonl", RANDOM_BYTES)),
+     ["pairs_file", "random.jsonl line 2 is not UTF-8 text"]),
+    ("pairs cut short", dpo, lambda w, a: dpo_args(w, a, cut_short(w / "cut.jsonl", GOOD_PAIR, GOOD_PAIR)),
+     ["pairs_file", "cut.jsonl line 2 is not JSON"]),
+    ("held-out pairs of random bytes", eval_script,
+     lambda w, a: eval_args(w, a, "--heldout_pairs_file", write_bytes(w / "random.jsonl", RANDOM_BYTES)),
+     ["heldout_pairs_file", "line 2 is not UTF-8 text"]),
+    ("pairs whose messages differ in type from record to record", dpo,
+     lambda w, a: dpo_args(w, a, write_pairs(w / "mixed.jsonl", CHAT_PAIR, {
+         **CHAT_PAIR, "chosen": [{"role": "assistant", "content": [{"type": "text", "text": "Great."}]}]})),
+     ["pairs_file", "mixed.jsonl", "differ in type from record to record"]),
+]
+
+
+@pytest.mark.parametrize("script, make_args, fragments", [case[1:] for case in FILE_CASES],
+                         ids=[case[0] for case in FILE_CASES])
+def test_a_bad_file_is_one_line_naming_the_file_and_the_line(script, make_args, fragments, workspace, tiny_assets,
+                                                             capsys):
+    test_bad_input_gets_one_line_exit_2_and_changes_nothing(script, make_args, fragments, workspace, tiny_assets,
+                                                            capsys)
+
+
+def test_a_config_file_that_yaml_cannot_build_is_one_line(tmp_path, capsys):
+    """YAML that parses but holds a value it cannot build (a 13th month) or a key that is no name."""
+    for text in ("beta: 0.1\nseed: 2024-13-45\n", "beta: 0.1\n12: 3\n"):
+        (tmp_path / "config.yaml").write_text(text)
+        assert_one_line_error(run_in_process("dpo", "--config", tmp_path / "config.yaml", capsys=capsys),
+                              "config.yaml")
+
+
+def test_a_config_file_of_random_bytes_is_one_line(tmp_path, capsys):
+    write_bytes(tmp_path / "random.yaml", RANDOM_BYTES)
+    assert_one_line_error(run_in_process("dpo", "--config", tmp_path / "random.yaml", capsys=capsys),
+                          "random.yaml line 2 is not UTF-8 text")
+
+
+# Models of the wrong kind are refused from their config alone, before any weights load.
+@pytest.mark.parametrize("script, config, option, model, fragments", [
+    ("preference_pairs", "pairs.yaml", "--classifier_name_or_path", "runs/tiny/sft",
+     ["classifier_name_or_path", "is a GPT2LMHeadModel, not a sequence classifier"]),
+    ("eval", "eval.yaml", "--classifier_name_or_path", "runs/tiny/sft",
+     ["classifier_name_or_path", "is a GPT2LMHeadModel, not a sequence classifier"]),
+    ("preference_pairs", "pairs.yaml", "--model_name_or_path", ".cache/embedded/classifier",
+     ["model_name_or_path", "is a RobertaForSequenceClassification, not a causal language model"]),
+], ids=["pairs with a causal LM as classifier", "eval with a causal LM as classifier",
+        "pairs with a classifier as policy"])
+def test_a_model_of_the_wrong_kind_is_refused_before_any_weights_load(script, config, option, model, fragments,
+                                                                     tiny_pipeline, tmp_path, monkeypatch, capsys):
+    from transformers import PreTrainedModel
+
+    def no_weights(cls, *args, **kwargs):
+        raise AssertionError(f"{cls.__name__} weights were loaded before the check")
+
+    workspace = tiny_workspace(tiny_pipeline, script, tmp_path / "workspace")
+    monkeypatch.chdir(workspace)
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(no_weights))
+    before = snapshot(workspace / "runs", workspace / "generations")
+    result = run_in_process(script, "--config", REPO / "configs" / "tiny" / config, option, model, capsys=capsys)
+    assert_one_line_error(result, *fragments)
+    assert snapshot(workspace / "runs", workspace / "generations") == before
+
+
+# The online RL settings, on configs/tiny/rl.yaml in a folder holding every step's input.
+@pytest.mark.parametrize("sweep, extra, fragments", [
+    ("method=ppo,beta=0.1", [], ["method=ppo is not one of rloo, grpo"]),
+    ("beta=0.1", ["--loss_type", "grpo"], ["loss_type has no effect with method rloo"]),
+    ("beta=-1", [], ["beta must be a positive number", "-1"]),
+    ("reward=reward_model,beta=0.1", ["--reward_model_path", "no-such-folder"],
+     ["reward_model_path", "no finished reward model"]),
+])
+def test_bad_rl_input_is_one_line_and_writes_nothing(sweep, extra, fragments, tiny_pipeline, tmp_path, monkeypatch,
+                                                     capsys):
+    workspace = tiny_workspace(tiny_pipeline, "rl", tmp_path / "workspace")
+    monkeypatch.chdir(workspace)
+    before = snapshot(workspace / "runs", workspace / "generations")
+    result = run_in_process("rl", "--config", REPO / "configs" / "tiny" / "rl.yaml", "--sweep", sweep, *extra,
+                            capsys=capsys)
+    assert_one_line_error(result, *fragments)
+    assert snapshot(workspace / "runs", workspace / "generations") == before
+
+
+# Full-scale configs on a machine without the hub, and steps run before their inputs exist.
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    for fragment in fragments:
+        assert fragment in last, last
+
+
+UNREACHABLE_HUB = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens on port 9
+
+
+def run_in_process(script_name, *args, capsys):
+    """The script's entry point in this process (cheaper than a new interpreter): its exit code and stderr."""
+    import importlib
+
+    from dpo_pipeline.cli import run_script
+
+    script = importlib.import_module(script_name)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        run_script(script.main, script.dataclass_types(), [str(arg) for arg in args])
+    return subprocess.CompletedProcess(args, stopped.value.code, "", capsys.readouterr().err)
+
+
+def test_a_full_scale_config_fails_with_one_line_when_the_hub_is_unreachable(tmp_path):
+    """As a user types it: no traceback reaches the terminal, and nothing is half-made."""
+    result = run_command("sft.py", "--config", REPO / "configs/gpt2-large/sft.yaml", cwd=tmp_path,
+                         env=UNREACHABLE_HUB, check=False)
+    assert_one_line_error(result, "cannot reach the Hugging Face Hub")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("script, config", [
+    ("preference_pairs", "gpt2-large/pairs.yaml"), ("eval", "gpt2-large/eval.yaml"),
+    ("preference_pairs", "paper/pairs.yaml"), ("eval", "paper/eval.yaml"),
+    ("dpo", "ultrafeedback/dpo_full_8x80gb.yaml"), ("eval", "ultrafeedback/eval.yaml"),
+])
+def test_every_full_scale_config_fails_with_one_line_when_the_hub_is_unreachable(script, config, tmp_path,
+                                                                               monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for key, value in UNREACHABLE_HUB.items():
+        monkeypatch.setenv(key, value)
+    result = run_in_process(script, "--config", REPO / "configs" / config, capsys=capsys)
+    assert_one_line_error(result, "cannot reach the Hugging Face Hub")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "generations").exists()  # nothing half-made
+
+
+def test_the_ultrafeedback_qlora_config_fails_with_one_line_offline(tmp_path):
+    """As a user types it on a machine without the hub, bitsandbytes or a GPU: one line, whichever is missing first."""
+    result = run_command("dpo.py", "--config", REPO / "configs/ultrafeedback/dpo_lora_24gb.yaml", cwd=tmp_path,
+                         env=UNREACHABLE_HUB, check=False)
+    assert_one_line_error(result, "")
+    assert any(reason in result.stderr for reason in ("load_in_4bit needs", "cannot reach the Hugging Face Hub"))
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("script", ["reward_model", "rl"])
+def test_the_full_scale_rl_configs_fail_offline_with_one_line(script, tmp_path, monkeypatch, capsys):
+    """Run before the SFT model and the pairs exist, with the hub unreachable: one line naming what is missing."""
+    monkeypatch.chdir(tmp_path)
+    for key, value in UNREACHABLE_HUB.items():
+        monkeypatch.setenv(key, value)
+    for scale in ("gpt2-large", "paper"):
+        result = run_in_process(script, "--config", REPO / "configs" / scale / f"{script}.yaml", capsys=capsys)
+        assert_one_line_error(result, "does not exist")
+    assert not any(tmp_path.iterdir())  # nothing half-made
+
+
+def test_dpo_before_its_inputs_exist_fails_with_one_line(tmp_path, monkeypatch, capsys):
+    """Step 3 run before steps 1 and 2: the first missing input is named (the SFT model, then the pairs)."""
+    monkeypatch.chdir(tmp_path)
+    result = run_in_process("dpo", "--config", REPO / "configs/gpt2-large/dpo.yaml", capsys=capsys)
+    assert_one_line_error(result, "model_name_or_path", "runs/gpt2-large/sft", "does not exist")
+    (tmp_path / "runs/gpt2-large/sft").mkdir(parents=True)
+    result = run_in_process("dpo", "--config", REPO / "configs/gpt2-large/dpo.yaml", capsys=capsys)
+    assert_one_line_error(result, "pairs_file", "does not exist")
+
+
+def test_bad_config_key_and_bad_value_fail_with_one_line(tmp_path, capsys):
+    config = tmp_path / "dpo.yaml"
+    config.write_text((REPO / "configs/tiny/dpo.yaml").read_text() + "betta: 0.5\n")
+    assert_one_line_error(run_in_process("dpo", "--config", config, capsys=capsys), "betta")
+    assert_one_line_error(run_in_process("preference_pairs", "--config", REPO / "configs/tiny/pairs.yaml",
+                                         "--completions_per_prompt", "1", capsys=capsys), "completions_per_prompt")

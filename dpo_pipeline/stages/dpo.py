@@ -11,7 +11,7 @@ from pathlib import Path
 from ..configs import DPOScriptArguments
 from ..errors import PipelineError
 from ..hub import require_source
-from ..models import check_model_flags, load_tokenizer, model_init_kwargs
+from ..models import check_causal_lm, check_model_flags, load_tokenizer, model_init_kwargs
 from ..pairs import noisy_pairs_file
 from ..preferences import (
     check_pairs_match_tokenizer,
@@ -181,6 +181,7 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
                                         field_name) for path in dict.fromkeys(run.data for run in runs)}
         tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust,
                                    model_args.model_revision)
+        check_causal_lm(model_args.model_name_or_path, "model_name_or_path", trust, tokenizer)
         for path, dataset in pairs.items():
             check_pairs_match_tokenizer(dataset, tokenizer, path, field_name)
             check_prompt_lengths(dataset, tokenizer, training_args.max_length, field_name, path)

@@ -18,6 +18,7 @@ from ..configs import EvalArguments
 from ..distributed import on_main, process_state
 from ..errors import PipelineError
 from ..hub import require_source
+from ..models import check_causal_lm
 from ..measure import (
     BEST_OF_N_RUN,
     Evaluator,
@@ -76,6 +77,7 @@ def evaluate_frontier(args: EvalArguments) -> Path:
     state.wait_for_everyone()
     models = discover_models(args.sft_model_path, args.dpo_output_dir, args.include_checkpoints)
     evaluator = Evaluator(args, task, state.device)
+    check_causal_lm(args.sft_model_path, "sft_model_path", args.trust_remote_code, evaluator.tokenizer)
     heldout = held_out_pairs(args, task, evaluator.tokenizer)
     prompts = task.evaluation_prompts(args, evaluator.tokenizer)
     store = EvalStore(out)

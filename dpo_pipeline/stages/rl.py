@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -24,7 +23,15 @@ from ..configs import RL_METHODS, RL_REWARDS, RLScriptArguments
 from ..distributed import process_state
 from ..errors import PipelineError
 from ..hub import require_source
-from ..models import SentimentClassifier, check_classifier_labels, check_model_flags, load_tokenizer, model_init_kwargs
+from ..inputs import read_json
+from ..models import (
+    SentimentClassifier,
+    check_causal_lm,
+    check_classifier_labels,
+    check_model_flags,
+    load_tokenizer,
+    model_init_kwargs,
+)
 from ..preferences import check_pairs_match_tokenizer, is_tokenized, load_preferences
 from ..runs import COMPLETE_FILE
 from ..sweep import (
@@ -126,7 +133,8 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
         if not path or not (Path(path) / COMPLETE_FILE).is_file():
             raise PipelineError(f"reward_model_path: {path} holds no finished reward model: run reward_model.py first")
         fingerprints["reward_model"] = file_sha256(Path(path) / COMPLETE_FILE)
-        reward_model_accuracy = json.loads((Path(path) / COMPLETE_FILE).read_text())["summary"].get("heldout_accuracy")
+        record = read_json(Path(path) / COMPLETE_FILE, "reward_model_path")
+        reward_model_accuracy = (record.get("summary") or {}).get("heldout_accuracy")
     if any(choice["reward"] == "classifier" for choice in choices):
         require_source(script_args.classifier_name_or_path, "classifier", "classifier_name_or_path")
         check_classifier_labels(script_args.classifier_name_or_path, trust)
@@ -142,6 +150,7 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
     def load_inputs():
         tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust,
                                    model_args.model_revision)
+        check_causal_lm(model_args.model_name_or_path, "model_name_or_path", trust, tokenizer)
         prompts = training_prompts(script_args.pairs_file, tokenizer, script_args.max_prompts)
         rewards = {}
         if any(choice["reward"] == "classifier" for choice in choices):

@@ -11,7 +11,7 @@ from ..configs import SFTScriptArguments
 from ..data import load_split, load_texts
 from ..errors import PipelineError
 from ..hub import require_source
-from ..models import check_model_flags, load_tokenizer, model_init_kwargs
+from ..models import check_causal_lm, check_model_flags, load_tokenizer, model_init_kwargs
 from ..preferences import check_pairs_match_tokenizer, check_prompt_lengths, is_tokenized, load_preferences
 from ..sweep import StageRecipe, SweepRun, file_sha256, keep_hub_token_out_of_checkpoints, run_info, run_sweep
 from ..tasks import get_task
@@ -82,6 +82,7 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
     def load_inputs():
         tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust,
                                    model_args.model_revision)
+        check_causal_lm(model_args.model_name_or_path, "model_name_or_path", trust, tokenizer)
         if preferred_ft:
             pairs = load_preferences(script_args.pairs_file)
             check_pairs_match_tokenizer(pairs, tokenizer, script_args.pairs_file)
