@@ -15,7 +15,8 @@ import eval as eval_script
 import preference_pairs
 import sft
 from dpo_pipeline.cli import run_script
-from tests.conftest import REPO, TRAINING_ON_CPU, run_command, snapshot, tiny_workspace
+from tests.conftest import REPO, TRAINING_ON_CPU, snapshot, tiny_workspace
+from tests.helpers import run_command
 
 GOOD_PAIR = {"prompt": "The film is", "chosen": " great and moving.", "rejected": " dull."}
 CHAT_PAIR = {"prompt": [{"role": "user", "content": "Review the film."}],
