@@ -103,12 +103,13 @@ def run_stage(script: str, config: str, overrides: list[str], workdir: Path, env
             "seconds_per_step": [1 / rate for rate in steps if rate > 0], "disk": disk, "last_line": last[0][:200]}
 
 
-def table(results: list[dict], total_seconds: float, cache: dict) -> str:
+def table(results: list[dict], total_seconds: float, cache: dict, planned: int) -> str:
     lines = [START, "",
              f"`make rehearsal` on this machine ({os.cpu_count()} cores, "
              f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB), stand-in cache of "
              f"{cache.get('bytes', 0) / 1e9:.1f} GB (`tools/build_hub_cache.py`); the stages below took "
-             f"{total_seconds / 60:.1f} minutes in all.", "",
+             f"{total_seconds / 60:.1f} minutes in all"
+             + (f" (interrupted: {len(results)} of {planned} stages ran)." if len(results) < planned else "."), "",
              "| stage | config | status | wall | peak RSS | s / step | disk estimated by the pipeline | "
              "differs from the config |", "|---|---|---|---|---|---|---|---|"]
     for result in results:
@@ -151,9 +152,10 @@ def rehearse(args) -> int:
         print(f"[rehearsal] {stage}: exit {result['rc']}, {result['seconds']:.0f} s, peak RSS "
               f"{result['peak_rss_gib']:.1f} GiB", flush=True)
         results.append(result)
-    total = time.time() - started
-    (workdir / "rehearsal.json").write_text(json.dumps({"total_seconds": total, "stages": results}, indent=2))
-    write_table(table(results, total, cache))
+        # The table is rewritten after every stage: an interrupted rehearsal still shows how far it got.
+        total = time.time() - started
+        (workdir / "rehearsal.json").write_text(json.dumps({"total_seconds": total, "stages": results}, indent=2))
+        write_table(table(results, total, cache, len(stages)))
     print(f"[rehearsal] {total / 60:.1f} minutes; table in {DOC}", flush=True)
     return 0 if all(result["rc"] == 0 for result in results) else 1
 
