@@ -6,7 +6,8 @@ sizes) and the CPU settings a CPU user passes (float32 instead of bf16, no compi
 reads what the one before wrote. Stages run one at a time (never two full-shape processes at once). For each the
 table records its wall time, peak resident memory (the child's own `ru_maxrss`, from `os.wait4`), seconds per
 optimizer step (from the Trainer's summary), and the disk the pipeline itself estimates before writing (its
-`Disk: ... will write about ...` line, `checkpoints.check_free_disk`); the pipeline estimates no memory. The table
+`Disk: ... will write about ...` line, `checkpoints.check_free_disk`: an upper bound, with two resume states
+while a checkpoint is saved) beside what the stage left on disk; the pipeline estimates no memory. The table
 goes into docs/full-scale.md between the rehearsal markers.
 
     python tools/rehearsal.py --hf_home .cache/hub-standin --workdir .cache/rehearsal
@@ -103,21 +104,27 @@ def run_stage(script: str, config: str, overrides: list[str], workdir: Path, env
             "seconds_per_step": [1 / rate for rate in steps if rate > 0], "disk": disk, "last_line": last[0][:200]}
 
 
+def disk_used(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink())
+
+
 def table(results: list[dict], total_seconds: float, cache: dict, planned: int) -> str:
     lines = [START, "",
              f"`make rehearsal` on this machine ({os.cpu_count()} cores, "
              f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB), stand-in cache of "
              f"{cache.get('bytes', 0) / 1e9:.1f} GB (`tools/build_hub_cache.py`); the stages below took "
              f"{total_seconds / 60:.1f} minutes in all"
-             + (f" (interrupted: {len(results)} of {planned} stages ran)." if len(results) < planned else "."), "",
-             "| stage | config | status | wall | peak RSS | s / step | disk estimated by the pipeline | "
-             "differs from the config |", "|---|---|---|---|---|---|---|---|"]
+             + (f" (stopped, or still running, after {len(results)} of {planned} stages)." if len(results) < planned
+                else "."), "",
+             "| stage | config | status | wall | peak RSS | s / step | disk estimated by the pipeline | disk written | "
+             "differs from the config |", "|---|---|---|---|---|---|---|---|---|"]
     for result in results:
         status = "ok" if result["rc"] == 0 else f"exit {result['rc']}: {result['last_line']}"
         per_step = ", ".join(f"{s:.0f}" for s in result["seconds_per_step"]) or "-"
         disk = "; ".join(f"{what}: {size}" for what, size in result["disk"]) or "-"
         lines.append(f"| {result['stage']} | configs/{result['config']} | {status} | {result['seconds']:.0f} s | "
-                     f"{result['peak_rss_gib']:.1f} GiB | {per_step} | {disk} | {result['note']} |")
+                     f"{result['peak_rss_gib']:.1f} GiB | {per_step} | {disk} | {result.get('written_gb', 0):.1f} GB | "
+                     f"{result['note']} |")
     lines += ["", END]
     return "\n".join(lines)
 
@@ -147,7 +154,9 @@ def rehearse(args) -> int:
         log = workdir / "logs" / (re.sub(r"[^a-z0-9]+", "-", stage.lower()).strip("-") + ".log")
         log.parent.mkdir(parents=True, exist_ok=True)
         print(f"[rehearsal] {stage}: configs/{config} (log: {log})", flush=True)
+        before = disk_used(workdir)
         result = run_stage(script, config, overrides, workdir, env, log)
+        result["written_gb"] = (disk_used(workdir) - before) / 1e9  # what the stage left on disk
         result.update(stage=stage, config=config, note=note)
         print(f"[rehearsal] {stage}: exit {result['rc']}, {result['seconds']:.0f} s, peak RSS "
               f"{result['peak_rss_gib']:.1f} GiB", flush=True)
