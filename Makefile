@@ -4,6 +4,8 @@
 #   make study      the demo plus baselines (Preferred-FT, IPO, robust DPO, RLOO with a learned and the true reward)
 #                   and a label-noise sweep
 #   make test       the test suite
+#   make rehearsal  every stage of the full-scale configs at full model shape on a CPU, from a stand-in Hub
+#                   cache (docs/full-scale.md; ~14 GB of disk, ~20 GiB of memory at the peak)
 #   make results    docs/results.md (and the README's figures) from the files the runs above left
 #   make bench      the benchmark harness at GPT-2 Large's shape (a GPU machine; BENCH_CONFIG=bench/configs/tiny.yaml
 #                   runs it on a CPU)
@@ -26,7 +28,7 @@ TIMINGS := runs/tiny/timings
 CHAT_TIMINGS := runs/chat-tiny/timings
 
 .PHONY: install assets sft pairs dpo eval demo preferred-ft reward-model rl study test results clean-demo bench \
-	chat-assets chat-sft chat-dpo chat-eval demo-chat
+	chat-assets chat-sft chat-dpo chat-eval demo-chat hub-standin rehearsal
 
 install: $(INSTALLED)
 
@@ -95,6 +97,15 @@ chat-eval: chat-dpo
 
 demo-chat: chat-eval
 	@echo "Chat demo finished: report in runs/chat-tiny/eval/report.md"
+
+# A stand-in Hugging Face cache (HF_HOME): the full-scale configs' repo ids at their shapes, random weights, text
+# from the embedded reviews; then every full-scale stage, one process at a time, with HF_HUB_OFFLINE=1.
+HUB_STANDIN ?= .cache/hub-standin
+hub-standin: install
+	nice -n 10 $(PY) tools/build_hub_cache.py --output_dir $(HUB_STANDIN)
+
+rehearsal: hub-standin
+	nice -n 10 $(PY) tools/rehearsal.py --hf_home $(HUB_STANDIN) --workdir .cache/rehearsal
 
 results: install
 	$(PY) -m tools.results

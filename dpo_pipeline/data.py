@@ -13,6 +13,23 @@ from .hub import require_source
 from .inputs import load_local_split
 
 
+def _offline_hub_snapshot(repo_id: str) -> str | None:
+    """With HF_HUB_OFFLINE=1, the folder of the dataset's files in the Hub cache (what `hf download` leaves), or None.
+
+    Offline, `datasets.load_dataset(<hub id>)` reloads only the Arrow files it prepared itself during an online load;
+    a dataset fetched with `hf download` (files in the Hub cache, nothing prepared) is then "unreachable". Its
+    snapshot folder loads as a local dataset, with the repo's own configs, split names and columns."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if not constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        return snapshot_download(repo_id, repo_type="dataset", local_files_only=True)
+    except (LocalEntryNotFoundError, ValueError, OSError):
+        return None
+
+
 def load_split(name_or_path: str, split: str, config_name: str | None = None, field_name: str = "dataset_name"):
     """One split of a dataset as a `datasets.Dataset`, every failure a one-line `PipelineError` naming `field_name`.
 
@@ -25,8 +42,17 @@ def load_split(name_or_path: str, split: str, config_name: str | None = None, fi
         return load_local_split(path, split, field_name)
     import datasets
 
+    def load_from_the_hub():
+        try:
+            return datasets.load_dataset(name_or_path, name=config_name, split=split)
+        except ConnectionError:
+            snapshot = _offline_hub_snapshot(name_or_path)
+            if snapshot is None:
+                raise
+            return datasets.load_dataset(snapshot, name=config_name, split=split)
+
     try:
-        dataset = datasets.load_dataset(name_or_path, name=config_name, split=split)
+        dataset = load_from_the_hub()
     except (KeyError, ValueError) as error:
         raise PipelineError(f"{field_name}: cannot load split '{split}' of {name_or_path}: {error}") from None
     except (OSError, ConnectionError) as error:

