@@ -217,7 +217,7 @@ CASES = [
     ("a config file that holds a list", dpo, lambda w, a: ["--config", str(w / "list.yaml")],
      ["list.yaml must hold a YAML mapping"]),
     ("a config file that is not YAML", dpo, lambda w, a: ["--config", str(w / "broken.yaml")],
-     ["broken.yaml is not valid YAML"]),
+     ["broken.yaml line 2 is not valid YAML"]),
     ("a malformed sweep entry", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--sweep", "beta"),
      ["sweep entry 'beta'", "key=value"]),
     ("a sweep folder with no finished run", eval_script,
