@@ -46,7 +46,9 @@ def launch(script, *args, cwd, launcher="torchrun", check=True, config_file=None
                    str(REPO / "configs/accelerate/ddp.yaml"), "--cpu", "--num_processes", "2", "--main_process_port",
                    port]
     command += [str(REPO / script), *map(str, args)]
-    result = subprocess.run(command, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+    # The repository first, then the caller's own path (where an optional extra such as deepspeed may live)
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run(command, cwd=cwd, env={**os.environ, "PYTHONPATH": python_path}, capture_output=True,
                             text=True, timeout=600)
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
