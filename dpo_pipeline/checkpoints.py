@@ -185,12 +185,17 @@ def human_bytes(size: float) -> str:
 
 def count_parameters(model_name_or_path: str, peft_config=None, trust_remote_code: bool = False) -> tuple[int, int]:
     """(all, trainable) parameters of a causal LM, counted from its config on the meta device (no weights loaded);
-    with a LoRA `peft_config`, the trainable ones are the adapters'."""
+    with a LoRA `peft_config`, the trainable ones are the adapters'.
+
+    Under DeepSpeed ZeRO-3 transformers builds every model inside `deepspeed.zero.Init`, which partitions each
+    parameter with collectives that every process must join; the count runs on the main process alone (the disk
+    check), so it builds a plain model, as transformers does when zero.Init is active already (`set_zero3_state`)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.modeling_utils import set_zero3_state
 
     config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
-    with torch.device("meta"):
+    with torch.device("meta"), set_zero3_state():
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
         parameters = model.num_parameters()
         if peft_config is None:

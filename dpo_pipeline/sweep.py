@@ -9,7 +9,8 @@ every stage and on every process of a launch:
     1. every run's folder is checked (finished already with this config? a folder of another run is an error);
        when all are finished, nothing is loaded;
     2. the stage's inputs are loaded and checked, the GPU asked for is there, a launch of N processes trains
-       data-parallel (`require_data_parallel`), and the disk the unfinished runs will write is free;
+       data-parallel (`require_data_parallel`), FSDP asked for can shard (`require_the_sharding_asked_for`), and
+       the disk the unfinished runs will write is free;
     3. each unfinished run: the folder claimed and its run info written (main process), the wandb run started, the
        trainer made and trained (resuming from the last complete checkpoint), the final weights put in place.
 """
@@ -144,6 +145,30 @@ def require_data_parallel(training_args) -> None:
                             "--use_cpu true to train data-parallel on the CPU")
 
 
+def asks_for_fsdp(training_args) -> bool:
+    """Whether this run asks for FSDP: an `accelerate launch` whose config (or --use_fsdp) says FSDP, or
+    transformers' own `fsdp` setting."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or bool(getattr(training_args, "fsdp",
+                                                                                          None))
+
+
+def require_the_sharding_asked_for(training_args) -> None:
+    """FSDP asked for runs as FSDP, or stops before anything is written. accelerate applies FSDP only to processes on
+    GPUs (and other accelerators): processes on the CPU (gloo) keep its plugin unused and train plain data-parallel,
+    whole weights on each, with nothing said."""
+    import accelerate
+    from accelerate.utils import DistributedType
+
+    if not asks_for_fsdp(training_args):
+        return
+    state = process_state(training_args)
+    if state.distributed_type in (DistributedType.MULTI_CPU, DistributedType.NO):
+        raise PipelineError(f"this launch asks for FSDP, but accelerate {accelerate.__version__} shards only "
+                            "processes on GPUs: on the CPU each process would train the whole model unsharded "
+                            "(plain data-parallel). On a CPU, launch with configs/accelerate/ddp.yaml (the same "
+                            "training); FSDP needs GPUs that torch sees")
+
+
 def ignore_bias_buffers(trainer, script_args) -> None:
     """TRL's `ignore_bias_buffers`: DDP skips the model's boolean buffers (a fix for some LM bias/mask buffers)."""
     if getattr(script_args, "ignore_bias_buffers", False):
@@ -241,6 +266,7 @@ def run_sweep(recipe: StageRecipe, runs: list[SweepRun], script_args, model_args
     inputs = recipe.load_inputs()
     require_the_gpu_asked_for(runs[0].args)
     require_data_parallel(runs[0].args)
+    require_the_sharding_asked_for(runs[0].args)
 
     def check_disk():
         needed = 0

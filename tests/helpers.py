@@ -31,18 +31,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch(script, *args, cwd, launcher="torchrun", check=True):
+def launch(script, *args, cwd, launcher="torchrun", check=True, config_file=None):
     """`torchrun --nproc_per_node 2 <script> <args>`, or `accelerate launch` with the repository's DDP config on 2
-    CPU processes."""
+    CPU processes, or `accelerate launch --config_file <config_file>` as that file says (its processes, use_cpu)."""
     port = str(free_port())  # a port of its own per launch: one reused at once may still be held by the last one
-    if launcher == "torchrun":
+    if config_file is not None:
+        # Nothing but the file: --cpu would pick accelerate's plain launcher, which drops an FSDP or DeepSpeed config.
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
+                   "--main_process_port", port]
+    elif launcher == "torchrun":
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
     else:
         command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                    str(REPO / "configs/accelerate/ddp.yaml"), "--cpu", "--num_processes", "2", "--main_process_port",
                    port]
     command += [str(REPO / script), *map(str, args)]
-    result = subprocess.run(command, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+    # The repository first, then the caller's own path (where an optional extra such as deepspeed may live)
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run(command, cwd=cwd, env={**os.environ, "PYTHONPATH": python_path}, capture_output=True,
                             text=True, timeout=600)
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
