@@ -1,10 +1,12 @@
 """LLM-as-judge win rates: a local judge model compares a policy's completion with the SFT model's (each task gives
 its own prompt template, `tasks.Task.judge_template`).
 
-Each comparison shows the judge the prompt and the two completions as "A" and "B". Which of the two is shown
-first is decided per prompt by a seeded coin, so a judge that prefers the first (or second) position adds noise
-but no bias. Decoding is greedy (deterministic), and the verdict is parsed from free text; a verdict that names
-neither or both letters counts as unparsable and is reported, never guessed.
+Each comparison shows the judge the prompt and the two completions as "A" and "B", twice: the policy's completion
+as A, then as B. Two verdicts that name the same winner (or both a tie) decide it; two that disagree count as a tie,
+so a judge that prefers a position gives ties, not wins (a one-order design, with a coin per prompt choosing the
+order, would pull such a judge's win rate toward 0.5 instead). The share of comparisons whose two verdicts agree is
+reported as the judge's consistency. Decoding is greedy (deterministic), and the verdict is parsed from free text; a
+verdict that names neither or both letters counts as unparsable and is reported, never guessed.
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from .errors import PipelineError
+from .metrics import cluster_bootstrap
 
 # The letter must be a capital A or B; the words around it may be in any case. "the answer is a good one" is not
 # a verdict, "Answer: a" is not either (a lower-case article is too common to trust).
@@ -53,12 +54,6 @@ def parse_verdict(text: str) -> str | None:
     return TIE if _TIE.search(text) else None
 
 
-def model_shown_first(seed: int, prompt_index: int) -> bool:
-    """The seeded coin of one prompt: True when the policy's completion is shown as A. It depends only on the seed
-    and the prompt, so every policy is judged with the same order on a given prompt."""
-    return bool(np.random.default_rng([seed, prompt_index]).random() < 0.5)
-
-
 @dataclass(frozen=True)
 class JudgeItem:
     prompt_index: int
@@ -67,59 +62,94 @@ class JudgeItem:
     baseline_completion: str
 
 
-def judge_prompts(items: Sequence[JudgeItem], template: str, seed: int) -> tuple[list[str], list[bool]]:
-    """The judge's prompt of each item and whether the policy's completion is A in it."""
-    prompts, model_first = [], []
-    for item in items:
-        first_is_model = model_shown_first(seed, item.prompt_index)
-        first, second = ((item.model_completion, item.baseline_completion) if first_is_model
-                         else (item.baseline_completion, item.model_completion))
-        # str.replace, not format: a template may hold other braces
-        prompts.append(template.replace("{prompt}", item.prompt).replace("{first}", first).replace("{second}", second))
-        model_first.append(first_is_model)
-    return prompts, model_first
+def judge_prompts(items: Sequence[JudgeItem], template: str) -> tuple[list[str], list[str]]:
+    """The judge's two prompts of each item: the policy's completion shown as A, and shown as B."""
+    def fill(item, first, second):  # str.replace, not format: a template may hold other braces
+        return template.replace("{prompt}", item.prompt).replace("{first}", first).replace("{second}", second)
+
+    return ([fill(item, item.model_completion, item.baseline_completion) for item in items],
+            [fill(item, item.baseline_completion, item.model_completion) for item in items])
 
 
-def tally_verdicts(verdicts: Sequence[str | None], model_first: Sequence[bool]) -> dict[str, float]:
-    """Counts of the policy's wins, losses and ties against the baseline, and of the unparsable verdicts; over the
-    parsable verdicts (n = wins + losses + ties) two win rates:
+def outcome(verdict: str | None, model_shown_as: str) -> str | None:
+    """What one verdict means for the policy: "model", "baseline", TIE, or None (unparsable)."""
+    if verdict is None or verdict == TIE:
+        return verdict
+    return "model" if verdict == model_shown_as else "baseline"
+
+
+def combine(model_as_a: str | None, model_as_b: str | None) -> tuple[str | None, bool | None]:
+    """(winner, agree) of one comparison from its two verdicts (the policy shown as A, then as B): the winner both
+    name when they agree; TIE when they disagree (a judge that picks by position names A twice and so gets a tie,
+    never a win); None (unparsable) when either is, since one order alone would bring the position bias back.
+    agree is None when either verdict is unparsable."""
+    first, second = outcome(model_as_a, "A"), outcome(model_as_b, "B")
+    if first is None or second is None:
+        return None, None
+    return (first, True) if first == second else (TIE, False)
+
+
+def tally_verdicts(model_as_a: Sequence[str | None], model_as_b: Sequence[str | None],
+                   clusters: Sequence | None = None) -> dict[str, float]:
+    """Counts of the policy's wins, losses and ties against the baseline and of the unparsable comparisons, each
+    comparison judged in both orders and combined by `combine`; over the parsable comparisons (n = wins + losses
+    + ties, disagreements among the ties):
 
         judge_win_rate        = (wins + ties / 2) / n     a tie is half a win (as the classifier's win rate)
         judge_win_rate_strict = wins / n                  a tie is no win (the formula of published reproductions)
+        judge_consistency     = agreeing / n              the share whose two verdicts name the same outcome
 
-    and unparsable_share = unparsable / all verdicts.
+    each with its standard error (`_se`) from a bootstrap over `clusters` (the prompts; one cluster per comparison
+    when None), judge_disagreements the count that disagreed, and unparsable_share = unparsable / all comparisons.
     """
-    if len(verdicts) != len(model_first):
-        raise ValueError(f"{len(verdicts)} verdicts for {len(model_first)} comparisons")
-    ties = sum(1 for verdict in verdicts if verdict == TIE)
-    unparsable = sum(1 for verdict in verdicts if verdict is None)
-    wins = sum(1 for verdict, first in zip(verdicts, model_first)
-               if verdict in ("A", "B") and (verdict == "A") == first)
-    losses = len(verdicts) - wins - ties - unparsable
-    decided = wins + losses + ties
+    if len(model_as_a) != len(model_as_b):
+        raise ValueError(f"{len(model_as_a)} verdicts with the policy as A but {len(model_as_b)} with it as B")
+    clusters = list(range(len(model_as_a))) if clusters is None else list(clusters)
+    combined = [combine(a, b) for a, b in zip(model_as_a, model_as_b)]
+    parsed = [(winner, agree, cluster) for (winner, agree), cluster in zip(combined, clusters) if winner is not None]
+    wins = sum(1 for winner, _, _ in parsed if winner == "model")
+    losses = sum(1 for winner, _, _ in parsed if winner == "baseline")
+    ties = len(parsed) - wins - losses
+    decided = len(parsed)
+    unparsable = len(combined) - decided
+
+    def rate(score):
+        if not parsed:
+            return None, None
+        result = cluster_bootstrap([score(winner, agree) for winner, agree, _ in parsed], [c for *_, c in parsed])
+        return result["mean"], result["se"]
+
+    win_rate, win_rate_se = rate(lambda winner, agree: 1.0 if winner == "model" else 0.5 if winner == TIE else 0.0)
+    strict, strict_se = rate(lambda winner, agree: float(winner == "model"))
+    consistency, consistency_se = rate(lambda winner, agree: float(agree))
     return {
         "judge_wins": wins, "judge_losses": losses, "judge_ties": ties, "judge_unparsable": unparsable,
-        "judge_win_rate": (wins + ties / 2) / decided if decided else None,
-        "judge_win_rate_strict": wins / decided if decided else None,
-        "judge_unparsable_share": unparsable / len(verdicts) if verdicts else None,
+        "judge_disagreements": sum(1 for _, agree, _ in parsed if not agree),
+        "judge_win_rate": win_rate, "judge_win_rate_se": win_rate_se,
+        "judge_win_rate_strict": strict, "judge_win_rate_strict_se": strict_se,
+        "judge_consistency": consistency, "judge_consistency_se": consistency_se,
+        "judge_unparsable_share": unparsable / len(combined) if combined else None,
     }
 
 
-def judge(items: Sequence[JudgeItem], generate: Callable[[list[str]], list[str]], template: str,
-          seed: int) -> tuple[dict[str, float], list[dict]]:
-    """Judge every item with `generate` (judge prompts -> judge outputs); returns the tally and one record per
-    item (prompt index, order, raw output, parsed verdict, winner) for auditing."""
-    prompts, model_first = judge_prompts(items, template, seed)
-    outputs = generate(prompts)
-    verdicts = [parse_verdict(output) for output in outputs]
-    records = [
-        {"prompt_index": item.prompt_index, "model_shown_as": "A" if first else "B", "judge_output": output,
-         "verdict": verdict,
-         "winner": None if verdict is None else TIE if verdict == TIE else
-         ("model" if (verdict == "A") == first else "baseline")}
-        for item, first, output, verdict in zip(items, model_first, outputs, verdicts)
-    ]
-    return tally_verdicts(verdicts, model_first), records
+def judge(items: Sequence[JudgeItem], generate: Callable[[list[str]], list[str]],
+          template: str) -> tuple[dict[str, float], list[dict]]:
+    """Judge every item in both orders with `generate` (judge prompts -> judge outputs); returns the tally and one
+    record per item for auditing: prompt index, each order's raw output and parsed verdict (model_as_A,
+    model_as_B), the combined winner and whether the two agree."""
+    as_a, as_b = judge_prompts(items, template)
+    outputs = generate(as_a + as_b)
+    outputs_a, outputs_b = outputs[: len(items)], outputs[len(items):]
+    verdicts_a, verdicts_b = [parse_verdict(o) for o in outputs_a], [parse_verdict(o) for o in outputs_b]
+    records = []
+    for item, output_a, verdict_a, output_b, verdict_b in zip(items, outputs_a, verdicts_a, outputs_b, verdicts_b):
+        winner, agree = combine(verdict_a, verdict_b)
+        records.append({
+            "prompt_index": item.prompt_index,
+            "model_as_A": {"judge_output": output_a, "verdict": verdict_a, "winner": outcome(verdict_a, "A")},
+            "model_as_B": {"judge_output": output_b, "verdict": verdict_b, "winner": outcome(verdict_b, "B")},
+            "winner": winner, "agree": agree})
+    return tally_verdicts(verdicts_a, verdicts_b, [item.prompt_index for item in items]), records
 
 
 def greedy_generate_fn(model, tokenizer, max_new_tokens: int, batch_size: int) -> Callable[[list[str]], list[str]]:

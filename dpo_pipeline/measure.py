@@ -44,7 +44,7 @@ from .preferences import check_pairs_match_tokenizer, load_preferences, source_f
 from .progress import progress
 from .runs import COMPLETE_FILE
 from .samples import EvalStore, model_signature, short_hash
-from .sweep import SWEEP_RUN_FILE
+from .sweep import SWEEP_RUN_FILE, sweep_run_name
 from .tasks import Reward, Task
 from .trainers import tokenize_preference_pairs
 
@@ -68,6 +68,8 @@ class ModelToEvaluate:
     label_noise: float
     step: int
     is_final: bool
+    seed: int | None = None  # the sweep entry's seed override (None: the config's seed)
+    setting: str = ""  # the run's sweep_run.json without its name and seed: runs that differ only by seed share it
 
 
 def discover_models(sft_model_path: str, dpo_output_dir: str | None,
@@ -90,18 +92,20 @@ def discover_models(sft_model_path: str, dpo_output_dir: str | None,
         if not isinstance(info, dict) or "name" not in info or not isinstance(final_step, int):
             raise PipelineError(f"dpo_output_dir: {run_dir} holds a {SWEEP_RUN_FILE} or {COMPLETE_FILE} that no "
                                 "pipeline run wrote; move it out of the sweep folder")
+        seed, setting = run_setting(info)
         run = dict(run=info["name"], method=info.get("method", "dpo"), beta=info.get("beta"),
                    loss_type=",".join(info.get("loss_type") or ["sigmoid"]),
-                   label_smoothing=info.get("label_smoothing"), label_noise=float(info.get("label_noise") or 0.0))
+                   label_smoothing=info.get("label_smoothing"), label_noise=float(info.get("label_noise") or 0.0),
+                   seed=seed, setting=setting)
         entries = []
         if include_checkpoints:
             for checkpoint in run_dir.glob("checkpoint-*"):
                 step = int(checkpoint.name.split("-")[-1])
                 if step != final_step and is_complete_checkpoint(checkpoint):
-                    entries.append(ModelToEvaluate(f"{info['name']}/step-{step}", str(checkpoint), **run, step=step,
-                                                   is_final=False))
-        entries.append(ModelToEvaluate(f"{info['name']}/step-{final_step}", str(run_dir), **run, step=final_step,
-                                       is_final=True))
+                    entries.append(ModelToEvaluate(f"{info['name']}/step-{step}", str(checkpoint), step=step,
+                                                   is_final=False, **run))
+        entries.append(ModelToEvaluate(f"{info['name']}/step-{final_step}", str(run_dir), step=final_step,
+                                       is_final=True, **run))
         runs.append(sorted(entries, key=lambda entry: entry.step))
     if not runs:
         raise PipelineError(f"dpo_output_dir: {root} holds no finished run")
@@ -110,6 +114,17 @@ def discover_models(sft_model_path: str, dpo_output_dir: str | None,
                                    entries[0].loss_type != "sigmoid", entries[0].loss_type, entries[0].beta or 0.0,
                                    entries[0].run))
     return models + [entry for entries in runs for entry in entries]
+
+
+def run_setting(info: dict) -> tuple[int | None, str]:
+    """(seed, setting) of a run from its sweep_run.json: the `seed` of its sweep overrides (None without one), and a
+    label of everything else it holds (its name and seed left out), the same for runs that differ only by seed:
+    `beta-0.1_seed-1` and `beta-0.1` share `beta-0.1` and the rest of their info. The report averages over it."""
+    overrides = dict(info.get("overrides") or {})
+    seed = overrides.pop("seed", None)
+    rest = {key: value for key, value in info.items() if key not in ("name", "overrides")}
+    readable = sweep_run_name(overrides) if overrides else info["name"]
+    return (None if seed is None else int(seed)), f"{readable}#{short_hash(rest, overrides)[:8]}"
 
 
 @dataclass
@@ -188,6 +203,8 @@ class HeldoutPairs:
         self.sha = short_hash(source_fingerprint(path, split, config_name), max_pairs)
         self.pad_token_id = tokenizer.pad_token_id
         self.prompt_ids, self.chosen_ids, self.rejected_ids = (pairs[column] for column in TOKENIZED_COLUMNS)
+        # The bootstrap's clusters: the pairs of one prompt (several per prompt in the sentiment task) go together.
+        self.clusters = [short_hash(ids) for ids in self.prompt_ids]
         self._reference = None
 
     def __len__(self) -> int:
@@ -199,12 +216,23 @@ class HeldoutPairs:
         rejected = completion_logps(model, self.prompt_ids, self.rejected_ids, self.pad_token_id, self.batch_size)
         return chosen, rejected
 
-    def metrics(self, policy: Policy, reference: Policy, beta: float | None) -> dict:
+    def measure(self, policy: Policy, reference: Policy, beta: float | None) -> tuple[dict, list[dict]]:
+        """(the row's heldout_* figures with their standard errors over prompts, one record per pair: pair_index,
+        prompt (its cluster), logratio_margin), the records for `EvalStore.write_heldout`."""
         if self._reference is None:
             self._reference = self.logps(reference.measurer)
         policy_chosen, policy_rejected = self.logps(policy.measurer)
-        result = implicit_reward_accuracy(policy_chosen, policy_rejected, *self._reference, beta=beta)
-        return {f"heldout_{key}": value for key, value in result.items()} | {"heldout_pairs": len(self)}
+        result = implicit_reward_accuracy(policy_chosen, policy_rejected, *self._reference, beta=beta,
+                                          clusters=self.clusters)
+        reference_chosen, reference_rejected = self._reference
+        margins = ((policy_chosen.double() - reference_chosen.double())
+                   - (policy_rejected.double() - reference_rejected.double())).tolist()
+        records = [{"pair_index": i, "prompt": cluster, "logratio_margin": margin}
+                   for i, (cluster, margin) in enumerate(zip(self.clusters, margins))]
+        return {f"heldout_{key}": value for key, value in result.items()} | {"heldout_pairs": len(self)}, records
+
+    def metrics(self, policy: Policy, reference: Policy, beta: float | None) -> dict:
+        return self.measure(policy, reference, beta)[0]
 
 
 class Evaluator:
@@ -253,7 +281,9 @@ def stale_results(model: ModelToEvaluate, store: EvalStore, settings_hash: str, 
                             or row.get("model_signature") != model_signature(model.path)):
         row = None
     wants_heldout = heldout is not None and model.run != SFT_RUN
-    return row, wants_heldout and (row is None or row.get("heldout_pairs_sha") != heldout.sha)
+    # a row measured before the per-pair margins were stored gets them (and its standard errors) measured
+    return row, wants_heldout and (row is None or row.get("heldout_pairs_sha") != heldout.sha
+                                   or not store.heldout_file(model.name).is_file())
 
 
 def measure_models(models, evaluator: Evaluator, prompts, heldout: HeldoutPairs | None, store: EvalStore,
@@ -276,9 +306,11 @@ def measure_models(models, evaluator: Evaluator, prompts, heldout: HeldoutPairs 
                         "" if row["reward"] is None else f"reward {row['reward']:.3f} ± {row['reward_sem']:.3f}, ",
                         row["kl"], row["kl_sem"], row["mean_response_tokens"])
         if heldout_missing:
-            row.update(heldout.metrics(policy, evaluator.reference, model.beta), heldout_pairs_sha=heldout.sha)
-            logger.info("[%s] held-out implicit-reward accuracy %.3f on %d pairs", model.name,
-                        row["heldout_accuracy"], row["heldout_pairs"])
+            figures, per_pair = heldout.measure(policy, evaluator.reference, model.beta)
+            store.write_heldout(model.name, per_pair)
+            row.update(figures, heldout_pairs_sha=heldout.sha)
+            logger.info("[%s] held-out implicit-reward accuracy %.3f ± %.3f on %d pairs", model.name,
+                        row["heldout_accuracy"], row["heldout_accuracy_se"], row["heldout_pairs"])
         store.write_result(model.name, row)
         log_live(row)
         del policy
@@ -294,13 +326,18 @@ def log_live(row: dict) -> None:
     import wandb
 
     if wandb.run is not None:
-        wandb.log({f"eval/{key}": row[key] for key in ("reward", "kl", "heldout_accuracy", "heldout_logratio_margin")
-                   if row.get(key) is not None} | {"eval/model": row["name"]})
+        wandb.log({f"eval/{key}": row[key] for key in LIVE_KEYS if row.get(key) is not None}
+                  | {"eval/model": row["name"]})
+
+
+# What eval.py logs to wandb per model as it is measured: each figure with its standard error.
+LIVE_KEYS = ("reward", "reward_sem", "kl", "kl_sem", "heldout_accuracy", "heldout_accuracy_se",
+             "heldout_logratio_margin", "heldout_logratio_margin_se")
 
 
 def add_win_rates(rows: list[dict], store: EvalStore, tie_tolerance: float) -> None:
     """Each model's classifier win rate against the SFT model, sample by sample on the same prompts (where there is
-    a classifier)."""
+    a classifier), with its standard error from a bootstrap over prompts (win_rate_se)."""
     if all(row.get("reward") is None for row in rows):
         return
     baseline = store.read_samples(SFT_RUN)
@@ -310,7 +347,7 @@ def add_win_rates(rows: list[dict], store: EvalStore, tie_tolerance: float) -> N
         samples = store.read_samples(row["name"])
         keys = sorted(samples.keys() & baseline.keys())
         row.update(win_counts([samples[k]["reward"] for k in keys], [baseline[k]["reward"] for k in keys],
-                              tie_tolerance))
+                              tie_tolerance, clusters=[k[0] for k in keys]))
 
 
 def best_of_n_key(evaluator: Evaluator, prompts, settings_hash: str) -> str:
@@ -376,10 +413,12 @@ def best_of_n_rows(evaluator: Evaluator, prompts, store: EvalStore, settings_has
 
 
 def add_judge_verdicts(rows: list[dict], evaluator: Evaluator, store: EvalStore, template: str) -> None:
-    """LLM-as-judge win rate of each final model against the SFT model (sample 0 of each prompt)."""
+    """LLM-as-judge win rate of each final model against the SFT model (sample 0 of each prompt), each comparison
+    judged in both orders (`judge.judge`)."""
     args = evaluator.args
     require_source(args.judge_model_path, "judge model", "judge_model_path")
-    judge_settings = short_hash(template, args.judge_max_new_tokens, args.judge_prompts, args.seed,
+    # "both orders" keeps a cache of the former one-order judge from being read as this one's
+    judge_settings = short_hash(template, args.judge_max_new_tokens, args.judge_prompts, "both orders",
                                  model_signature(args.judge_model_path))
     baseline = store.read_samples(SFT_RUN)
     generate = None
@@ -401,9 +440,10 @@ def add_judge_verdicts(rows: list[dict], evaluator: Evaluator, store: EvalStore,
         keys = sorted(key for key in samples.keys() & baseline.keys() if key[1] == 0)[: args.judge_prompts]
         items = [JudgeItem(k[0], samples[k]["prompt"], samples[k]["completion"], baseline[k]["completion"])
                  for k in keys]
-        tally, records = judge(items, generate, template, args.seed)
+        tally, records = judge(items, generate, template)
         store.write_records("judge", row["name"], records)
         store.write_cache("judge", row["name"], key, {"tally": tally})
-        logger.info("[%s] judge: %d wins, %d losses, %d unparsable", row["name"], tally["judge_wins"],
-                    tally["judge_losses"], tally["judge_unparsable"])
+        logger.info("[%s] judge (both orders): %d wins, %d losses, %d ties (%d of them disagreements), %d unparsable",
+                    row["name"], tally["judge_wins"], tally["judge_losses"], tally["judge_ties"],
+                    tally["judge_disagreements"], tally["judge_unparsable"])
         row.update(tally)

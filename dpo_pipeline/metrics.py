@@ -113,6 +113,7 @@ def implicit_reward_accuracy(
     reference_chosen_logps: torch.Tensor,
     reference_rejected_logps: torch.Tensor,
     beta: float | None = None,
+    clusters: Sequence | None = None,
 ) -> dict[str, float]:
     """How well a policy's implicit reward ranks held-out preference pairs (DPO paper, eq. 5).
 
@@ -123,6 +124,9 @@ def implicit_reward_accuracy(
         policy_chosen_logps, policy_rejected_logps: [P] log pi(y | x) summed over each completion's tokens.
         reference_chosen_logps, reference_rejected_logps: [P] the same under pi_ref.
         beta: the policy's beta; None for a model trained without one (Preferred-FT), which gets no reward margin.
+        clusters: [P] the prompt of each pair, or None; given, each figure gets its standard error from a bootstrap
+            over prompts (`cluster_bootstrap`: the pairs of one prompt share its completions' fate): accuracy_se,
+            logratio_margin_se, reward_margin_se (beta * logratio_margin_se).
     Returns:
         accuracy: share of pairs with d_p > 0 (ties count as wrong, as in TRL's `rewards/accuracies`);
         ties: share with d_p == 0 (all of them for the reference model itself);
@@ -136,21 +140,38 @@ def implicit_reward_accuracy(
     if logratio_margins.numel() == 0:
         raise ValueError("no pairs")
     logratio_margin = logratio_margins.mean().item()
-    return {
+    result = {
         "accuracy": (logratio_margins > 0).double().mean().item(),
         "ties": (logratio_margins == 0).double().mean().item(),
         "logratio_margin": logratio_margin,
         "reward_margin": None if beta is None else beta * logratio_margin,
     }
+    if clusters is not None:
+        margins = logratio_margins.tolist()
+        result["accuracy_se"] = cluster_bootstrap([float(m > 0) for m in margins], clusters)["se"]
+        result["logratio_margin_se"] = cluster_bootstrap(margins, clusters)["se"]
+        result["reward_margin_se"] = None if beta is None else beta * result["logratio_margin_se"]
+    return result
+
+
+def win_scores(model_rewards: Sequence[float], baseline_rewards: Sequence[float],
+               tie_tolerance: float = 0.0) -> list[float]:
+    """Each paired sample's score for the model: 1 a win (model - baseline > tie_tolerance), 0 a loss (below
+    -tie_tolerance), 0.5 a tie. Their mean is `win_counts`'s win_rate."""
+    if len(model_rewards) != len(baseline_rewards):
+        raise ValueError(f"{len(model_rewards)} model rewards but {len(baseline_rewards)} baseline rewards")
+    return [1.0 if m - b > tie_tolerance else 0.0 if b - m > tie_tolerance else 0.5
+            for m, b in zip(model_rewards, baseline_rewards)]
 
 
 def win_counts(model_rewards: Sequence[float], baseline_rewards: Sequence[float],
-               tie_tolerance: float = 0.0) -> dict[str, float]:
+               tie_tolerance: float = 0.0, clusters: Sequence | None = None) -> dict[str, float]:
     """Head-to-head comparison of paired samples (same prompt, same sample index) by their rewards.
 
     Sample i is a win when model_rewards[i] - baseline_rewards[i] > tie_tolerance, a loss when it is below
     -tie_tolerance, and a tie otherwise. win_rate = (wins + ties / 2) / n, the usual convention that a tie is half
-    a win, so that a model compared with itself scores exactly 0.5.
+    a win, so that a model compared with itself scores exactly 0.5. With `clusters` ([n] the prompt of each
+    sample), win_rate_se is its standard error from a bootstrap over prompts (`cluster_bootstrap` of `win_scores`).
     """
     if len(model_rewards) != len(baseline_rewards):
         raise ValueError(f"{len(model_rewards)} model rewards but {len(baseline_rewards)} baseline rewards")
@@ -159,7 +180,11 @@ def win_counts(model_rewards: Sequence[float], baseline_rewards: Sequence[float]
     wins = sum(1 for m, b in zip(model_rewards, baseline_rewards) if m - b > tie_tolerance)
     losses = sum(1 for m, b in zip(model_rewards, baseline_rewards) if b - m > tie_tolerance)
     ties = len(model_rewards) - wins - losses
-    return {"wins": wins, "losses": losses, "ties": ties, "win_rate": (wins + ties / 2) / len(model_rewards)}
+    result = {"wins": wins, "losses": losses, "ties": ties, "win_rate": (wins + ties / 2) / len(model_rewards)}
+    if clusters is not None:
+        result["win_rate_se"] = cluster_bootstrap(win_scores(model_rewards, baseline_rewards, tie_tolerance),
+                                                  clusters)["se"]
+    return result
 
 
 def best_of_n_kl(n: int) -> float:
@@ -190,3 +215,65 @@ def best_of_n_expected_reward(rewards: Sequence[float], n: int) -> float:
     ordered = sorted(rewards)
     total = math.comb(m, n)
     return math.fsum(math.comb(i - 1, n - 1) * ordered[i - 1] for i in range(n, m + 1)) / total
+
+
+# A fixed seed and count for every bootstrap of the report: the same stored values give the same error bars.
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def cluster_bootstrap(values: Sequence[float], clusters: Sequence, resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = BOOTSTRAP_SEED) -> dict[str, float]:
+    """Mean of `values` with a standard error and a 95% interval from a bootstrap over clusters (prompts).
+
+    With the G distinct clusters g holding S_g = sum of their values and n_g values, each of `resamples` draws
+    picks G clusters uniformly with replacement, g_1 .. g_G, and takes
+
+        mean* = sum_k S_{g_k} / sum_k n_{g_k}
+
+    se = the sample standard deviation of mean* over the draws; low, high = its 2.5th and 97.5th percentiles (the
+    percentile interval). The values of one prompt (its samples, its pairs) move together, so the error is that of
+    the prompts, not of values treated as independent. With equal cluster sizes se approaches the analytic
+    clustered standard error (`clustered_mean_and_standard_error`) times sqrt((G - 1) / G): the bootstrap draws
+    from the G clusters' own spread, without the G / (G - 1) correction. A paired comparison of two models on the
+    same items is this function on their per-item differences (the interval excludes 0 when the difference is
+    beyond noise). Fewer than 2 clusters: se 0 and low = high = mean.
+
+    Args:
+        values: [n] per-item values (a 0/1 correctness, a 0 / 0.5 / 1 win score, a margin).
+        clusters: [n] the cluster (prompt) of each value; any hashable labels.
+    Returns:
+        {"mean", "se", "low", "high"}.
+    """
+    import numpy as np
+
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values")
+    if len(clusters) != n:
+        raise ValueError(f"{n} values but {len(clusters)} cluster labels")
+    index = {cluster: i for i, cluster in enumerate(dict.fromkeys(clusters))}
+    sums, counts = np.zeros(len(index)), np.zeros(len(index))
+    for value, cluster in zip(values, clusters):
+        sums[index[cluster]] += value
+        counts[index[cluster]] += 1
+    mean = math.fsum(values) / n
+    if len(index) < 2:
+        return {"mean": mean, "se": 0.0, "low": mean, "high": mean}
+    draws = np.random.default_rng(seed).integers(0, len(index), size=(resamples, len(index)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": mean, "se": float(means.std(ddof=1)), "low": float(low), "high": float(high)}
+
+
+def spread_over_seeds(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (n - 1) and standard error sd / sqrt(n) of one figure over n training seeds;
+    sd and se are None for a single seed (one run says nothing of the spread)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values")
+    mean = math.fsum(values) / n
+    if n < 2:
+        return {"mean": mean, "sd": None, "se": None, "n": 1}
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    return {"mean": mean, "sd": sd, "se": sd / math.sqrt(n), "n": n}

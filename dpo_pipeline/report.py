@@ -13,6 +13,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, cluster_bootstrap, spread_over_seeds
 from .runs import atomic_write_text, git_commit
 from .samples import EvalStore
 from .tracking import METRICS_FILE
@@ -22,14 +23,24 @@ FRONTIER_PNG = "frontier.png"
 CURVES_PNG = "training_curves.png"
 NOISE_PNG = "label_noise.png"
 REPORT_MD = "report.md"
+FRONTIER_SEEDS_CSV = "frontier_seeds.csv"
+# `_sem` (reward, KL): the analytic standard error clustered by prompt; `_se`: a bootstrap over prompts
+# (`metrics.cluster_bootstrap`).
 FRONTIER_COLUMNS = [
-    "name", "run", "method", "beta", "loss_type", "label_smoothing", "label_noise", "step", "is_final",
-    "reward", "reward_sem", "kl", "kl_sem", "num_samples", "num_prompts",
-    "heldout_accuracy", "heldout_ties", "heldout_logratio_margin", "heldout_reward_margin", "heldout_pairs",
-    "wins", "losses", "ties", "win_rate",
-    "judge_wins", "judge_losses", "judge_ties", "judge_unparsable", "judge_win_rate", "judge_win_rate_strict",
-    "judge_unparsable_share", "mean_response_tokens",
+    "name", "run", "method", "beta", "loss_type", "label_smoothing", "label_noise", "seed", "setting", "step",
+    "is_final", "reward", "reward_sem", "kl", "kl_sem", "num_samples", "num_prompts",
+    "heldout_accuracy", "heldout_accuracy_se", "heldout_ties", "heldout_logratio_margin",
+    "heldout_logratio_margin_se", "heldout_reward_margin", "heldout_reward_margin_se", "heldout_pairs",
+    "wins", "losses", "ties", "win_rate", "win_rate_se",
+    "judge_wins", "judge_losses", "judge_ties", "judge_disagreements", "judge_unparsable", "judge_win_rate",
+    "judge_win_rate_se", "judge_win_rate_strict", "judge_win_rate_strict_se", "judge_consistency",
+    "judge_consistency_se", "judge_unparsable_share", "mean_response_tokens",
 ]
+# What frontier_seeds.csv gives of each setting over its training seeds: the mean, sd and standard error over seeds.
+SEED_FIGURES = ("reward", "kl", "heldout_accuracy", "win_rate", "judge_win_rate")
+FRONTIER_SEEDS_COLUMNS = ["setting", "label", "method", "beta", "loss_type", "label_smoothing", "label_noise",
+                          "num_seeds", "seeds", "runs"] + [
+    f"{figure}_{stat}" for figure in SEED_FIGURES for stat in ("mean", "sd", "se")]
 BEST_OF_N_KL_NOTE = "best-of-N KL is the analytic log N − (N−1)/N, not measured"
 
 
@@ -58,12 +69,38 @@ def series_label(row: dict) -> str:
     return label
 
 
-def write_frontier_csv(rows: list[dict], path: Path) -> None:
+def write_frontier_csv(rows: list[dict], path: Path, columns: list[str] = FRONTIER_COLUMNS) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FRONTIER_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
+
+
+def seed_groups(final_rows: list[dict]) -> list[dict]:
+    """The final models grouped by setting (`measure.run_setting`: the sweep_run.json without name and seed), one
+    record per setting trained with 2 or more seeds: for each of `SEED_FIGURES` its mean, sd and standard error
+    over the seeds (`metrics.spread_over_seeds`), the number of seeds, the seeds and the runs."""
+    groups: dict[str, list[dict]] = {}
+    for row in final_rows:
+        if row.get("setting") and row["run"] not in ("sft", "best-of-n"):
+            groups.setdefault(row["setting"], []).append(row)
+    records = []
+    for setting, members in groups.items():
+        if len(members) < 2:
+            continue
+        first = members[0]
+        record = {"setting": setting, "label": series_label(first), "num_seeds": len(members),
+                  "seeds": " ".join("default" if m.get("seed") is None else str(m["seed"]) for m in members),
+                  "runs": " ".join(m["run"] for m in members),
+                  **{key: first.get(key) for key in ("method", "beta", "loss_type", "label_smoothing", "label_noise")}}
+        for figure in SEED_FIGURES:
+            values = [m[figure] for m in members if m.get(figure) is not None]
+            if len(values) == len(members):
+                spread = spread_over_seeds(values)
+                record.update({f"{figure}_{stat}": spread[stat] for stat in ("mean", "sd", "se")})
+        records.append(record)
+    return records
 
 
 def _pyplot():
@@ -102,17 +139,34 @@ def frontier_metric(rows: list[dict]) -> tuple[str, str]:
 
 def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
     """Reward (`frontier_metric`) against KL: one line per trained run through its checkpoints (in step order, large
-    point = final model), best-of-N as a dashed black curve, SFT as a star at KL 0. Label-noise runs have a plot of
-    their own."""
+    point = final model), best-of-N as a dashed black curve, SFT as a star at KL 0. A setting trained with several
+    seeds (`seed_groups`) is drawn as its runs' faint lines and their final models' mean, with error bars of one
+    standard error over the seeds in KL and in the metric. Label-noise runs have a plot of their own."""
     plt = _pyplot()
     metric, metric_label = frontier_metric(rows)
     rows = [row for row in rows if row.get(metric) is not None or row["run"] == "sft"]
     figure, axes = plt.subplots(figsize=(8, 5), dpi=120)
     trained = [row for row in rows if row["run"] not in ("sft", "best-of-n") and not row.get("label_noise")]
+    groups = {group["setting"]: group for group in seed_groups([row for row in trained if row["is_final"]])}
+    colours = {}
     for run in dict.fromkeys(row["run"] for row in trained):
         points = sorted((row for row in trained if row["run"] == run), key=lambda row: row["step"])
         style = _LINESTYLES.get(points[0]["loss_type"], (0, (1, 1)))
         marker = {"preferred_ft": "s", "rloo": "^", "grpo": "v"}.get(points[0]["method"], "o")
+        group = groups.get(points[0].get("setting"))
+        if group is not None:
+            colour = colours.get(group["setting"])
+            line, = axes.plot([p["kl"] for p in points], [p[metric] for p in points], marker=marker, markersize=3,
+                              linestyle=style, alpha=0.3, color=colour)
+            if colour is None:  # the setting's first run: its colour, and the seed mean drawn once
+                colours[group["setting"]] = line.get_color()
+                mean_kl, mean_metric = group.get("kl_mean"), group.get(f"{metric}_mean")
+                if mean_kl is not None and mean_metric is not None:
+                    axes.errorbar([mean_kl], [mean_metric], xerr=[group["kl_se"]],
+                                  yerr=[group.get(f"{metric}_se") or 0.0], marker=marker, markersize=9,
+                                  color=line.get_color(), capsize=3,
+                                  label=f"{group['label']} (mean of {group['num_seeds']} seeds ± s.e.)")
+            continue
         line, = axes.plot([p["kl"] for p in points], [p[metric] for p in points], marker=marker, markersize=4,
                           linestyle=style, label=series_label(points[0]))
         final = [p for p in points if p["is_final"]]
@@ -234,17 +288,26 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _plus_minus(value, error, digits: int = 3) -> str:
+    """"0.677 ± 0.031"; the value alone where it has no error (a row measured before errors were kept)."""
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" + ("" if error is None else f" ± {error:.{digits}f}")
+
+
 def _win_cell(row: dict) -> str:
     if row.get("win_rate") is None:
         return "—"
-    return f"{row['win_rate']:.3f} ({row['wins']}/{row['losses']}/{row['ties']})"
+    return f"{_plus_minus(row['win_rate'], row.get('win_rate_se'))} ({row['wins']}/{row['losses']}/{row['ties']})"
 
 
 def _judge_cell(row: dict) -> str:
     if row.get("judge_wins") is None:
         return "—"
-    return (f"{_number(row['judge_win_rate'])} / {_number(row.get('judge_win_rate_strict'))} "
-            f"({row['judge_wins']}/{row['judge_losses']}/{row.get('judge_ties', 0)}, "
+    return (f"{_plus_minus(row['judge_win_rate'], row.get('judge_win_rate_se'))} / "
+            f"{_plus_minus(row.get('judge_win_rate_strict'), row.get('judge_win_rate_strict_se'))} "
+            f"({row['judge_wins']}/{row['judge_losses']}/{row.get('judge_ties', 0)}; "
+            f"consistency {_plus_minus(row.get('judge_consistency'), row.get('judge_consistency_se'), 2)}; "
             f"{row['judge_unparsable_share']:.0%} unparsable)")
 
 
@@ -254,24 +317,64 @@ def _reward_cell(row: dict) -> str:
 
 def final_models_table(final_rows: list[dict], with_judge: bool) -> str:
     """One row per final model. Every win rate sits beside the mean response length: judges favour longer answers."""
-    header = ["model", "run", "reward ± s.e.", "KL ± s.e.", "held-out accuracy", "held-out margin (β·Δ)",
-              "win rate vs SFT (W/L/T)"] + (["judge win rate vs SFT, ties ½ / ties 0 (W/L/T)"] if with_judge else []) \
+    header = ["model", "run", "reward ± s.e.", "KL ± s.e.", "held-out accuracy ± s.e.", "held-out margin (β·Δ) ± s.e.",
+              "win rate vs SFT (W/L/T)"] + (["judge win rate vs SFT, ties ½ / ties 0 (W/L/T; consistency)"]
+                                            if with_judge else []) \
         + ["mean response tokens"]
     body = []
     for row in final_rows:
         cells = [series_label(row), f"`{row['name']}`", _reward_cell(row), f"{row['kl']:.2f} ± {row['kl_sem']:.2f}",
-                 _number(row.get("heldout_accuracy")), _number(row.get("heldout_reward_margin")), _win_cell(row)]
+                 _plus_minus(row.get("heldout_accuracy"), row.get("heldout_accuracy_se")),
+                 _plus_minus(row.get("heldout_reward_margin"), row.get("heldout_reward_margin_se")), _win_cell(row)]
         length = row.get("mean_response_tokens")
         body.append(cells + ([_judge_cell(row)] if with_judge else []) + ["—" if length is None else f"{length:.1f}"])
     return _table(header, body)
 
 
-def ranking_table(final_rows: list[dict]) -> str:
+def paired_accuracy_difference(better: list[dict], worse: list[dict]) -> dict | None:
+    """The held-out accuracy of one model minus another's, on the same pairs, with its 95% interval from a paired
+    bootstrap over prompts (`metrics.cluster_bootstrap` of the per-pair differences of correctness, 1 where the
+    log-ratio margin is > 0); None when the two were not measured on the same pairs."""
+    if [r["prompt"] for r in better] != [r["prompt"] for r in worse]:
+        return None
+    differences = [float(a["logratio_margin"] > 0) - float(b["logratio_margin"] > 0) for a, b in zip(better, worse)]
+    return cluster_bootstrap(differences, [r["prompt"] for r in better])
+
+
+def ranking_table(final_rows: list[dict], store: EvalStore | None = None) -> str:
+    """The final models by held-out accuracy, each against the next below it: the difference with its 95% interval
+    from a paired bootstrap over prompts (`paired_accuracy_difference`), "≈ within noise" where it holds 0."""
     ranked = sorted((row for row in final_rows if row.get("heldout_accuracy") is not None),
                     key=lambda row: (-row["heldout_accuracy"], -row["heldout_logratio_margin"]))
-    body = [[str(rank), series_label(row), f"{row['heldout_accuracy']:.3f}", f"{row['heldout_logratio_margin']:.2f}",
-             _number(row.get("heldout_reward_margin"))] for rank, row in enumerate(ranked, start=1)]
-    return _table(["rank", "model", "accuracy", "log-ratio margin Δ (nats)", "reward margin β·Δ"], body)
+    pairs = {row["name"]: store.read_heldout(row["name"]) if store else None for row in ranked}
+    body = []
+    for rank, row in enumerate(ranked, start=1):
+        versus = "—"
+        below = ranked[rank] if rank < len(ranked) else None
+        if below is not None and pairs[row["name"]] and pairs[below["name"]]:
+            difference = paired_accuracy_difference(pairs[row["name"]], pairs[below["name"]])
+            if difference is not None:
+                noise = " ≈ within noise" if difference["low"] <= 0 <= difference["high"] else ""
+                versus = (f"{difference['mean']:+.3f} [{difference['low']:+.3f}, {difference['high']:+.3f}]"
+                          f"{noise}")
+        body.append([str(rank), series_label(row), _plus_minus(row["heldout_accuracy"], row.get("heldout_accuracy_se")),
+                     _plus_minus(row["heldout_logratio_margin"], row.get("heldout_logratio_margin_se"), 2),
+                     _number(row.get("heldout_reward_margin")), versus])
+    return _table(["rank", "model", "accuracy ± s.e.", "log-ratio margin Δ (nats) ± s.e.", "reward margin β·Δ",
+                   "accuracy minus the next's [95% interval]"], body)
+
+
+def seeds_table(groups: list[dict]) -> str:
+    """Each setting trained with several seeds: the mean ± sd over its seeds of each figure, and n."""
+    def cell(group, figure, digits=3):
+        mean = group.get(f"{figure}_mean")
+        return "—" if mean is None else f"{mean:.{digits}f} ± {group[f'{figure}_sd']:.{digits}f}"
+
+    return _table(["setting", "seeds (n)", "reward mean ± sd", "KL mean ± sd", "held-out accuracy mean ± sd",
+                   "win rate mean ± sd", "runs"],
+                  [[g["label"], f"{g['seeds']} ({g['num_seeds']})", cell(g, "reward"), cell(g, "kl", 2),
+                    cell(g, "heldout_accuracy"), cell(g, "win_rate"), " ".join(f"`{r}`" for r in g["runs"].split())]
+                   for g in groups])
 
 
 def sample_generations(final_rows: list[dict], store: EvalStore, num_prompts: int) -> list[dict]:
@@ -296,6 +399,9 @@ def write_report(rows: list[dict], store: EvalStore, args, task, num_prompts: in
     final_rows = [row for row in rows if row["is_final"] and row["run"] != "best-of-n"]
     best_of_n = [row for row in rows if row["run"] == "best-of-n"]
     write_frontier_csv(rows, out / FRONTIER_CSV)
+    groups = seed_groups(final_rows)
+    if groups:
+        write_frontier_csv(groups, out / FRONTIER_SEEDS_CSV, FRONTIER_SEEDS_COLUMNS)
     what = task.prompt_noun
     plot_frontier(rows, out / FRONTIER_PNG, f"{frontier_metric(rows)[1].split(':')[0].capitalize()} vs KL on "
                                             f"{num_prompts} held-out {what}")
@@ -326,21 +432,37 @@ def write_report(rows: list[dict], store: EvalStore, args, task, num_prompts: in
         + (f"The black dashed curve is best-of-N sampling from the SFT model; {BEST_OF_N_KL_NOTE}"
            f"{best_of_n_prompts_note(rows).replace('; first', ', measured on the first')}."
            if best_of_n else "")
-        + " ± is a standard error clustered by prompt (the samples of one prompt are not independent).", "",
+        + " ± is a standard error clustered by prompt (the samples of one prompt are not independent); a setting "
+          "trained with several seeds is drawn as the mean of its final models, ± one standard error over seeds.", "",
         "## Final models", "", final_models_table(final_rows, with_judge), "",
         "Held-out accuracy: share of held-out pairs whose chosen completion gets the higher implicit reward "
         "β·log(π/π_SFT) (ties count as wrong). Margin: mean β·Δ, Δ the chosen-minus-rejected log-ratio. "
         f"Win rate: each sample against the SFT sample of the same prompt and index, judged by the classifier; "
-        f"wins + ties/2 over all (a tie: rewards within {args.win_rate_tie_tolerance:g}).", "",
+        f"wins + ties/2 over all (a tie: rewards within {args.win_rate_tie_tolerance:g}). "
+        "± beside reward and KL: the analytic standard error clustered by prompt; beside accuracy, margin and win "
+        f"rates: the standard error of a bootstrap over prompts ({BOOTSTRAP_RESAMPLES} resamples, seed "
+        f"{BOOTSTRAP_SEED}).", "",
     ]
+    if groups:
+        lines += ["## Across training seeds", "", seeds_table(groups), "",
+                  "Settings trained with several seeds (runs whose sweep_run.json differ only by the seed): the mean "
+                  "and the sample standard deviation over seeds of their final models' figures; standard errors over "
+                  f"seeds in [{FRONTIER_SEEDS_CSV}]({FRONTIER_SEEDS_CSV}). A difference between settings smaller "
+                  "than their spread over seeds is not a finding.", ""]
     if with_judge:
-        lines += [f"LLM judge: `{args.judge_model_path}`, greedy decoding, the two completions' order set by a "
-                  "seeded coin per prompt; over the parsable verdicts two win rates, ties counted as half a win and "
-                  "as no win (wins / (wins + losses + ties), the formula of published reproductions); the unparsable "
-                  "share reported (raw verdicts in judge/). The mean response length stands beside every win rate: "
-                  "judges favour longer answers.", ""]
+        lines += [f"LLM judge: `{args.judge_model_path}`, greedy decoding, every comparison judged twice, the "
+                  "policy's completion shown as A and then as B; two verdicts that disagree count as a tie, so a "
+                  "judge's preference for a position gives ties, not wins. Consistency: the share of comparisons "
+                  "whose two verdicts agree. Over the parsable comparisons two win rates, ties counted as half a win "
+                  "and as no win (wins / (wins + losses + ties), the formula of published reproductions); a "
+                  "comparison with an unparsable verdict in either order is unparsable (raw verdicts of both "
+                  "orders in judge/). The mean response length stands beside every win rate: judges favour longer "
+                  "answers.", ""]
     if heldout:
-        lines += ["## Ranked by held-out implicit-reward accuracy", "", ranking_table(final_rows), ""]
+        lines += ["## Ranked by held-out implicit-reward accuracy", "", ranking_table(final_rows, store), "",
+                  "Each model against the next below it, on the same held-out pairs: the difference of accuracy with "
+                  f"the 95% interval of a paired bootstrap over prompts ({BOOTSTRAP_RESAMPLES} resamples); "
+                  "\"≈ within noise\" where the interval holds 0, so the order of the two is not established.", ""]
     if best_of_n:
         lines += ["## Best-of-N from the SFT model", "",
                   _table(["N", "reward ± s.e.", "KL (analytic log N − (N−1)/N)"],
@@ -354,7 +476,8 @@ def write_report(rows: list[dict], store: EvalStore, args, task, num_prompts: in
                   _table(["run", "flipped labels", "reward ± s.e.", "KL", "held-out accuracy", "win rate vs SFT"],
                          [[series_label({**r, "label_noise": 0}), f"{r['label_noise']:.0%}",
                            f"{r['reward']:.3f} ± {r['reward_sem']:.3f}", f"{r['kl']:.2f}",
-                           _number(r.get("heldout_accuracy")), _win_cell(r)] for r in study]), ""]
+                           _plus_minus(r.get("heldout_accuracy"), r.get("heldout_accuracy_se")), _win_cell(r)]
+                          for r in study]), ""]
     if has_curves:
         lines += ["## Training curves", "", f"![training curves]({CURVES_PNG})", "",
                   "From each run's metrics.jsonl (TRL's logged loss and implicit rewards on its training batches).", ""]
@@ -370,11 +493,11 @@ def write_report(rows: list[dict], store: EvalStore, args, task, num_prompts: in
               "per-sample completions, rewards and KL in samples/.", ""]
     atomic_write_text(out / REPORT_MD, "\n".join(lines))
     if args.report_to == "wandb":
-        _log_report_to_wandb(rows, final_rows, study, samples, out, args)
+        _log_report_to_wandb(rows, final_rows, study, samples, out, args, groups)
     return out / REPORT_MD
 
 
-def _log_report_to_wandb(rows, final_rows, study, samples, out: Path, args) -> None:
+def _log_report_to_wandb(rows, final_rows, study, samples, out: Path, args, groups=()) -> None:
     """Everything the report shows, as wandb tables and images, plus the report itself as an artifact."""
     import wandb
 
@@ -393,15 +516,18 @@ def _log_report_to_wandb(rows, final_rows, study, samples, out: Path, args) -> N
     if study:
         logged["label_noise/table"] = table(study, FRONTIER_COLUMNS)
         logged["label_noise/plot"] = wandb.Image(str(out / NOISE_PNG))
+    if groups:
+        logged["frontier/seeds"] = table(list(groups), FRONTIER_SEEDS_COLUMNS)
     if samples:
         logged["samples/table"] = table(samples, ["prompt_index", "prompt", "model", "completion", "reward"])
     wandb.log(logged)
     for row in final_rows:
-        for key in ("reward", "kl", "heldout_accuracy", "win_rate", "judge_win_rate"):
+        for key in ("reward", "reward_sem", "kl", "kl_sem", "heldout_accuracy", "heldout_accuracy_se", "win_rate",
+                    "win_rate_se", "judge_win_rate", "judge_win_rate_se", "judge_consistency", "judge_consistency_se"):
             if row.get(key) is not None:
                 wandb.run.summary[f"{row['run']}/{key}"] = row[key]
     artifact = wandb.Artifact("eval-report", type="report")
-    for name in (REPORT_MD, FRONTIER_CSV, FRONTIER_PNG, CURVES_PNG, NOISE_PNG):
+    for name in (REPORT_MD, FRONTIER_CSV, FRONTIER_SEEDS_CSV, FRONTIER_PNG, CURVES_PNG, NOISE_PNG):
         if (out / name).is_file():
             artifact.add_file(str(out / name))
     wandb.log_artifact(artifact)

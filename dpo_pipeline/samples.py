@@ -1,6 +1,6 @@
 """Where eval.py keeps what it measured, read back by the report: each model's samples (`samples/<model>.jsonl`:
-prompt, completion, token ids, reward, KL) and result row (`models/<model>.json`), best-of-N's rewards and the
-judge's verdicts, each keyed by what it was measured with (settings, weights), so that a later run measures only what
+prompt, completion, token ids, reward, KL), result row (`models/<model>.json`) and per-pair held-out margins
+(`heldout/<model>.jsonl`, which the report's paired bootstraps read), best-of-N's rewards and the judge's verdicts, each keyed by what it was measured with (settings, weights), so that a later run measures only what
 is new. Measuring writes here; the report only reads."""
 
 from __future__ import annotations
@@ -61,6 +61,18 @@ class EvalStore:
 
     def write_result(self, name: str, row: dict) -> None:
         atomic_write_json(self.result_file(name), row)
+
+    # per-pair held-out margins -----------------------------------------------------------------------------------
+    def heldout_file(self, name: str) -> Path:
+        return self.out / "heldout" / f"{safe_name(name)}.jsonl"
+
+    def write_heldout(self, name: str, records: list[dict]) -> None:
+        """One record per held-out pair: pair_index, prompt (its cluster label), logratio_margin."""
+        write_jsonl(self.heldout_file(name), records)
+
+    def read_heldout(self, name: str) -> list[dict] | None:
+        path = self.heldout_file(name)
+        return read_jsonl(path, "heldout") if path.is_file() else None
 
     # keyed caches (best-of-N, judge verdicts) ------------------------------------------------------------------
     def cache_file(self, kind: str, name: str) -> Path:

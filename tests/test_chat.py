@@ -125,7 +125,7 @@ def test_dpo_trains_on_a_multi_turn_conversational_dataset(chat_dpo, chat):
 def test_eval_reports_a_chat_task_with_judge_kl_and_held_out_accuracy(chat_dpo, chat, tiny_assets):
     """The chat report: every model answers the test split's conversations; exact KL to the SFT model, held-out
     accuracy on the test pairs, the classifier's win rate and the LLM judge's (the tiny chat model as the judge,
-    greedy, position by a seeded coin), raw verdicts kept, both win-rate formulas, the mean answer length."""
+    greedy, each comparison in both orders), raw verdicts of both orders kept, both win-rate formulas, the mean answer length."""
     run_command("eval.py", "--task", "chat", "--sft_model_path", "runs/sft", "--dpo_output_dir", "runs/dpo",
                 "--dataset_name", "prefs", "--dataset_split", "test", "--num_prompts", 8, "--samples_per_prompt", 2,
                 "--max_new_tokens", 12, "--classifier_name_or_path", tiny_assets["classifier"],
@@ -143,14 +143,17 @@ def test_eval_reports_a_chat_task_with_judge_kl_and_held_out_accuracy(chat_dpo, 
     for row in rows.values():
         assert float(row["mean_response_tokens"]) > 0
     verdicts = [json.loads(line) for line in (out / "judge" / "beta-0.1__step-6.jsonl").read_text().splitlines()]
-    assert len(verdicts) == 8 and all("judge_output" in record for record in verdicts)
-    assert {record["model_shown_as"] for record in verdicts} == {"A", "B"}  # the coin, seeded per prompt
+    assert len(verdicts) == 8  # every comparison judged in both orders, both raw outputs kept
+    assert all("judge_output" in record["model_as_A"] and "judge_output" in record["model_as_B"]
+               for record in verdicts)
     wins = sum(record["winner"] == "model" for record in verdicts)
     ties = sum(record["winner"] == "tie" for record in verdicts)
-    judged = sum(record["verdict"] is not None for record in verdicts)
+    judged = sum(record["winner"] is not None for record in verdicts)
     if judged:
         assert float(final["judge_win_rate"]) == pytest.approx((wins + ties / 2) / judged)
         assert float(final["judge_win_rate_strict"]) == pytest.approx(wins / judged)
+        assert float(final["judge_consistency"]) == pytest.approx(
+            sum(record["agree"] is True for record in verdicts) / judged)
     assert float(final["judge_unparsable_share"]) == pytest.approx(1 - judged / 8)
     report = (out / "report.md").read_text()
     assert "win rate" in report.lower()

@@ -29,7 +29,7 @@ def read_jsonl(path):
 
 @pytest.fixture(scope="module")
 def study(tiny_assets, tmp_path_factory):
-    """Pairs with a held-out slice and a noisy copy; a sweep with DPO, IPO and a label-noise run; Preferred-FT in
+    """Pairs with a held-out slice and a noisy copy; a sweep with DPO (two seeds), IPO and a label-noise run; Preferred-FT in
     the sweep folder; and eval.py over all of it with best-of-N and the tiny SFT model as a (bad) judge."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -45,7 +45,8 @@ def study(tiny_assets, tmp_path_factory):
         "--label_noise", 0.25, "--max_new_tokens", 8, "--generation_batch_size", 8, "--classifier_max_length", 64,
         "--output_dir", pairs_dir, "--report_to", "none", "--seed", 5)
     run(dpo, "--model_name_or_path", a["sft_model"], "--pairs_file", pairs_dir / "pairs.jsonl",
-        "--output_dir", sweep_dir, "--sweep", "beta=0.1", "beta=0.1,loss_type=ipo", "beta=0.1,label_noise=0.25",
+        "--output_dir", sweep_dir, "--sweep", "beta=0.1", "beta=0.1,seed=1", "beta=0.1,loss_type=ipo",
+        "beta=0.1,label_noise=0.25",
         "--max_steps", 4, "--save_steps", 2, "--per_device_train_batch_size", 8, "--learning_rate", 1e-3,
         "--max_length", 32, "--logging_steps", 1, *TRAINING_ON_CPU)
     run(sft, "--model_name_or_path", a["sft_model"], "--pairs_file", pairs_dir / "pairs.jsonl",
@@ -127,14 +128,68 @@ def test_the_frontier_has_every_series_with_held_out_accuracy_and_win_rates(stud
     assert all(r["num_samples"] == "24" for r in best)  # 6 prompts x 4 samples
 
 
+def test_every_rate_has_a_bootstrap_standard_error_and_the_ranking_marks_what_is_within_noise(study):
+    """Held-out accuracy, margins and win rates carry their `_se` (a bootstrap over prompts, from the per-pair margins
+    kept in heldout/); the standard error of the accuracy recomputed from those margins is the one in the csv; the
+    ranking gives each model's paired difference to the next with its 95% interval."""
+    from dpo_pipeline.metrics import cluster_bootstrap
+
+    row = study["rows"]["beta-0.1/step-4"]
+    for key in ("heldout_accuracy_se", "heldout_logratio_margin_se", "heldout_reward_margin_se", "win_rate_se"):
+        assert float(row[key]) > 0, key
+    pairs = read_jsonl(study["eval"] / "heldout" / "beta-0.1__step-4.jsonl")
+    assert len(pairs) == int(row["heldout_pairs"])
+    assert len({p["prompt"] for p in pairs}) < len(pairs)  # several pairs per prompt: they are clustered
+    recomputed = cluster_bootstrap([float(p["logratio_margin"] > 0) for p in pairs], [p["prompt"] for p in pairs])
+    assert float(row["heldout_accuracy_se"]) == pytest.approx(recomputed["se"])
+    assert float(row["heldout_accuracy"]) == pytest.approx(recomputed["mean"])
+    report = (study["eval"] / "report.md").read_text()
+    ranking = report.split("## Ranked by held-out implicit-reward accuracy")[1].split("##")[0]
+    assert "accuracy minus the next's [95% interval]" in ranking and " ± " in ranking
+    assert "≈ within noise" in ranking  # 6 held-out prompts cannot separate models trained for 4 steps
+    assert "± " in report.split("## Final models")[1].split("##")[0]
+
+
+def test_settings_trained_with_several_seeds_get_their_mean_and_spread(study):
+    """beta-0.1 (the config's seed) and beta-0.1_seed-1 differ only by seed: one setting of two seeds in
+    frontier_seeds.csv, with the mean and sd over seeds of reward and KL worked from their two rows; the report's
+    table names both runs; runs of one seed are not grouped."""
+    from dpo_pipeline.metrics import spread_over_seeds
+
+    with (study["eval"] / "frontier_seeds.csv").open() as handle:
+        groups = list(csv.DictReader(handle))
+    assert len(groups) == 1
+    group = groups[0]
+    assert group["runs"] == "beta-0.1 beta-0.1_seed-1" and group["num_seeds"] == "2" and group["seeds"] == "default 1"
+    rows = [study["rows"][name] for name in ("beta-0.1/step-4", "beta-0.1_seed-1/step-4")]
+    assert rows[0]["setting"] == rows[1]["setting"] != study["rows"]["beta-0.1_loss_type-ipo/step-4"]["setting"]
+    assert rows[1]["seed"] == "1" and rows[0]["seed"] == ""
+    for figure in ("reward", "kl"):
+        spread = spread_over_seeds([float(r[figure]) for r in rows])
+        assert float(group[f"{figure}_mean"]) == pytest.approx(spread["mean"])
+        assert float(group[f"{figure}_sd"]) == pytest.approx(spread["sd"]) and float(group[f"{figure}_sd"]) > 0
+        assert float(group[f"{figure}_se"]) == pytest.approx(spread["sd"] / 2 ** 0.5)
+    report = (study["eval"] / "report.md").read_text()
+    seeds = report.split("## Across training seeds")[1].split("##")[0]
+    assert "DPO β=0.1" in seeds and "`beta-0.1_seed-1`" in seeds and "default 1 (2)" in seeds
+
+
 def test_the_judge_mode_reports_its_unparsable_share(study):
     """A tiny random GPT-2 is a hopeless judge: what it says is parsed or counted as unparsable, never guessed."""
     row = study["rows"]["beta-0.1/step-4"]
-    wins, losses, unparsable = (int(row[k]) for k in ("judge_wins", "judge_losses", "judge_unparsable"))
-    assert wins + losses + unparsable == 6  # sample 0 of each of the 6 prompts
+    wins, losses, ties, unparsable = (int(row[k]) for k in ("judge_wins", "judge_losses", "judge_ties",
+                                                             "judge_unparsable"))
+    assert wins + losses + ties + unparsable == 6  # sample 0 of each of the 6 prompts
     assert float(row["judge_unparsable_share"]) == pytest.approx(unparsable / 6)
     records = read_jsonl(study["eval"] / "judge" / "beta-0.1__step-4.jsonl")
-    assert len(records) == 6 and {r["model_shown_as"] for r in records} <= {"A", "B"}
+    assert len(records) == 6 and all({"judge_output", "verdict"} <= r["model_as_A"].keys() & r["model_as_B"].keys()
+                                     for r in records)  # both orders of every comparison kept
+    unparsable_records = sum(r["winner"] is None for r in records)
+    assert unparsable == unparsable_records
+    if unparsable < 6:
+        agree = sum(bool(r["agree"]) for r in records)
+        assert float(row["judge_consistency"]) == pytest.approx(agree / (6 - unparsable))
+        assert row["judge_consistency_se"] != "" and row["judge_win_rate_se"] != ""
     assert study["rows"]["beta-0.1/step-2"]["judge_wins"] == ""  # only final models are judged
 
 

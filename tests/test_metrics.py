@@ -158,3 +158,73 @@ def test_clustered_standard_error_by_hand():
     assert clustered_mean_and_standard_error([1.0, 2.0, 3.0], [0, 1, 2]) == pytest.approx(independent)
     with pytest.raises(ValueError):
         clustered_mean_and_standard_error([1.0], [0, 1])
+
+
+def test_cluster_bootstrap_of_two_prompts_worked_by_hand():
+    """Two prompts, cluster means 0 and 1 (two samples each). A draw picks 2 prompts with replacement: both the
+    first (mean 0, probability 1/4), one of each (0.5, probability 1/2), both the second (1, 1/4). The draws' mean
+    is 0.5 and their variance 1/4 * 0.25 + 1/2 * 0 + 1/4 * 0.25 = 1/8, so se -> sqrt(1/8) = 0.3536; the analytic
+    clustered SE is 0.5 (sqrt(s^2 / G), s^2 = 0.5), times sqrt((G - 1) / G) = sqrt(1/2) gives the same 0.3536.
+    The 95% interval spans [0, 1]."""
+    from dpo_pipeline.metrics import cluster_bootstrap
+
+    values, clusters = [0.0, 0.0, 1.0, 1.0], ["p", "p", "q", "q"]
+    result = cluster_bootstrap(values, clusters, resamples=20000, seed=1)
+    assert result["mean"] == 0.5
+    assert result["se"] == pytest.approx(math.sqrt(1 / 8), rel=0.02)
+    analytic = clustered_mean_and_standard_error(values, clusters)[1]
+    assert result["se"] == pytest.approx(analytic * math.sqrt(1 / 2), rel=0.02)
+    assert (result["low"], result["high"]) == (0.0, 1.0)
+    # the same seed, the same figures; one prompt alone has no spread to draw from
+    assert cluster_bootstrap(values, clusters, resamples=20000, seed=1) == result
+    assert cluster_bootstrap([0.2, 0.4], [7, 7]) == {"mean": pytest.approx(0.3), "se": 0.0,
+                                                    "low": pytest.approx(0.3), "high": pytest.approx(0.3)}
+
+
+def test_cluster_bootstrap_approaches_the_analytic_clustered_error_and_exceeds_the_naive_one():
+    """40 prompts of 5 samples each, where a prompt's samples share most of their value (a prompt effect): the
+    bootstrap over prompts matches the analytic clustered SE times sqrt(39/40) within a few percent, and both are
+    well above the SE that treats the 200 samples as independent."""
+    import random
+
+    from dpo_pipeline.metrics import cluster_bootstrap
+
+    rng = random.Random(0)
+    values, clusters = [], []
+    for prompt in range(40):
+        effect = rng.gauss(0, 1)
+        values += [effect + rng.gauss(0, 0.2) for _ in range(5)]
+        clusters += [prompt] * 5
+    analytic = clustered_mean_and_standard_error(values, clusters)[1]
+    bootstrap = cluster_bootstrap(values, clusters, resamples=4000)["se"]
+    assert bootstrap == pytest.approx(analytic * math.sqrt(39 / 40), rel=0.05)
+    assert bootstrap > 1.8 * mean_and_standard_error(values)[1]
+
+
+def test_standard_errors_of_accuracy_margin_and_win_rate_come_from_the_bootstrap_over_prompts():
+    """The same pairs as above, pairs 0-1 of prompt "a" and 2-3 of prompt "b": correctness [1, 0 | 1, 0], the two
+    prompts' accuracies 0.5 and 0.5, so the accuracy has no spread over prompts (se 0). Win scores [1, 1 | 0, 0]:
+    prompt means 1 and 0, se -> sqrt(1/8) as in the two-prompt case."""
+    from dpo_pipeline.metrics import cluster_bootstrap, implicit_reward_accuracy, win_counts
+
+    policy_chosen = torch.tensor([-10.0, -12.0, -8.0, -5.0])
+    policy_rejected = torch.tensor([-11.0, -10.5, -9.0, -5.0])
+    reference = torch.tensor([-11.0, -11.0, -9.0, -6.0])
+    clusters = ["a", "a", "b", "b"]
+    result = implicit_reward_accuracy(policy_chosen, policy_rejected, reference, reference, beta=0.1,
+                                      clusters=clusters)
+    assert result["accuracy"] == 0.5 and result["accuracy_se"] == 0.0
+    margin_se = cluster_bootstrap([1.0, -1.5, 1.0, 0.0], clusters)["se"]  # prompt means -0.25 and 0.5
+    assert result["logratio_margin_se"] == margin_se > 0
+    assert result["reward_margin_se"] == pytest.approx(0.1 * margin_se)
+    wins = win_counts([0.9, 0.9, 0.1, 0.1], [0.1, 0.1, 0.9, 0.9], clusters=clusters)
+    assert wins["win_rate"] == 0.5 and wins["win_rate_se"] == pytest.approx(math.sqrt(1 / 8), rel=0.1)
+
+
+def test_spread_over_seeds_by_hand():
+    """Rewards 0.6, 0.7, 0.8 over three seeds: mean 0.7, sd sqrt((0.01 + 0 + 0.01) / 2) = 0.1, se 0.1 / sqrt(3)."""
+    from dpo_pipeline.metrics import spread_over_seeds
+
+    assert spread_over_seeds([0.6, 0.7, 0.8]) == pytest.approx({"mean": 0.7, "sd": 0.1, "se": 0.1 / math.sqrt(3),
+                                                                "n": 3})
+    assert spread_over_seeds([0.6]) == {"mean": 0.6, "sd": None, "se": None, "n": 1}
