@@ -12,6 +12,7 @@ FRONTIER = [
     {"name": "beta-0.1/step-72", "run": "beta-0.1", "method": "dpo", "beta": 0.1, "loss_type": "sigmoid",
      "label_noise": 0.0, "step": 72, "is_final": True, "reward": 0.8125, "reward_sem": 0.004, "kl": 12.375,
      "kl_sem": 0.25, "num_samples": 512, "num_prompts": 128, "heldout_accuracy": 0.6875, "win_rate": 0.9375,
+     "heldout_accuracy_se": 0.03125, "win_rate_se": 0.015, "setting": "beta-0.1#0123abcd",
      "mean_response_tokens": 17.5},
     {"name": "beta-0.1/step-36", "run": "beta-0.1", "method": "dpo", "beta": 0.1, "loss_type": "sigmoid",
      "label_noise": 0.0, "step": 36, "is_final": False, "reward": 0.7, "kl": 3.0, "num_samples": 512,
@@ -43,7 +44,7 @@ def test_results_come_from_the_run_files_and_the_recorded_times(tmp_path):
     readme = (tmp_path / "README.md").read_text()
     assert "old figures" not in readme and readme.startswith("# Title") and readme.endswith("End.\n")
     assert "`make demo`: 9 min 35 s in all" in readme  # 100 + 40 + 125 + 30 + 200 + 80 s
-    assert "| DPO β=0.1 (step 72) | 0.812 ± 0.004 | 12.38 ± 0.25 | 0.688 | 0.938 | 17.5 |" in readme
+    assert "| DPO β=0.1 (step 72) | 0.812 ± 0.004 | 12.38 ± 0.25 | 0.688 ± 0.031 | 0.938 ± 0.015 | 17.5 |" in readme
     assert "step 36" not in readme  # final models only
     docs = (tmp_path / "docs/results.md").read_text()
     assert "SFT 2 min 05 s" in docs and "| SFT | 0.512 ± 0.010 |" in docs

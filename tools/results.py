@@ -46,7 +46,7 @@ def read_frontier(path: Path) -> list[dict]:
     rows = []
     for row in csv.DictReader(path.open()):
         for key, value in row.items():
-            if key in ("name", "run", "method", "loss_type", "is_final"):
+            if key in ("name", "run", "method", "loss_type", "is_final", "setting"):
                 continue
             row[key] = float(value) if value not in ("", None) else None
         row["is_final"] = row["is_final"] == "True"
@@ -64,9 +64,11 @@ def number(value, digits: int = 3) -> str:
 
 
 def with_sem(row: dict, key: str, digits: int) -> str:
+    """The figure ± its standard error: `_sem` (reward, KL: analytic) or `_se` (the rates: a bootstrap over
+    prompts), where frontier.csv has one."""
     if row.get(key) is None:
         return "—"
-    sem = row.get(f"{key}_sem")
+    sem = row.get(f"{key}_sem", row.get(f"{key}_se"))
     return f"{row[key]:.{digits}f}" + (f" ± {sem:.{digits}f}" if sem else "")
 
 
@@ -95,8 +97,8 @@ def sentiment_table(rows: list[dict], names: list[str] | None = None) -> list[st
               and (names is None or row["run"] in names)]
     for row in sorted(finals, key=lambda r: (r["method"] != "sft", r["kl"] or 0)):
         lines.append(f"| {series_label(row)} (step {int(row['step'])}) | {with_sem(row, 'reward', 3)} | "
-                     f"{with_sem(row, 'kl', 2)} | {number(row.get('heldout_accuracy'))} | "
-                     f"{number(row.get('win_rate'))} | {number(row.get('mean_response_tokens'), 1)} |"
+                     f"{with_sem(row, 'kl', 2)} | {with_sem(row, 'heldout_accuracy', 3)} | "
+                     f"{with_sem(row, 'win_rate', 3)} | {number(row.get('mean_response_tokens'), 1)} |"
                      .replace(" (step 0)", ""))
     best = [row for row in rows if row["method"] == "best_of_n" and row["step"] > 1]
     if best:
@@ -114,9 +116,9 @@ def chat_table(rows: list[dict]) -> list[str]:
              "|---|---|---|---|---|---|---|"]
     for row in sorted((r for r in rows if r["is_final"]), key=lambda r: (r["method"] != "sft", r["kl"] or 0)):
         judge = ("—" if row.get("judge_win_rate") is None else
-                 f"{row['judge_win_rate']:.3f} / {row['judge_win_rate_strict']:.3f}")
-        lines.append(f"| {series_label(row)} | {with_sem(row, 'kl', 2)} | {number(row.get('heldout_accuracy'))} | "
-                     f"{number(row.get('win_rate'))} | {judge} | {number(row.get('judge_unparsable_share'), 2)} | "
+                 f"{with_sem(row, 'judge_win_rate', 3)} / {with_sem(row, 'judge_win_rate_strict', 3)}")
+        lines.append(f"| {series_label(row)} | {with_sem(row, 'kl', 2)} | {with_sem(row, 'heldout_accuracy', 3)} | "
+                     f"{with_sem(row, 'win_rate', 3)} | {judge} | {number(row.get('judge_unparsable_share'), 2)} | "
                      f"{number(row.get('mean_response_tokens'), 1)} |")
     return lines
 
