@@ -132,3 +132,41 @@ def test_rl_on_two_processes_trains_each_entry_once_with_one_wandb_run(tiny_asse
         assert json.loads((run_dir / "stage_complete.json").read_text())["summary"]["global_step"] == 4
         assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
         assert (run_dir / "model.safetensors").is_file() and not (run_dir / ".final-model.tmp").exists()
+
+
+def test_rl_trains_without_dropout_two_log_prob_passes_agree_and_the_run_records_it(tiny_assets, pairs_dir,  # noqa: F811
+                                                                                    rl_sweep, tmp_path):
+    """The SFT models have dropout 0.1 and the Trainer samples in train mode: with dropout on, two log-prob passes of
+    the policy over the same batch would differ (and differ from the reference's, taken without dropout). Built as
+    the stage builds it, the RLOO trainer's policy gives the same log-probs twice, bit for bit; a config that turns
+    dropout on is refused; the recorded config of a finished RL run says dropout was off."""
+    import torch
+    from transformers import AutoConfig
+
+    from dpo_pipeline.cli import parse_config
+    from dpo_pipeline.errors import PipelineError
+    from dpo_pipeline.models import load_tokenizer
+    from dpo_pipeline.stages.rl import rl_trainer, training_prompts
+
+    assert AutoConfig.from_pretrained(tiny_assets["sft_model"]).resid_pdrop > 0  # else this test could not fail
+    args = [str(arg) for arg in rl_args(tiny_assets, pairs_dir, tmp_path / "sweep", tmp_path, "beta=0.05")]
+    _, training_args, _ = parse_config(rl.dataclass_types(), [*args, "--beta", "0.05"])  # a reference model
+    assert training_args.disable_dropout
+    tokenizer = load_tokenizer(str(tiny_assets["sft_model"]), "model_name_or_path")
+    prompts = training_prompts(str(pairs_dir / "pairs.jsonl"), tokenizer, 8)
+    trainer = rl_trainer("rloo", training_args, str(tiny_assets["sft_model"]), lambda completions, **_: [0.0] *
+                         len(completions), prompts, tokenizer)
+    trainer.model.train()  # as the Trainer is while it samples and scores
+    ids = torch.tensor([[5, 17, 33, 41, 8, 12, 19, 23]] * 4)
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        first, second = (trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, 4, 4)[0]
+                         for _ in range(2))
+        reference = trainer._get_per_token_logps_and_entropies(trainer.ref_model, ids, mask, 4, 4)[0]
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first, reference, rtol=0, atol=1e-6)  # the untrained policy is the reference
+
+    with pytest.raises(PipelineError, match="disable_dropout"):
+        parse_config(rl.dataclass_types(), [*args, "--disable_dropout", "false"])
+    recorded = json.loads((rl_sweep / "method-rloo_reward-classifier_beta-0.05" / "run_config.json").read_text())
+    assert recorded["configs"]["training"]["disable_dropout"] is True

@@ -11,7 +11,10 @@ from .common import PipelineTrainingArguments, TrackingArguments, refuse_streami
 
 @dataclass
 class RewardModelTrainingConfig(PipelineTrainingArguments, RewardConfig):
-    """TRL's `RewardConfig` with the pipeline's checks (`PipelineTrainingArguments`)."""
+    """TRL's `RewardConfig` with the pipeline's checks (`PipelineTrainingArguments`); dropout stays off."""
+
+    DROPOUT_OFF_BECAUSE = ("the reward model's scores are compared between completions and with those RL scores "
+                           "without dropout")
 
 
 @dataclass

@@ -99,10 +99,24 @@ def rl_config(args, method: str):
     return RLOOConfig(**values)  # converted again as dataclasses.replace converts a DPO sweep entry's config
 
 
+def rl_trainer(method: str, args, model_name_or_path: str, reward, prompts, tokenizer, peft_config=None,
+               callbacks=None):
+    """TRL's RLOO or GRPO trainer of one run, as the stage builds it: dropout is off in the policy and the
+    reference (the config refuses otherwise), so that rollouts and the KL penalty's log-probs are the policy's."""
+    from trl import GRPOTrainer, RLOOTrainer
+
+    config = rl_config(args, method)
+    if not config.disable_dropout:  # the config refuses it; a config built in code must not slip through either
+        raise PipelineError("disable_dropout must be true for online RL")
+    trainer_class = RLOOTrainer if method == "rloo" else GRPOTrainer
+    return trainer_class(model=model_name_or_path, reward_funcs=reward, args=config, train_dataset=prompts,
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+
+
 def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> list[Path]:
     """One RL run per sweep entry into `<output_dir>/<entry>` (beside the DPO runs, where eval.py finds them);
     finished runs are skipped, interrupted ones resume from their last checkpoint."""
-    from trl import GRPOTrainer, RLOOTrainer, get_peft_config
+    from trl import get_peft_config
 
     require_source(model_args.model_name_or_path, "model", "model_name_or_path")
     check_model_flags(model_args)
@@ -164,10 +178,8 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
 
     def trainer(run, inputs, callbacks):
         tokenizer, prompts, rewards = inputs
-        trainer_class = RLOOTrainer if run.data["method"] == "rloo" else GRPOTrainer
-        return trainer_class(model=model_args.model_name_or_path, reward_funcs=rewards[run.data["reward"]],
-                             args=rl_config(run.args, run.data["method"]), train_dataset=prompts,
-                             processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+        return rl_trainer(run.data["method"], run.args, model_args.model_name_or_path, rewards[run.data["reward"]],
+                          prompts, tokenizer, peft_config, callbacks)
 
     def summary(run, trainer, result):
         last = next((entry for entry in reversed(trainer.state.log_history) if "reward" in entry), {})
