@@ -55,7 +55,8 @@ class RLScriptArguments(ScriptArguments, TrackingArguments):
     )
     classifier_name_or_path: str | None = field(
         default=DEFAULT_CLASSIFIER, metadata={"help": "The sentiment classifier of the true reward."})
-    classifier_batch_size: int = field(default=64, metadata={"help": "Texts per classifier forward pass."})
+    classifier_batch_size: int = field(
+        default=64, metadata={"help": "Sequences per forward pass of the classifier or the reward model."})
     classifier_max_length: int = field(default=512, metadata={"help": "Classifier input truncation, in tokens."})
     reward_model_path: str | None = field(
         default=None, metadata={"help": "The learned reward model (output_dir of reward_model.py)."})

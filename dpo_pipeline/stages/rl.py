@@ -25,6 +25,7 @@ from ..errors import PipelineError
 from ..hub import require_source
 from ..inputs import read_json
 from ..models import (
+    LearnedRewardModel,
     SentimentClassifier,
     check_causal_lm,
     check_classifier_labels,
@@ -65,6 +66,22 @@ class ClassifierReward:
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
         return self.classifier.score([prompt + completion for prompt, completion in zip(prompts, completions)])
+
+
+class LearnedReward:
+    """The learned reward as a TRL reward function over token ids: the reward model of reward_model.py scores
+    prompt ids + `completion_ids` as sampled (EOS where the policy sampled it), the sequences it was trained on,
+    standardised on SFT samples (`models.LearnedRewardModel`). The prompt ids are the prompt's text tokenized as
+    TRL's RLOO and GRPO trainers tokenize it for sampling (`processing_class(text=prompts)`)."""
+
+    __name__ = "reward_model"  # TRL names the logged reward column after it
+
+    def __init__(self, reward_model: LearnedRewardModel, tokenizer):
+        self.reward_model, self.tokenizer = reward_model, tokenizer
+
+    def __call__(self, prompts, completions, completion_ids, **kwargs) -> list[float]:
+        prompt_ids = self.tokenizer(text=list(prompts))["input_ids"]
+        return self.reward_model.score([list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)])
 
 
 def training_prompts(pairs_file: str, tokenizer, max_prompts: int | None):
@@ -173,7 +190,9 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
                 batch_size=script_args.classifier_batch_size, max_length=script_args.classifier_max_length,
                 trust_remote_code=trust))
         if any(choice["reward"] == "reward_model" for choice in choices):
-            rewards["reward_model"] = script_args.reward_model_path
+            rewards["reward_model"] = LearnedReward(LearnedRewardModel.load(
+                script_args.reward_model_path, device=process_state(training_args).device,
+                batch_size=script_args.classifier_batch_size, trust_remote_code=trust), tokenizer)
         return tokenizer, prompts, rewards
 
     def trainer(run, inputs, callbacks):
