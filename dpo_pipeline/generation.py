@@ -39,11 +39,47 @@ class SampledBatch:
         return [row[mask.bool()].tolist() for row, mask in zip(completions, self.completion_mask)]
 
 
-def completion_mask_from_tokens(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """[B, T] mask that is 1 up to and including the first EOS of each row (the EOS is a generated token)."""
-    is_eos = (completion_ids == eos_token_id).long()
+def completion_mask_from_tokens(completion_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
+    """[B, T] mask that is 1 up to and including the first stop token of each row (`eos_token_id`: one id or a list
+    of them; the stop token is a generated token)."""
+    stops = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id),
+                         device=completion_ids.device)
+    is_eos = torch.isin(completion_ids, stops).long()
     eos_before = torch.cumsum(is_eos, dim=1) - is_eos
     return (eos_before == 0).long()
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """The chat template's end-of-turn token: the first special token after the assistant's answer when the
+    template renders a conversation (Qwen's <|im_end|>, Llama 3's <|eot_id|>); none without a template."""
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    from .data import chat_token_ids
+
+    user = [{"role": "user", "content": "Hello"}]
+    opened = chat_token_ids(tokenizer, user)
+    answered = chat_token_ids(tokenizer, [*user, {"role": "assistant", "content": "Fine"}], add_generation_prompt=False)
+    special = set(tokenizer.all_special_ids) | {token_id for token_id, token in tokenizer.added_tokens_decoder.items()
+                                                if token.special}
+    if answered[: len(opened)] != opened:
+        return []
+    return next(([token] for token in answered[len(opened):] if token in special), [])
+
+
+def stop_token_ids(tokenizer, model=None) -> list[int]:
+    """Every token that ends a completion: the tokenizer's EOS, the ids of the model's generation config (a list for
+    many chat models) and the chat template's end-of-turn token (`end_of_turn_ids`), each once, EOS first."""
+    ids = [tokenizer.eos_token_id]
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += configured if isinstance(configured, list) else [configured]
+    ids += end_of_turn_ids(tokenizer)
+    return list(dict.fromkeys(token for token in ids if token is not None))
+
+
+def tokens_before_stop(completion_ids: Sequence[int], stop_ids: Sequence[int]) -> int:
+    """A completion's length without the stop token it ended with (a sampled EOS is not a word of the answer):
+    [5, 7, EOS] -> 2, [5, 7] -> 2, [EOS] -> 0."""
+    return len(completion_ids) - int(bool(completion_ids) and completion_ids[-1] in stop_ids)
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -65,7 +101,7 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int,
     return input_ids, attention_mask
 
 
-def pure_sampling_config(temperature: float, max_new_tokens: int, pad_token_id: int, eos_token_id: int,
+def pure_sampling_config(temperature: float, max_new_tokens: int, pad_token_id: int, eos_token_id: int | list[int],
                          cache_implementation: str = "dynamic"):
     """Ancestral sampling at `temperature` and nothing else: no top-k, top-p, min-p, typical-p, repetition
     penalty, n-gram blocking, forced or suppressed tokens, minimum length. Built from transformers' defaults, not
@@ -93,12 +129,13 @@ def generation_config_of(model, generation_config):
 
 
 def iter_samples(model, prompt_token_ids: Sequence[Sequence[int]], samples_per_prompt: int, max_new_tokens: int,
-                 temperature: float, batch_size: int, seed: int, pad_token_id: int, eos_token_id: int,
+                 temperature: float, batch_size: int, seed: int, pad_token_id: int, eos_token_id: int | list[int],
                  item_offset: int = 0, cache_implementation: str = "dynamic") -> Iterator[SampledBatch]:
     """Sample `samples_per_prompt` completions of every prompt (given as token ids), `batch_size` sequences at a time.
 
     The model continues exactly the prompt's ids (a re-tokenization of the prompt's text can differ), sampling at
-    `temperature` with no other logits processor, whatever the model's `generation_config` says.
+    `temperature` with no other logits processor, whatever the model's `generation_config` says, until any of the
+    `eos_token_id` ids (`stop_token_ids`: EOS and a chat model's end-of-turn token) or `max_new_tokens`.
 
     Items are (prompt i, sample k) in the order i * samples_per_prompt + k. Each batch re-seeds torch's generator
     from `seed` and the batch's first item (counted from `item_offset`, for callers that sample a long prompt list

@@ -25,7 +25,7 @@ from .checkpoints import is_complete_checkpoint
 from .configs import EvalArguments
 from .data import decode_tokens
 from .errors import PipelineError
-from .generation import completion_logits, completion_logps, iter_samples
+from .generation import completion_logits, completion_logps, iter_samples, stop_token_ids, tokens_before_stop
 from .hub import require_source
 from .inputs import read_json
 from .judge import JudgeItem, greedy_generate_fn, judge
@@ -148,9 +148,10 @@ def evaluate_policy(policy: Policy, reference: Policy, tokenizer, reward: Reward
     where sampled), its KL and its reward.
     """
     samples = []
+    stops = stop_token_ids(tokenizer, policy.sampler)
     batches = iter_samples(policy.sampler, [p.prompt_token_ids for p in prompts], args.samples_per_prompt,
                            args.max_new_tokens, args.temperature, args.generation_batch_size, args.seed,
-                           tokenizer.pad_token_id, tokenizer.eos_token_id,
+                           tokenizer.pad_token_id, stops,
                            cache_implementation=args.cache_implementation)
     for batch in progress(batches, total=len(prompts) * args.samples_per_prompt, unit="samples",
                           desc=f"[{name}] sampling{'' if is_reference else ' and KL'}",
@@ -175,7 +176,8 @@ def evaluate_policy(policy: Policy, reference: Policy, tokenizer, reward: Reward
     kl, kl_sem = clustered_mean_and_standard_error([s["kl"] for s in samples], prompt_of)
     summary = {"reward": None, "reward_sem": None, "kl": kl, "kl_sem": kl_sem, "num_samples": len(samples),
                "num_prompts": len(prompts),
-               "mean_response_tokens": sum(len(s["completion_token_ids"]) for s in samples) / len(samples)}
+               "mean_response_tokens":  # the answer's tokens: a sampled EOS is not counted
+                   sum(tokens_before_stop(s["completion_token_ids"], stops) for s in samples) / len(samples)}
     if reward is not None:
         for sample, value in zip(samples, reward.score(_scored_texts(samples, args), desc=f"[{name}] scoring")):
             sample["reward"] = value
@@ -376,7 +378,7 @@ def measure_best_of_n(evaluator: Evaluator, prompts, store: EvalStore, settings_
     tokenizer = evaluator.tokenizer
     batches = iter_samples(evaluator.reference.sampler, [p.prompt_token_ids for p in prompts], samples_per_prompt,
                            args.max_new_tokens, args.temperature, args.generation_batch_size, args.seed + 1,
-                           tokenizer.pad_token_id, tokenizer.eos_token_id,
+                           tokenizer.pad_token_id, stop_token_ids(tokenizer, evaluator.reference.sampler),
                            cache_implementation=args.cache_implementation)
     for batch in progress(batches, total=len(prompts) * samples_per_prompt, desc="best-of-N sampling",
                           unit="samples", weight=lambda batch: len(batch.item_indices)):

@@ -302,3 +302,92 @@ def load_classifier_reward(args, device, dtype) -> SentimentClassifier:
 def describe_classifier_reward(args) -> str:
     return (f"P(POSITIVE) of `{args.classifier_name_or_path}` on "
             f"{'prompt + completion' if args.score_prompt else 'the response'}")
+
+
+# The reward model's own padding token where the policy's tokenizer pads with an end-of-sequence token (GPT-2): a
+# sequence classifier scores the last token that is not padding, so with EOS as padding it could never see whether a
+# completion ended with EOS.
+REWARD_PAD_TOKEN = "<|reward_pad|>"
+
+
+def end_token_ids(tokenizer) -> set[int]:
+    """The tokenizer's end-of-sequence id(s) (a list for chat models with an end-of-turn token)."""
+    ids = tokenizer.eos_token_id
+    return set(ids if isinstance(ids, list) else [ids]) - {None}
+
+
+def reward_model_tokenizer(tokenizer):
+    """The tokenizer a reward model is trained and scored with: the policy's, with a padding token of its own
+    (`REWARD_PAD_TOKEN`) where the policy pads with EOS, so that a sampled EOS is the last token the model scores."""
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id in end_token_ids(tokenizer):
+        tokenizer.add_special_tokens({"pad_token": REWARD_PAD_TOKEN})
+    return tokenizer
+
+
+def fit_embeddings_to_tokenizer(model, tokenizer):
+    """A model with one embedding row per token of `tokenizer` (the reward model's padding token added)."""
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+class LearnedRewardModel:
+    """The reward model of reward_model.py scoring token sequences (prompt ids + sampled completion ids, EOS where it
+    was sampled), as it was trained on them, its score standardised as measured on SFT samples:
+
+        r(x, y) = (s(x, y) - mean) / sd
+
+    s the model's one output at the sequence's last token; mean and sd of s over completions sampled from the SFT
+    model (the pairs' own, recorded in the reward model's summary), so that r is about N(0, 1) on SFT samples and the
+    KL coefficient beta means the same for the learned reward as for any reward on that scale."""
+
+    def __init__(self, model, tokenizer, mean: float = 0.0, sd: float = 1.0, batch_size: int = 64):
+        if not sd > 0:
+            raise PipelineError(f"reward model: its standard deviation on SFT samples is {sd}; it cannot be scaled")
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.mean, self.sd, self.batch_size = mean, sd, batch_size
+
+    @classmethod
+    def load(cls, path: str, device: torch.device | None = None, batch_size: int = 64,
+             trust_remote_code: bool = False) -> LearnedRewardModel:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from .inputs import read_json
+        from .runs import COMPLETE_FILE
+
+        summary = read_json(Path(path) / COMPLETE_FILE, "reward_model_path").get("summary") or {}
+        if "reward_mean" not in summary or "reward_sd" not in summary:
+            raise PipelineError(f"reward_model_path: {path} has no standardisation (reward_mean, reward_sd) in its "
+                                "summary: train it again with this version of reward_model.py")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32,
+                                                                       trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as error:
+            raise PipelineError(f"reward_model_path: cannot load a reward model from {path}: "
+                                f"{_one_line(error)}") from None
+        return cls(model.to(device or default_device()), tokenizer, summary["reward_mean"], summary["reward_sd"],
+                   batch_size)
+
+    @torch.no_grad()
+    def raw_scores(self, sequences: list[list[int]]) -> list[float]:
+        """s of each token sequence, in input order: right-padded with the reward model's own padding token, which
+        no sequence holds (the score is read at the last token that is not padding)."""
+        pad = self.tokenizer.pad_token_id
+        if any(pad in ids for ids in sequences):
+            raise PipelineError("reward model: a sequence to score holds its padding token")
+        device = next(self.model.parameters()).device
+        scores = []
+        for start in range(0, len(sequences), self.batch_size):
+            batch = sequences[start : start + self.batch_size]
+            width = max(map(len, batch))
+            input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in batch], device=device)
+            attention_mask = (torch.arange(width, device=device)[None, :] <
+                              torch.tensor([len(ids) for ids in batch], device=device)[:, None]).long()
+            scores += self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float().tolist()
+        return scores
+
+    def score(self, sequences: list[list[int]]) -> list[float]:
+        """r of each token sequence: its raw score standardised on SFT samples."""
+        return [(score - self.mean) / self.sd for score in self.raw_scores(sequences)]

@@ -17,6 +17,8 @@ every stage and on every process of a launch:
 
 from __future__ import annotations
 
+import argparse
+
 import dataclasses
 import hashlib
 import logging
@@ -65,7 +67,10 @@ def apply_overrides(training_args, overrides: dict[str, str]):
     converts them."""
     from transformers import HfArgumentParser
 
-    actions = {action.dest: action for action in HfArgumentParser(type(training_args))._actions}
+    # A bool field that defaults to true also has a `--no_<field>` action (no type) under the same dest: the field's
+    # own action converts "false" to False, where the other would pass the string "false" on (truthy).
+    actions = {action.dest: action for action in HfArgumentParser(type(training_args))._actions
+               if not isinstance(action, argparse._StoreFalseAction)}
     converted = {}
     for key, raw in overrides.items():
         action = actions.get(key)

@@ -387,6 +387,8 @@ def test_a_model_of_the_wrong_kind_is_refused_before_any_weights_load(script, co
     ("method=ppo,beta=0.1", [], ["method=ppo is not one of rloo, grpo"]),
     ("beta=0.1", ["--loss_type", "grpo"], ["loss_type has no effect with method rloo"]),
     ("beta=-1", [], ["beta must be a positive number", "-1"]),
+    ("beta=0.1", ["--disable_dropout", "false"], ["disable_dropout: false is refused", "online RL"]),
+    ("beta=0.1,disable_dropout=false", [], ["disable_dropout: false is refused"]),
     ("reward=reward_model,beta=0.1", ["--reward_model_path", "no-such-folder"],
      ["reward_model_path", "no finished reward model"]),
 ])

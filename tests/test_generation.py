@@ -151,3 +151,52 @@ def test_completion_logps_by_hand_on_a_tiny_model(tiny_assets):
             logprobs = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
         expected = sum(logprobs[len(prompt) - 1 + t, token] for t, token in enumerate(completion))
         assert abs(value.item() - expected.item()) < 1e-4
+
+
+def test_a_completion_ends_at_the_first_of_several_stop_tokens_and_its_length_leaves_the_stop_out():
+    """Stop ids [0, 9]: row 1 stops at 9 (position 2), row 2 at 0 (position 1), row 3 never. Lengths before the stop:
+    [5, 7, EOS] -> 2, [5, 7] -> 2, [EOS] -> 0 (a 1-token "collapse" that is no answer at all)."""
+    from dpo_pipeline.generation import tokens_before_stop
+
+    tokens = torch.tensor([[5, 6, 9, 0, 0], [5, 0, 9, 0, 0], [5, 6, 7, 8, 1]])
+    expected = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
+    assert torch.equal(completion_mask_from_tokens(tokens, eos_token_id=[0, 9]), expected)
+    assert [tokens_before_stop(ids, [0, 9]) for ids in ([5, 7, 0], [5, 7], [9], [])] == [2, 2, 0, 0]
+
+
+def test_the_stop_tokens_are_eos_the_generation_configs_and_the_chat_templates_end_of_turn(tiny_assets):
+    """A chat template ending each turn with <|end|> (not the tokenizer's EOS), a generation config listing two ids:
+    all of them stop sampling, each once, EOS first; a tokenizer without a template has no end-of-turn token."""
+    from dpo_pipeline.generation import end_of_turn_ids, stop_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_assets["sft_model"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_assets["sft_model"])
+    eos = tokenizer.eos_token_id
+    assert end_of_turn_ids(tokenizer) == [] and stop_token_ids(tokenizer, model) == [eos]
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|end|>"]})
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}<|end|>{% endfor %}"
+                               "{% if add_generation_prompt %}assistant: {% endif %}")
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    assert end != eos and end_of_turn_ids(tokenizer) == [end]
+    model.generation_config.eos_token_id = [eos, 7]
+    assert stop_token_ids(tokenizer, model) == [eos, 7, end]
+
+
+def test_sampling_stops_at_any_stop_token(tiny_assets):
+    """The same seed with one more stop token: every completion is the unconstrained one cut after the first
+    occurrence of that token (or the same, where it never occurs)."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_assets["sft_model"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_assets["sft_model"])
+    eos = tokenizer.eos_token_id
+    ids = prompt_ids(tokenizer)
+    free = [row for batch in iter_samples(model, ids, 4, 12, 1.0, 12, 0, eos, eos)
+            for row in batch.completion_token_ids()]
+    counts = {}
+    for row in free:
+        for token in set(row) - {eos}:
+            counts[token] = counts.get(token, 0) + 1
+    stop = max(counts, key=counts.get)  # the token most completions hold
+    stopped = [row for batch in iter_samples(model, ids, 4, 12, 1.0, 12, 0, eos, [eos, stop])
+               for row in batch.completion_token_ids()]
+    cut = [row[: row.index(stop) + 1] if stop in row else row for row in free]
+    assert stopped == cut and sum(stop in row for row in free) >= 2

@@ -48,7 +48,9 @@ RUN_HERE = {config for _, config, _ in SENTIMENT + CHAT}
 # Configs whose Hub repositories are those of a config run above (they differ in batches, steps or the sweep).
 SAME_HUB_IDS_AS = {"gpt2-large/sft_24gb.yaml": "gpt2-large/sft.yaml", "paper/eval.yaml": "gpt2-large/eval.yaml",
                    "gpt2-large/rl.yaml": "gpt2-large/eval.yaml", "paper/rl.yaml": "gpt2-large/eval.yaml",
-                   "ultrafeedback/dpo_full_8x80gb.yaml": "ultrafeedback/dpo_lora_24gb.yaml"}
+                   "ultrafeedback/dpo_full_8x80gb.yaml": "ultrafeedback/dpo_lora_24gb.yaml",
+                   # the reward models start from the base model, as SFT does
+                   "gpt2-large/reward_model.yaml": "gpt2-large/sft.yaml", "paper/reward_model.yaml": "gpt2-large/sft.yaml"}
 HUB_FIELDS = ("model_name_or_path", "classifier_name_or_path", "dataset_name", "sft_model_path", "judge_model_path",
               "chat_template_path")
 FULL_SCALE = ("gpt2-large", "paper", "ultrafeedback")

@@ -37,23 +37,56 @@ def reward_model(tiny_assets, pairs_dir, tmp_path_factory):  # noqa: F811
 
 
 def test_the_reward_model_learns_the_pairs_and_its_heldout_accuracy_is_measured(reward_model, pairs_dir):  # noqa: F811
-    """The reported pairwise accuracy is recomputed from the saved model: P(chosen scores above rejected)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """The reported pairwise accuracy is recomputed from the saved model on the sampled token ids: P(chosen scores
+    above rejected); its scores are standardised on SFT samples as recorded (mean 0, sd 1 on them)."""
+    import statistics
+
+    from dpo_pipeline.models import LearnedRewardModel
 
     summary = json.loads((reward_model / "stage_complete.json").read_text())["summary"]
     assert summary["global_step"] == 6
-    model = AutoModelForSequenceClassification.from_pretrained(reward_model).eval()
-    tokenizer = AutoTokenizer.from_pretrained(reward_model)
+    scorer = LearnedRewardModel.load(str(reward_model), device="cpu")
     pairs = [json.loads(line) for line in (pairs_dir / "pairs.jsonl").read_text().splitlines()]
-    right = 0
-    with torch.no_grad():
-        for pair in pairs:
-            scores = [model(**tokenizer(pair["prompt"] + pair[key], return_tensors="pt")).logits[0, 0]
-                      for key in ("chosen", "rejected")]
-            right += bool(scores[0] > scores[1])
+    chosen, rejected = ([scorer.raw_scores([pair["prompt_ids"] + pair[key]])[0] for pair in pairs]
+                        for key in ("chosen_ids", "rejected_ids"))
     assert summary["heldout_pairs"] == len(pairs)
-    assert summary["heldout_accuracy"] == pytest.approx(right / len(pairs), abs=1e-6)
+    assert summary["heldout_accuracy"] == pytest.approx(sum(c > r for c, r in zip(chosen, rejected)) / len(pairs),
+                                                        abs=1e-6)
+    assert 0 < summary["validation_pairs"] < len(pairs)
+    distinct = {tuple(pair["prompt_ids"] + pair[key]) for pair in pairs for key in ("chosen_ids", "rejected_ids")}
+    assert summary["reward_scale_samples"] == len(distinct)
+    scores = scorer.score([list(ids) for ids in distinct])  # every SFT sample of the pairs: mean 0, sd 1
+    assert statistics.fmean(scores) == pytest.approx(0, abs=1e-4)
+    assert statistics.pstdev(scores) == pytest.approx(1, abs=1e-4)
+
+
+def test_the_reward_model_scores_token_ids_and_sees_a_sampled_eos(reward_model, tiny_assets):  # noqa: F811
+    """The same text with and without a sampled EOS: different token sequences, different scores, and the EOS id is
+    in the reward model's input at the position it scores (its padding token is its own, not EOS). Through the RL
+    reward function, completion_ids decide the score, not the decoded text."""
+    import torch
+
+    from dpo_pipeline.models import LearnedRewardModel, load_tokenizer
+    from dpo_pipeline.stages.rl import LearnedReward
+
+    scorer = LearnedRewardModel.load(str(reward_model), device="cpu")
+    tokenizer = load_tokenizer(str(tiny_assets["sft_model"]), "model_name_or_path")
+    eos = tokenizer.eos_token_id
+    assert scorer.tokenizer.pad_token_id != eos
+    prompt, completion = "The film is", tokenizer(" great and", add_special_tokens=False)["input_ids"]
+    seen = []
+    hook = scorer.model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"]),
+                                                  with_kwargs=True)
+    reward = LearnedReward(scorer, tokenizer)
+    with_eos, without_eos = reward([prompt] * 2, [" great and"] * 2, [completion + [eos], completion])
+    hook.remove()
+    assert with_eos != pytest.approx(without_eos, abs=1e-6)
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    assert seen[0][0].tolist() == prompt_ids + completion + [eos]  # scored at its last token: EOS
+    assert seen[0][1].tolist() == prompt_ids + completion + [scorer.tokenizer.pad_token_id]
+    with torch.no_grad():
+        alone = scorer.model(input_ids=torch.tensor([prompt_ids + completion + [eos]])).logits[0, 0].item()
+    assert with_eos == pytest.approx((alone - scorer.mean) / scorer.sd, abs=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +165,41 @@ def test_rl_on_two_processes_trains_each_entry_once_with_one_wandb_run(tiny_asse
         assert json.loads((run_dir / "stage_complete.json").read_text())["summary"]["global_step"] == 4
         assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
         assert (run_dir / "model.safetensors").is_file() and not (run_dir / ".final-model.tmp").exists()
+
+
+def test_rl_trains_without_dropout_two_log_prob_passes_agree_and_the_run_records_it(tiny_assets, pairs_dir,  # noqa: F811
+                                                                                    rl_sweep, tmp_path):
+    """The SFT models have dropout 0.1 and the Trainer samples in train mode: with dropout on, two log-prob passes of
+    the policy over the same batch would differ (and differ from the reference's, taken without dropout). Built as
+    the stage builds it, the RLOO trainer's policy gives the same log-probs twice, bit for bit; a config that turns
+    dropout on is refused; the recorded config of a finished RL run says dropout was off."""
+    import torch
+    from transformers import AutoConfig
+
+    from dpo_pipeline.cli import parse_config
+    from dpo_pipeline.errors import PipelineError
+    from dpo_pipeline.models import load_tokenizer
+    from dpo_pipeline.stages.rl import rl_trainer, training_prompts
+
+    assert AutoConfig.from_pretrained(tiny_assets["sft_model"]).resid_pdrop > 0  # else this test could not fail
+    args = [str(arg) for arg in rl_args(tiny_assets, pairs_dir, tmp_path / "sweep", tmp_path, "beta=0.05")]
+    _, training_args, _ = parse_config(rl.dataclass_types(), [*args, "--beta", "0.05"])  # a reference model
+    assert training_args.disable_dropout
+    tokenizer = load_tokenizer(str(tiny_assets["sft_model"]), "model_name_or_path")
+    prompts = training_prompts(str(pairs_dir / "pairs.jsonl"), tokenizer, 8)
+    trainer = rl_trainer("rloo", training_args, str(tiny_assets["sft_model"]), lambda completions, **_: [0.0] *
+                         len(completions), prompts, tokenizer)
+    trainer.model.train()  # as the Trainer is while it samples and scores
+    ids = torch.tensor([[5, 17, 33, 41, 8, 12, 19, 23]] * 4)
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        first, second = (trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, 4, 4)[0]
+                         for _ in range(2))
+        reference = trainer._get_per_token_logps_and_entropies(trainer.ref_model, ids, mask, 4, 4)[0]
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first, reference, rtol=0, atol=1e-6)  # the untrained policy is the reference
+
+    with pytest.raises(PipelineError, match="disable_dropout"):
+        parse_config(rl.dataclass_types(), [*args, "--disable_dropout", "false"])
+    recorded = json.loads((rl_sweep / "method-rloo_reward-classifier_beta-0.05" / "run_config.json").read_text())
+    assert recorded["configs"]["training"]["disable_dropout"] is True

@@ -106,8 +106,14 @@ class PipelineTrainingArguments:
     logging_nan_inf_filter: bool = field(default=False, metadata={"help": _NAN_FILTER_HELP})
     global_batch_size: int | None = field(default=None, metadata={"help": _GLOBAL_BATCH_HELP})
 
+    # Why a stage's config refuses dropout (None: it allows it): a stage whose samples or log-probabilities are
+    # compared with a reference model's (DPO, the reward model, online RL) must draw them from the model itself,
+    # not from a dropout-perturbed copy of it (the reference's are drawn without dropout).
+    DROPOUT_OFF_BECAUSE = None
+
     def __post_init__(self):
         check_can_train(self)
+        require_dropout_off(self)
         derive_gradient_accumulation(self)
         if self.bf16 is None:
             self.bf16 = not self.fp16  # TRL's default
@@ -121,6 +127,15 @@ class PipelineTrainingArguments:
             # (`sweep.require_data_parallel`).
             self.use_cpu = True
         super().__post_init__()
+
+
+def require_dropout_off(config) -> None:
+    """`disable_dropout` true where the config's stage compares the model with a reference (`DROPOUT_OFF_BECAUSE`):
+    a config (or a sweep entry) that turns it off is refused with one line; the run's recorded config says it is
+    off."""
+    why = getattr(config, "DROPOUT_OFF_BECAUSE", None)
+    if why is not None and not config.disable_dropout:
+        raise PipelineError(f"disable_dropout: false is refused: {why}, so dropout stays off (drop the setting)")
 
 
 def refuse_streaming(script_args) -> None:

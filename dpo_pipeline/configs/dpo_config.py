@@ -11,7 +11,10 @@ from .common import PipelineTrainingArguments, TrackingArguments, refuse_streami
 
 @dataclass
 class DPOTrainingConfig(PipelineTrainingArguments, DPOConfig):
-    """TRL's `DPOConfig` with the pipeline's checks (`PipelineTrainingArguments`)."""
+    """TRL's `DPOConfig` with the pipeline's checks (`PipelineTrainingArguments`); dropout stays off."""
+
+    DROPOUT_OFF_BECAUSE = ("DPO compares the policy's log-probabilities with the reference's, which are taken "
+                           "without dropout")
 
 
 @dataclass

@@ -11,7 +11,10 @@ from .common import PipelineTrainingArguments, TrackingArguments, refuse_streami
 
 @dataclass
 class RewardModelTrainingConfig(PipelineTrainingArguments, RewardConfig):
-    """TRL's `RewardConfig` with the pipeline's checks (`PipelineTrainingArguments`)."""
+    """TRL's `RewardConfig` with the pipeline's checks (`PipelineTrainingArguments`); dropout stays off."""
+
+    DROPOUT_OFF_BECAUSE = ("the reward model's scores are compared between completions and with those RL scores "
+                           "without dropout")
 
 
 @dataclass
@@ -24,8 +27,15 @@ class RewardModelScriptArguments(ScriptArguments, TrackingArguments):
     eval_pairs_file: str | None = field(
         default=None, metadata={"help": "Held-out pairs (heldout_pairs.jsonl): the reward model's pairwise accuracy."})
     max_train_pairs: int | None = field(default=None, metadata={"help": "Use only this many pairs (quick runs)."})
+    validation_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Share of the training pairs' prompts whose pairs form the validation split (never the "
+                          "held-out pairs): the checkpoint chosen with load_best_model_at_end, the accuracy during "
+                          "training, and the SFT samples the scores are standardised on. 0: no validation split."})
 
     def __post_init__(self):
         refuse_streaming(self)
         if self.max_train_pairs is not None and self.max_train_pairs < 1:
             raise PipelineError(f"max_train_pairs must be positive, got {self.max_train_pairs}")
+        if not 0 <= self.validation_fraction < 1:
+            raise PipelineError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")

@@ -19,6 +19,14 @@ class RLTrainingConfig(PipelineTrainingArguments, GRPOConfig):
     """The online RL trainers' settings: TRL's `GRPOConfig` (RLOO's settings are a subset of it, but for
     `normalize_advantages`), with the pipeline's checks. `beta` is the KL coefficient to the reference (SFT) model."""
 
+    # TRL's GRPOConfig leaves dropout on (the SFT models have dropout 0.1), and the Trainer samples in train mode:
+    # rollouts and the log-probs of the KL penalty would come from a perturbed copy of the policy, the reference's
+    # from the model without dropout.
+    disable_dropout: bool = field(
+        default=True, metadata={"help": "Always true here: dropout off in the policy and the reference model."})
+    DROPOUT_OFF_BECAUSE = ("online RL samples from the policy and compares its log-probabilities with the "
+                           "reference's, which are taken without dropout")
+
     normalize_advantages: bool = field(
         default=False, metadata={"help": "RLOO only: normalize the leave-one-out advantages (TRL's RLOOConfig)."})
 
@@ -47,7 +55,8 @@ class RLScriptArguments(ScriptArguments, TrackingArguments):
     )
     classifier_name_or_path: str | None = field(
         default=DEFAULT_CLASSIFIER, metadata={"help": "The sentiment classifier of the true reward."})
-    classifier_batch_size: int = field(default=64, metadata={"help": "Texts per classifier forward pass."})
+    classifier_batch_size: int = field(
+        default=64, metadata={"help": "Sequences per forward pass of the classifier or the reward model."})
     classifier_max_length: int = field(default=512, metadata={"help": "Classifier input truncation, in tokens."})
     reward_model_path: str | None = field(
         default=None, metadata={"help": "The learned reward model (output_dir of reward_model.py)."})

@@ -13,7 +13,7 @@ from ..hub import require_source
 from ..configs import PairsArguments
 from ..data import decode_tokens
 from ..distributed import gather_lists, on_main, process_state
-from ..generation import iter_samples
+from ..generation import iter_samples, stop_token_ids
 from ..metrics import clustered_mean_and_standard_error
 from ..models import load_causal_lm, load_tokenizer, resolve_dtype
 from ..pairs import flip_labels, max_pairs_per_prompt, noisy_pairs_file, pair_records
@@ -65,9 +65,10 @@ def sample_and_score(model, tokenizer, reward: Reward, prompts, args) -> list[di
     n = args.completions_per_prompt
     completion_ids: list[list[list[int]]] = [[] for _ in prompts]
     item_offset = prompts[0].prompt_index * n
+    stops = stop_token_ids(tokenizer, model)
     for batch in iter_samples(model, [p.prompt_token_ids for p in prompts], n, args.max_new_tokens,
                               args.temperature, args.generation_batch_size, args.seed, tokenizer.pad_token_id,
-                              tokenizer.eos_token_id, item_offset=item_offset,
+                              stops, item_offset=item_offset,
                               cache_implementation=args.cache_implementation):
         for item, token_ids in zip(batch.item_indices, batch.completion_token_ids()):
             completion_ids[item // n].append(token_ids)
@@ -77,7 +78,7 @@ def sample_and_score(model, tokenizer, reward: Reward, prompts, args) -> list[di
     return [
         {**prompt.to_record(), "completions": completions[i], "completion_token_ids": completion_ids[i],
          "rewards": rewards[i * n : (i + 1) * n],
-         "ended_with_eos": [bool(ids) and ids[-1] == tokenizer.eos_token_id for ids in completion_ids[i]]}
+         "ended_with_eos": [bool(ids) and ids[-1] in stops for ids in completion_ids[i]]}
         for i, prompt in enumerate(prompts)
     ]
 

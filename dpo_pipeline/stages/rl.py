@@ -25,6 +25,7 @@ from ..errors import PipelineError
 from ..hub import require_source
 from ..inputs import read_json
 from ..models import (
+    LearnedRewardModel,
     SentimentClassifier,
     check_causal_lm,
     check_classifier_labels,
@@ -67,6 +68,22 @@ class ClassifierReward:
         return self.classifier.score([prompt + completion for prompt, completion in zip(prompts, completions)])
 
 
+class LearnedReward:
+    """The learned reward as a TRL reward function over token ids: the reward model of reward_model.py scores
+    prompt ids + `completion_ids` as sampled (EOS where the policy sampled it), the sequences it was trained on,
+    standardised on SFT samples (`models.LearnedRewardModel`). The prompt ids are the prompt's text tokenized as
+    TRL's RLOO and GRPO trainers tokenize it for sampling (`processing_class(text=prompts)`)."""
+
+    __name__ = "reward_model"  # TRL names the logged reward column after it
+
+    def __init__(self, reward_model: LearnedRewardModel, tokenizer):
+        self.reward_model, self.tokenizer = reward_model, tokenizer
+
+    def __call__(self, prompts, completions, completion_ids, **kwargs) -> list[float]:
+        prompt_ids = self.tokenizer(text=list(prompts))["input_ids"]
+        return self.reward_model.score([list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)])
+
+
 def training_prompts(pairs_file: str, tokenizer, max_prompts: int | None):
     """The distinct prompts of the pairs, in their order: a `datasets.Dataset` with one `prompt` column of text."""
     from datasets import Dataset
@@ -99,10 +116,24 @@ def rl_config(args, method: str):
     return RLOOConfig(**values)  # converted again as dataclasses.replace converts a DPO sweep entry's config
 
 
+def rl_trainer(method: str, args, model_name_or_path: str, reward, prompts, tokenizer, peft_config=None,
+               callbacks=None):
+    """TRL's RLOO or GRPO trainer of one run, as the stage builds it: dropout is off in the policy and the
+    reference (the config refuses otherwise), so that rollouts and the KL penalty's log-probs are the policy's."""
+    from trl import GRPOTrainer, RLOOTrainer
+
+    config = rl_config(args, method)
+    if not config.disable_dropout:  # the config refuses it; a config built in code must not slip through either
+        raise PipelineError("disable_dropout must be true for online RL")
+    trainer_class = RLOOTrainer if method == "rloo" else GRPOTrainer
+    return trainer_class(model=model_name_or_path, reward_funcs=reward, args=config, train_dataset=prompts,
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+
+
 def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> list[Path]:
     """One RL run per sweep entry into `<output_dir>/<entry>` (beside the DPO runs, where eval.py finds them);
     finished runs are skipped, interrupted ones resume from their last checkpoint."""
-    from trl import GRPOTrainer, RLOOTrainer, get_peft_config
+    from trl import get_peft_config
 
     require_source(model_args.model_name_or_path, "model", "model_name_or_path")
     check_model_flags(model_args)
@@ -159,15 +190,15 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
                 batch_size=script_args.classifier_batch_size, max_length=script_args.classifier_max_length,
                 trust_remote_code=trust))
         if any(choice["reward"] == "reward_model" for choice in choices):
-            rewards["reward_model"] = script_args.reward_model_path
+            rewards["reward_model"] = LearnedReward(LearnedRewardModel.load(
+                script_args.reward_model_path, device=process_state(training_args).device,
+                batch_size=script_args.classifier_batch_size, trust_remote_code=trust), tokenizer)
         return tokenizer, prompts, rewards
 
     def trainer(run, inputs, callbacks):
         tokenizer, prompts, rewards = inputs
-        trainer_class = RLOOTrainer if run.data["method"] == "rloo" else GRPOTrainer
-        return trainer_class(model=model_args.model_name_or_path, reward_funcs=rewards[run.data["reward"]],
-                             args=rl_config(run.args, run.data["method"]), train_dataset=prompts,
-                             processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+        return rl_trainer(run.data["method"], run.args, model_args.model_name_or_path, rewards[run.data["reward"]],
+                          prompts, tokenizer, peft_config, callbacks)
 
     def summary(run, trainer, result):
         last = next((entry for entry in reversed(trainer.state.log_history) if "reward" in entry), {})
