@@ -1,7 +1,8 @@
 # The two commands of the README, and the steps they are made of.
 #   make demo       the whole pipeline on the embedded offline default (2-core CPU, under 10 minutes)
 #   make demo-chat  the chat task offline: a tiny chat model, DPO on conversational pairs, a judged report
-#   make study      the demo plus baselines (Preferred-FT, IPO, robust DPO, RLOO with a learned and the true reward)
+#   make study      the demo plus baselines (Preferred-FT, Unlikelihood, IPO, robust DPO, RLOO with a learned and the
+#                   true reward)
 #                   and a label-noise sweep
 #   make test       the test suite
 #   make rehearsal  every stage of the full-scale configs at full model shape on a CPU, from a stand-in Hub
@@ -27,7 +28,8 @@ endef
 TIMINGS := runs/tiny/timings
 CHAT_TIMINGS := runs/chat-tiny/timings
 
-.PHONY: install assets sft pairs dpo eval demo preferred-ft reward-model rl study test results clean-demo bench \
+.PHONY: install assets sft pairs dpo eval demo preferred-ft unlikelihood reward-model rl study test results clean-demo \
+	bench \
 	chat-assets chat-sft chat-dpo chat-eval demo-chat hub-standin rehearsal
 
 install: $(INSTALLED)
@@ -68,6 +70,10 @@ demo: eval
 preferred-ft: pairs
 	$(call timed,$(TIMINGS)/preferred-ft.seconds,$(PY) sft.py --config $(CONFIGS)/preferred_ft.yaml)
 
+# The paper's unlikelihood baseline, 4 weights alpha, into the DPO sweep folder (dpo.py, no reference model).
+unlikelihood: pairs
+	$(call timed,$(TIMINGS)/unlikelihood.seconds,$(PY) dpo.py --config $(CONFIGS)/unlikelihood.yaml)
+
 # The paper's online RL baselines: a reward model learned from the pairs, then RLOO with it and with the true reward.
 reward-model: pairs
 	$(call timed,$(TIMINGS)/reward-model.seconds,$(PY) reward_model.py --config $(CONFIGS)/reward_model.yaml)
@@ -76,7 +82,7 @@ rl: reward-model
 	$(call timed,$(TIMINGS)/rl.seconds,$(PY) rl.py --config $(CONFIGS)/rl.yaml)
 
 # Extends the demo: evaluation is incremental, so the second eval.py measures only the new models.
-study: demo preferred-ft rl
+study: demo preferred-ft unlikelihood rl
 	$(call timed,$(TIMINGS)/dpo-study.seconds,$(PY) dpo.py --config $(CONFIGS)/dpo_study.yaml)
 	$(call timed,$(TIMINGS)/eval-study.seconds,$(PY) eval.py --config $(CONFIGS)/eval.yaml)
 	@echo "Study finished: report in runs/tiny/eval/report.md"

@@ -61,7 +61,7 @@ class ModelToEvaluate:
     name: str
     path: str
     run: str
-    method: str  # sft, dpo or preferred_ft
+    method: str  # sft, dpo, preferred_ft, unlikelihood, rloo, grpo
     beta: float | None
     loss_type: str
     label_smoothing: float | None
@@ -70,6 +70,7 @@ class ModelToEvaluate:
     is_final: bool
     seed: int | None = None  # the sweep entry's seed override (None: the config's seed)
     setting: str = ""  # the run's sweep_run.json without its name and seed: runs that differ only by seed share it
+    alpha: float | None = None  # the unlikelihood weight (method unlikelihood)
 
 
 def discover_models(sft_model_path: str, dpo_output_dir: str | None,
@@ -96,7 +97,7 @@ def discover_models(sft_model_path: str, dpo_output_dir: str | None,
         run = dict(run=info["name"], method=info.get("method", "dpo"), beta=info.get("beta"),
                    loss_type=",".join(info.get("loss_type") or ["sigmoid"]),
                    label_smoothing=info.get("label_smoothing"), label_noise=float(info.get("label_noise") or 0.0),
-                   seed=seed, setting=setting)
+                   seed=seed, setting=setting, alpha=info.get("alpha"))
         entries = []
         if include_checkpoints:
             for checkpoint in run_dir.glob("checkpoint-*"):
@@ -112,7 +113,7 @@ def discover_models(sft_model_path: str, dpo_output_dir: str | None,
     # DPO by beta first, then the other losses, then the baselines; label-noise runs last
     runs.sort(key=lambda entries: (entries[0].label_noise, entries[0].method != "dpo",
                                    entries[0].loss_type != "sigmoid", entries[0].loss_type, entries[0].beta or 0.0,
-                                   entries[0].run))
+                                   entries[0].alpha or 0.0, entries[0].run))
     return models + [entry for entries in runs for entry in entries]
 
 

@@ -27,7 +27,7 @@ FRONTIER_SEEDS_CSV = "frontier_seeds.csv"
 # `_sem` (reward, KL): the analytic standard error clustered by prompt; `_se`: a bootstrap over prompts
 # (`metrics.cluster_bootstrap`).
 FRONTIER_COLUMNS = [
-    "name", "run", "method", "beta", "loss_type", "label_smoothing", "label_noise", "seed", "setting", "step",
+    "name", "run", "method", "beta", "alpha", "loss_type", "label_smoothing", "label_noise", "seed", "setting", "step",
     "is_final", "reward", "reward_sem", "kl", "kl_sem", "num_samples", "num_prompts",
     "heldout_accuracy", "heldout_accuracy_se", "heldout_ties", "heldout_logratio_margin",
     "heldout_logratio_margin_se", "heldout_reward_margin", "heldout_reward_margin_se", "heldout_pairs",
@@ -51,6 +51,9 @@ def series_label(row: dict) -> str:
         return "SFT"
     if method == "preferred_ft":
         return "Preferred-FT"
+    if method == "unlikelihood":
+        label = f"Unlikelihood α={row['alpha']:g}"
+        return label + (f", {row['label_noise']:.0%} flipped" if row.get("label_noise") else "")
     if method == "best_of_n":
         return "best-of-N"
     if method in ("rloo", "grpo"):  # online RL: loss_type holds the reward it was trained on
@@ -123,7 +126,7 @@ def _save(figure, path: Path) -> None:
 
 
 _LINESTYLES = {"sigmoid": "-", "ipo": "--", "robust": "-.", "preferred_ft": ":", "classifier": "-",
-               "reward_model": "--"}
+               "reward_model": "--", "unlikelihood": (0, (5, 1, 1, 1, 1, 1))}
 
 
 # What the frontier plots against KL: the reward where there is one (a classifier), else the judge's win rate
@@ -152,7 +155,7 @@ def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
     for run in dict.fromkeys(row["run"] for row in trained):
         points = sorted((row for row in trained if row["run"] == run), key=lambda row: row["step"])
         style = _LINESTYLES.get(points[0]["loss_type"], (0, (1, 1)))
-        marker = {"preferred_ft": "s", "rloo": "^", "grpo": "v"}.get(points[0]["method"], "o")
+        marker = {"preferred_ft": "s", "rloo": "^", "grpo": "v", "unlikelihood": "D"}.get(points[0]["method"], "o")
         group = groups.get(points[0].get("setting"))
         if group is not None:
             colour = colours.get(group["setting"])

@@ -25,7 +25,7 @@ def script_types(config_path: Path):
 
         return [ChatAssetsArguments if config_path.parent.name == "chat-tiny" else EmbeddedAssetsArguments]
     module = {"sft": "sft", "preferred_ft": "sft", "pairs": "preference_pairs", "dpo": "dpo", "dpo_study": "dpo",
-              "eval": "eval", "reward_model": "reward_model", "rl": "rl"}[stage]
+              "unlikelihood": "dpo", "eval": "eval", "reward_model": "reward_model", "rl": "rl"}[stage]
     return importlib.import_module(module).dataclass_types()
 
 
@@ -33,7 +33,7 @@ def test_there_are_configs_for_every_scale():
     scales = {path.parent.name for path in CONFIGS}
     assert {"tiny", "gpt2-large", "paper", "chat-tiny", "ultrafeedback"} <= scales
     assert {path.stem for path in CONFIGS if path.parent.name == "tiny"} == {
-        "assets", "sft", "pairs", "dpo", "eval", "preferred_ft", "dpo_study", "reward_model", "rl"}
+        "assets", "sft", "pairs", "dpo", "eval", "preferred_ft", "dpo_study", "reward_model", "rl", "unlikelihood"}
 
 
 def test_the_study_extends_the_demo_sweep_with_the_same_training_settings():
@@ -51,6 +51,18 @@ def test_the_study_extends_the_demo_sweep_with_the_same_training_settings():
     preferred_ft = yaml.safe_load((REPO / "configs/tiny/preferred_ft.yaml").read_text())
     assert preferred_ft["output_dir"].startswith(demo["output_dir"] + "/")  # in the sweep folder eval.py reads
     assert preferred_ft["pairs_file"] == demo["pairs_file"]
+
+
+@pytest.mark.parametrize("scale", ["tiny", "gpt2-large", "paper"])
+def test_unlikelihood_trains_beside_dpo_with_its_training_settings_and_the_papers_weights(scale):
+    """The unlikelihood baseline is compared with DPO at the same training: every setting of dpo.yaml but the sweep
+    and the reference pass (it has no reference model), into the same sweep folder, with the DPO paper's alphas."""
+    dpo = yaml.safe_load((REPO / "configs" / scale / "dpo.yaml").read_text())
+    unlikelihood = yaml.safe_load((REPO / "configs" / scale / "unlikelihood.yaml").read_text())
+    reference_pass = {"sweep", "precompute_ref_log_probs", "precompute_ref_batch_size"}
+    assert {k: v for k, v in unlikelihood.items() if k not in reference_pass} == \
+        {k: v for k, v in dpo.items() if k not in reference_pass}
+    assert unlikelihood["sweep"] == [f"method=unlikelihood,alpha={alpha}" for alpha in ("0.05", "0.1", "0.5", "1")]
 
 
 @pytest.mark.parametrize("scale", ["gpt2-large", "paper"])

@@ -34,6 +34,8 @@ SENTIMENT = [
     ("preference_pairs.py", "paper/pairs.yaml", [*FEW_SAMPLES, "--heldout_prompts", "2"]),
     ("dpo.py", "gpt2-large/dpo.yaml", [*ON_CPU, *ONE_STEP, "--sweep", "beta=0.1", "--torch_compile", "false",
                                        "--per_device_eval_batch_size", "2", "--precompute_ref_batch_size", "4"]),
+    ("dpo.py", "gpt2-large/unlikelihood.yaml", [*ON_CPU, *ONE_STEP, "--sweep", "method=unlikelihood,alpha=0.1",
+                                                "--torch_compile", "false", "--per_device_eval_batch_size", "2"]),
     ("eval.py", "gpt2-large/eval.yaml", [*FEW_SAMPLES, "--samples_per_prompt", "2", "--best_of_n", "1", "2",
                                          "--kl_batch_size", "4", "--classifier_batch_size", "8"]),
 ]

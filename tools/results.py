@@ -24,7 +24,8 @@ from dpo_pipeline.errors import PipelineError
 
 DEMO_STEPS = (("install", "create .venv"), ("assets", "build the embedded assets"), ("sft", "SFT"),
               ("pairs", "sample and score pairs"), ("dpo", "DPO sweep"), ("eval", "evaluation and report"))
-STUDY_STEPS = (("preferred-ft", "Preferred-FT"), ("reward-model", "the reward model"), ("rl", "RLOO runs"),
+STUDY_STEPS = (("preferred-ft", "Preferred-FT"), ("unlikelihood", "Unlikelihood runs"),
+               ("reward-model", "the reward model"), ("rl", "RLOO runs"),
                ("dpo-study", "the study's DPO runs"),
                ("eval-study", "evaluation of the new models"))
 CHAT_STEPS = (("assets", "conversations and pairs"), ("sft", "chat SFT"), ("dpo", "DPO sweep"),

@@ -32,8 +32,9 @@ class DPOScriptArguments(ScriptArguments, TrackingArguments):
         default_factory=lambda: ["beta=0.05", "beta=0.1", "beta=1.0"],
         metadata={
             "help": "One run per entry, each a comma-separated list of DPOConfig overrides, e.g. `beta=0.1` or "
-            "`beta=0.1,loss_type=ipo` or `beta=0.1,loss_type=robust,label_smoothing=0.1`. Each run trains into "
-            "output_dir/<entry> and is its own wandb run in one group."
+            "`beta=0.1,loss_type=ipo` or `beta=0.1,loss_type=robust,label_smoothing=0.1`, plus `label_noise=q` "
+            "(the noisy pairs), or `method=unlikelihood,alpha=0.1` (the unlikelihood baseline, no reference "
+            "model). Each run trains into output_dir/<entry> and is its own wandb run in one group."
         },
     )
     sweep_name: str | None = field(

@@ -1,11 +1,15 @@
 """DPO with TRL's `DPOTrainer` (dpo.py): one run per sweep entry (beta, loss type, label noise) through the sweep
 engine, on the pairs preference_pairs.py wrote or any preference dataset in TRL's layouts. The reference model is the
-SFT model the policy starts from (with LoRA, the same model with its adapters disabled)."""
+SFT model the policy starts from (with LoRA, the same model with its adapters disabled).
+
+A sweep entry `method=unlikelihood,alpha=<a>` trains the unlikelihood baseline instead (`losses.unlikelihood_loss`
+on TRL's trainer, `trainers.UnlikelihoodTrainer`): the same pairs, tokens and training settings, no reference model."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 
 from ..configs import DPOScriptArguments
@@ -26,15 +30,19 @@ from ..sweep import (
     check_beta,
     keep_hub_token_out_of_checkpoints,
     plan_sweep,
+    replace_config,
     run_info,
     run_sweep,
 )
-from ..trainers import DPOTrainer
+from ..trainers import DPOTrainer, UnlikelihoodTrainer
 
 logger = logging.getLogger(__name__)
 
 # Sweep keys that choose the run's data rather than a DPOConfig field.
 DATA_SWEEP_KEYS = ("label_noise",)
+# Sweep keys that choose the run's loss rather than a DPOConfig field: `method=unlikelihood,alpha=0.1`.
+METHOD_SWEEP_KEYS = ("method", "alpha")
+METHODS = ("dpo", "unlikelihood")
 
 # The losses TRL 1.16's DPOTrainer computes (`DPOTrainer.dpo_loss`); any other name fails only after the first
 # batch, with a traceback.
@@ -111,6 +119,49 @@ def check_dpo_settings(args, where: str) -> None:
             raise PipelineError(f"{where}: {option} has no effect without sync_ref_model true")
 
 
+# DPOConfig options that only the DPO losses read: an unlikelihood run given one away from its default would train
+# the same run under another name.
+DPO_ONLY_OPTIONS = ("beta", "loss_type", "loss_weights", "label_smoothing", "f_divergence_type",
+                    "f_alpha_divergence_coef", "discopop_tau", "ld_alpha", "use_weighting", "sync_ref_model",
+                    "ref_model_mixup_alpha", "ref_model_sync_steps")
+
+
+def sweep_method(overrides: dict[str, str], where: str) -> tuple[str, float | None]:
+    """(method, alpha) of a sweep entry: `dpo` and None unless it says `method=unlikelihood,alpha=<a >= 0>`."""
+    method = overrides.get("method", "dpo")
+    if method not in METHODS:
+        raise PipelineError(f"{where}: method={method} is not one of {', '.join(METHODS)}")
+    raw = overrides.get("alpha")
+    if method == "dpo":
+        if raw is not None:
+            raise PipelineError(f"{where}: alpha is the unlikelihood weight; add method=unlikelihood (DPO's weight "
+                                "is beta)")
+        return method, None
+    if raw is None:
+        raise PipelineError(f"{where}: method=unlikelihood needs its weight alpha, e.g. alpha=0.1")
+    try:
+        alpha = float(raw)
+    except ValueError:
+        raise PipelineError(f"{where}: alpha={raw!r} is not a number") from None
+    if not math.isfinite(alpha) or alpha < 0:
+        raise PipelineError(f"{where}: alpha must be a finite number >= 0, got {raw!r}")
+    return method, alpha
+
+
+def check_unlikelihood_settings(args, where: str) -> None:
+    """An unlikelihood run reads none of the DPO losses' options: one set away from DPOConfig's default (by the
+    entry or the flags) is an error, not a silent no-op."""
+    from trl import DPOConfig
+
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(DPOConfig) if f.name in DPO_ONLY_OPTIONS}
+    changed = [name for name in DPO_ONLY_OPTIONS if getattr(args, name) != defaults[name]]
+    if changed:
+        raise PipelineError(f"{where}: {', '.join(changed)} {'is a' if len(changed) == 1 else 'are'} DPO setting"
+                            f"{'' if len(changed) == 1 else 's'} the unlikelihood loss does not read; drop "
+                            f"{'it' if len(changed) == 1 else 'them'} for method=unlikelihood")
+
+
 def preference_source(script_args: DPOScriptArguments) -> tuple[str, str, str | None, str]:
     """Where dpo.py's pairs come from: (source, split, config, field). `dataset_name` (a hub id or a local folder or
     file of preference data in any of TRL's layouts) wins over `pairs_file`, so that `--dataset_name` on the command
@@ -165,16 +216,28 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
     trust = training_args.trust_remote_code
     source, split, config_name, field_name = preference_source(script_args)
     runs = []
-    planned = plan_sweep(training_args, script_args.sweep, sweep_name, data_keys=DATA_SWEEP_KEYS,
+    planned = plan_sweep(training_args, script_args.sweep, sweep_name, data_keys=DATA_SWEEP_KEYS + METHOD_SWEEP_KEYS,
                          check=check_dpo_settings,
                          run_fields={"model_init_kwargs": model_init_kwargs(model_args, trust)})
     for name, overrides, args in planned:
+        where = f"sweep entry {','.join(f'{key}={value}' for key, value in overrides.items())!r}"
+        method, alpha = sweep_method(overrides, where)
         pairs_source = sweep_pairs_file(source, overrides, field_name)
-        info = run_info(method="dpo", beta=args.beta, loss_type=args.loss_type, label_smoothing=args.label_smoothing,
-                        label_noise=float(overrides.get("label_noise", 0)), pairs_file=str(pairs_source),
-                        reference_model=model_args.model_name_or_path, sweep=sweep_name, overrides=overrides)
-        runs.append(SweepRun(name, args, overrides, {"pairs": source_fingerprint(pairs_source, split, config_name)},
-                             info, data=pairs_source))
+        common = dict(label_noise=float(overrides.get("label_noise", 0)), pairs_file=str(pairs_source),
+                      reference_model=model_args.model_name_or_path, sweep=sweep_name, overrides=overrides)
+        if method == "unlikelihood":
+            check_unlikelihood_settings(args, where)
+            # No reference model (nothing precomputed either: `UnlikelihoodTrainer`), and no dropout.
+            args = replace_config(args, precompute_ref_log_probs=True, disable_dropout=True)
+            info = run_info(method=method, beta=None, loss_type=["unlikelihood"], label_smoothing=None,
+                            alpha=alpha, **common)
+        else:
+            info = run_info(method=method, beta=args.beta, loss_type=args.loss_type,
+                            label_smoothing=args.label_smoothing, **common)
+        extra = {"pairs": source_fingerprint(pairs_source, split, config_name)}
+        if method == "unlikelihood":  # its loss and weight are no DPOConfig field: they mark its result here
+            extra.update(method=method, alpha=alpha)
+        runs.append(SweepRun(name, args, overrides, extra, info, data=pairs_source))
 
     def load_inputs():
         pairs = {path: load_preferences(path, split, config_name, script_args.max_train_pairs, training_args.seed,
@@ -193,22 +256,30 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
 
     def trainer(run, inputs, callbacks):
         tokenizer, pairs, eval_pairs = inputs
-        return DPOTrainer(model=model_args.model_name_or_path, ref_model=None, args=run.args,
-                          train_dataset=pairs[run.data], eval_dataset=eval_pairs, processing_class=tokenizer,
-                          quantization_config=get_quantization_config(model_args), peft_config=peft_config,
-                          callbacks=callbacks)
+        kind, extra = ((UnlikelihoodTrainer, {"alpha": run.info["alpha"]}) if run.info["method"] == "unlikelihood"
+                       else (DPOTrainer, {}))
+        return kind(model=model_args.model_name_or_path, ref_model=None, args=run.args,
+                    train_dataset=pairs[run.data], eval_dataset=eval_pairs, processing_class=tokenizer,
+                    quantization_config=get_quantization_config(model_args), peft_config=peft_config,
+                    callbacks=callbacks, **extra)
 
     def summary(run, trainer, result):
+        # DPO logs its implicit rewards; the unlikelihood loss, which has none, its sequence log-probabilities.
+        group = "logps" if run.info["method"] == "unlikelihood" else "rewards"
         last = {prefix: next((entry for entry in reversed(trainer.state.log_history)
-                              if f"{prefix}rewards/margins" in entry), {}) for prefix in ("", "eval_")}
+                              if f"{prefix}{group}/margins" in entry), {}) for prefix in ("", "eval_")}
         return {"global_step": trainer.state.global_step, "train_loss": result.training_loss,
                 **{key: value for prefix, logs in last.items() for key, value in logs.items()
-                   if key.startswith(f"{prefix}rewards/")}}
+                   if key.startswith(f"{prefix}{group}/")}}
+
+    def describe(run, inputs):
+        if run.info["method"] == "unlikelihood":
+            return f"[{run.name}] training (unlikelihood, alpha={run.info['alpha']:g})"
+        return f"[{run.name}] training (beta={run.args.beta}, loss={','.join(run.args.loss_type)})"
 
     peft_config = get_peft_config(model_args)
     recipe = StageRecipe(
         kind="dpo", title="DPO", load_inputs=load_inputs, examples=lambda run, inputs: len(inputs[1][run.data]),
-        trainer=trainer, summary=summary, progress=lambda run: f"[{run.name}] DPO",
-        describe=lambda run, inputs: f"[{run.name}] training (beta={run.args.beta}, "
-                                     f"loss={','.join(run.args.loss_type)})")
+        trainer=trainer, summary=summary, describe=describe,
+        progress=lambda run: f"[{run.name}] {'Unlikelihood' if run.info['method'] == 'unlikelihood' else 'DPO'}")
     return run_sweep(recipe, runs, script_args, model_args, peft_config, wandb_group=script_args.sweep_name)
