@@ -117,9 +117,9 @@ class LiveEvaluation(TrainerCallback):
     def _default_every(self, state) -> int:
         """Each evaluation step where the run evaluates by steps, else each save step, else each logging step (the
         Trainer has turned fractions of the run into steps by now)."""
-        if str(self.args.eval_strategy).endswith("steps") and state.eval_steps:
+        if str(self.args.eval_strategy).lower().endswith("steps") and state.eval_steps:
             return int(state.eval_steps)
-        if str(self.args.save_strategy).endswith("steps") and state.save_steps:
+        if str(self.args.save_strategy).lower().endswith("steps") and state.save_steps:
             return int(state.save_steps)
         return int(state.logging_steps)
 
