@@ -8,6 +8,7 @@ that the figures are eval.py's. Each measurement logs, to metrics.jsonl and to t
 
     live/reward, live/reward_sem, live/kl, live/kl_sem   means and standard errors clustered by prompt
     live/mean_response_tokens, live/num_prompts, live/num_samples
+    live/seconds                                          what the measurement added to the step's time
     live/samples                                          a wandb Table (prompt, completion, reward, kl)
 
 Intermediate steps use the first `live_eval_prompts` of eval.py's prompts; the last step (with
@@ -22,6 +23,7 @@ evaluation is off (said once).
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -165,6 +167,7 @@ class LiveEvaluation(TrainerCallback):
         eval_args = self.eval_args
         self._setup(model)
         prompts = self._prompts if full else self._prompts[: self.args.live_eval_prompts]
+        started = time.perf_counter()
         was_training = model.training
         model.eval()  # no dropout while sampling and measuring, as eval.py's freshly loaded model
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
@@ -179,6 +182,7 @@ class LiveEvaluation(TrainerCallback):
         finally:
             model.train(was_training)
         record = {f"{PREFIX}{key}": summary[key] for key in SCALARS if summary.get(key) is not None}
+        record[f"{PREFIX}seconds"] = time.perf_counter() - started  # its cost, added to the step's time
         self.metrics_file.on_log(self.args, state, None, logs=record)
         log_to_wandb(record, samples, state.global_step)
         logger.info("[live step %d] %sKL %.2f ± %.2f, %.1f completion tokens (%d prompts x %d)", state.global_step,
