@@ -89,7 +89,7 @@ class LiveEvaluation(TrainerCallback):
         self.metrics_file = MetricsFileCallback(output_dir)
         self.enabled = bool(getattr(training_args, "live_eval_config", None))
         self.eval_args = load_eval_arguments(training_args.live_eval_config) if self.enabled else None
-        self._evaluator = self._prompts = None
+        self._evaluator = self._prompts = self._reference_policy = None
         self.first_length = None
         self.every = None
 
@@ -160,6 +160,32 @@ class LiveEvaluation(TrainerCallback):
             self._evaluator = Evaluator(self.eval_args, task, next(model.parameters()).device)
             self._prompts = task.evaluation_prompts(self.eval_args, self._evaluator.tokenizer)
 
+    def _reference(self):
+        """The SFT model as eval.py measures with it (`measure_dtype`, float32 logits); unlike `Evaluator.reference`
+        without a second copy for sampling, which the live evaluation never does from it (step 0 samples the policy)."""
+        from .measure import Policy
+        from .models import load_causal_lm
+
+        if self._reference_policy is None:
+            evaluator = self._evaluator
+            model = load_causal_lm(self.eval_args.sft_model_path, "sft_model_path", evaluator.measure_dtype,
+                                   evaluator.device, self.eval_args.trust_remote_code, float32_logits=True)
+            self._reference_policy = Policy(sampler=model, measurer=model)
+        return self._reference_policy
+
+    def _sampler(self, model):
+        """The policy as eval.py samples from it: in eval.py's `dtype` with a float32 output layer. The training
+        weights themselves where their dtype is that one (float32 in the tiny configs); else a copy for the
+        measurement (GPT-2 Large: bfloat16 on a GPU, 1.5 GB, freed afterwards)."""
+        import copy
+
+        from .models import with_float32_head
+
+        dtype = self._evaluator.dtype
+        if next(model.parameters()).dtype == dtype:
+            return model
+        return with_float32_head(copy.deepcopy(model).float(), dtype).eval()
+
     @torch.no_grad()
     def _measure(self, state, model, full: bool) -> dict:
         from .measure import Policy, evaluate_policy
@@ -174,10 +200,10 @@ class LiveEvaluation(TrainerCallback):
         try:
             # evaluate_policy seeds torch's generator per batch: training's random state is put back afterwards.
             with torch.random.fork_rng(devices=devices):
-                policy = Policy(sampler=model, measurer=model)
-                summary, samples = evaluate_policy(policy, self._evaluator.reference, self._evaluator.tokenizer,
+                policy = Policy(sampler=self._sampler(model), measurer=model)
+                summary, samples = evaluate_policy(policy, self._reference(), self._evaluator.tokenizer,
                                                    self._evaluator.reward, prompts, eval_args,
-                                                   is_reference=state.global_step == 0,
+                                                   is_reference=False,  # step 0's KL, ~0, checks the reference
                                                    name=f"live step {state.global_step}")
         finally:
             model.train(was_training)

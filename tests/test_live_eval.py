@@ -46,7 +46,7 @@ def test_live_figures_in_the_offline_files_and_equal_to_eval_py(tiny_pipeline, t
     run_dir = workspace / "runs/tiny/dpo/beta-0.1"
     records = live_records(run_dir)
     assert [r["step"] for r in records] == [0, 2, 4]
-    assert records[0]["live/kl"] == 0.0 and records[1]["live/num_prompts"] == 16
+    assert abs(records[0]["live/kl"]) < 1e-5 and records[1]["live/num_prompts"] == 16
     assert records[2]["live/kl"] > 0 and records[2]["live/num_prompts"] > 16
     tables = list(run_dir.glob("wandb/offline-run-*/files/media/table/live/samples_*.table.json"))
     assert len(tables) == 3
@@ -68,3 +68,17 @@ def test_two_processes_measure_once_and_finish(tiny_pipeline, tmp_path):
     workspace = tiny_workspace(tiny_pipeline, "dpo", tmp_path / "ws")
     launch("dpo.py", "--config", CONFIGS / "dpo.yaml", *SHORT_RUN, "--report_to", "none", cwd=workspace)
     assert [r["step"] for r in live_records(workspace / "runs/tiny/dpo/beta-0.1")] == [0, 2, 4]
+
+
+@pytest.mark.parametrize("script, config, run", [
+    ("rl.py", "rl.yaml", "runs/tiny/dpo/method-rloo_reward-classifier_beta-0.05"),
+    ("sft.py", "preferred_ft.yaml", "runs/tiny/dpo/preferred-ft"),
+])
+def test_rl_and_preferred_ft_measure_at_each_save_step(tiny_pipeline, tmp_path, script, config, run):
+    """RL and Preferred-FT (no evaluation steps) as shipped: live figures at step 0 and at each save step."""
+    workspace = tiny_workspace(tiny_pipeline, "rl", tmp_path / "ws")
+    extra = ["--sweep", "method=rloo,reward=classifier,beta=0.05"] if script == "rl.py" else []
+    run_command(script, "--config", CONFIGS / config, *extra, "--max_steps", "2", "--save_steps", "1",
+                "--report_to", "none", *TRAINING_ON_CPU, cwd=workspace)
+    records = live_records(workspace / run)
+    assert [r["step"] for r in records] == [0, 1, 2] and records[-1]["live/kl"] > 0
