@@ -40,6 +40,13 @@ SCALARS = ("reward", "reward_sem", "kl", "kl_sem", "mean_response_tokens", "num_
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
+def live_eval_asked_for(training_args) -> bool:
+    """Whether the config names an eval.py config: null in YAML, and `--live_eval_config null` (or '') on the
+    command line, turn the live evaluation off."""
+    value = getattr(training_args, "live_eval_config", None)
+    return bool(value) and value.strip().lower() not in ("null", "none")
+
+
 def resolve_eval_config(path: str) -> Path:
     """`live_eval_config` as given (relative to the folder the script runs in), else relative to the repository, where
     the shipped configs live (tests and users may run the scripts from another folder)."""
@@ -87,7 +94,7 @@ class LiveEvaluation(TrainerCallback):
     def __init__(self, training_args, output_dir: str | Path):
         self.args = training_args
         self.metrics_file = MetricsFileCallback(output_dir)
-        self.enabled = bool(getattr(training_args, "live_eval_config", None))
+        self.enabled = live_eval_asked_for(training_args)
         self.eval_args = load_eval_arguments(training_args.live_eval_config) if self.enabled else None
         self._evaluator = self._prompts = self._reference_policy = None
         self.first_length = None
@@ -105,7 +112,13 @@ class LiveEvaluation(TrainerCallback):
             return
         self.every = self.args.live_eval_every or self._default_every(state)
         self.first_length = self._first_length_logged(state)
-        on_main(lambda: self._setup(model))  # a bad eval config or a missing input stops the run now, not later
+        try:
+            on_main(lambda: self._setup(model))  # the error reaches every process, so all of them turn it off
+        except PipelineError as error:
+            logger.warning("Live evaluation is off (%s: %s); eval.py measures the checkpoints",
+                           self.args.live_eval_config, error)
+            self.enabled = False
+            return
         if state.global_step == 0:
             self._measure_everywhere(state, model, full=False)
 
@@ -156,7 +169,14 @@ class LiveEvaluation(TrainerCallback):
         from .tasks import get_task
 
         if self._evaluator is None:
+            from .hub import require_source
+
+            # eval.py's inputs (stages/evaluate.check_inputs), missing where training runs outside the layout the
+            # eval config expects: then the run trains without the live evaluation, and says so.
             task = get_task(self.eval_args.task)
+            require_source(self.eval_args.dataset_name, "dataset", "dataset_name")
+            require_source(self.eval_args.sft_model_path, "SFT model", "sft_model_path")
+            task.check_reward(self.eval_args)
             self._evaluator = Evaluator(self.eval_args, task, next(model.parameters()).device)
             self._prompts = task.evaluation_prompts(self.eval_args, self._evaluator.tokenizer)
 

@@ -23,7 +23,7 @@ from .checkpoints import (
 )
 from .distributed import on_main, process_state
 from .errors import TrainingDiverged
-from .live_eval import LiveEvaluation
+from .live_eval import LiveEvaluation, live_eval_asked_for
 from .progress import ProgressLogCallback, on_a_terminal
 from .runs import RunFolder
 from .tracking import MetricsFileCallback, finish_wandb_run
@@ -143,7 +143,7 @@ class TrainingRun:
         (`live_eval.LiveEvaluation`), and progress lines where stderr is not a terminal (then in place
         of the Trainer's bar)."""
         callbacks = [MetricsFileCallback(self.path), StopOnNonFiniteValues(), KeepResumeStateOfTheLatestCheckpoint()]
-        if getattr(self.args, "live_eval_config", None):
+        if live_eval_asked_for(self.args):
             callbacks.append(LiveEvaluation(self.args, self.path))
         if not on_a_terminal():
             self.args.disable_tqdm = True
