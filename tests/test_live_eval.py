@@ -82,3 +82,25 @@ def test_rl_and_preferred_ft_measure_at_each_save_step(tiny_pipeline, tmp_path, 
                 "--report_to", "none", *TRAINING_ON_CPU, cwd=workspace)
     records = live_records(workspace / run)
     assert [r["step"] for r in records] == [0, 1, 2] and records[-1]["live/kl"] > 0
+
+
+def test_without_the_eval_configs_inputs_the_run_trains_without_it(tmp_path, caplog):
+    """An eval config whose dataset is not there: the live evaluation turns itself off at the start, with a warning
+    naming the config and the missing path, instead of stopping the training."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from dpo_pipeline.live_eval import LiveEvaluation
+
+    config = tmp_path / "eval.yaml"
+    config.write_text((CONFIGS / "eval.yaml").read_text().replace(".cache/embedded/data", str(tmp_path / "nowhere")))
+    args = SimpleNamespace(live_eval_config=str(config), live_eval_every=None, eval_strategy="no",
+                           save_strategy="steps", fsdp="")
+    callback = LiveEvaluation(args, tmp_path)
+    state = SimpleNamespace(global_step=0, save_steps=2, eval_steps=None, logging_steps=1)
+    with caplog.at_level("WARNING"):
+        callback.on_train_begin(args, state, None, model=torch.nn.Linear(1, 1))
+    assert not callback.enabled and "nowhere" in caplog.text and str(config) in caplog.text
+    callback.on_step_end(args, state, None, model=None)  # off: nothing measured, nothing written
+    assert not (tmp_path / "metrics.jsonl").exists()
