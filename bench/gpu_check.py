@@ -104,6 +104,8 @@ DRY_RUN = Mode(
     stage_overrides=["--bf16", "false", "--use_cpu", "true", "--torch_compile", "false"],
     hub_cache_flags=["--tiny"])
 
+# The live evaluation's final step samples all of eval.yaml's 500 prompts: outside this check's budget.
+NO_LIVE_EVAL = ["--live_eval_config", "null"]
 # Each stage of configs/gpt2-large, in the order each reads what the one before wrote: (part, script, config,
 # overrides cutting the counts, whether it trains (takes the training flags of the dry run)).
 STAGES = [
@@ -112,7 +114,7 @@ STAGES = [
     ("stage-pairs", "preference_pairs.py", "pairs.yaml", ["--num_prompts", "64", "--heldout_prompts", "16"], False),
     ("stage-dpo", "dpo.py", "dpo_24gb.yaml", ["--sweep", "beta=0.1", "--max_steps", "4", "--max_train_pairs", "256",
                                               "--eval_steps", "2", "--max_eval_pairs", "64", "--save_steps", "1000",
-                                              "--logging_steps", "1"], True),
+                                              "--logging_steps", "1", *NO_LIVE_EVAL], True),
     ("stage-eval", "eval.py", "eval.yaml", ["--num_prompts", "32", "--samples_per_prompt", "2", "--best_of_n", "1", "4",
                                             "--best_of_n_prompts", "16", "--max_heldout_pairs", "64",
                                             "--report_prompts", "2"], False),
@@ -121,9 +123,10 @@ STAGES = [
      True),
     ("stage-rl", "rl.py", "rl.yaml", ["--sweep", "method=rloo,reward=classifier,beta=0.05",
                                       "method=rloo,reward=reward_model,beta=0.05", "--max_steps", "2",
-                                      "--max_prompts", "64", "--save_steps", "1000", "--logging_steps", "1"], True),
+                                      "--max_prompts", "64", "--save_steps", "1000", "--logging_steps", "1",
+                                      *NO_LIVE_EVAL], True),
     ("stage-preferred-ft", "sft.py", "preferred_ft_24gb.yaml", ["--max_steps", "3", "--save_steps", "1000",
-                                                                 "--logging_steps", "1"], True),
+                                                                 "--logging_steps", "1", *NO_LIVE_EVAL], True),
 ]
 STAGE_NEEDS = {"stage-sft": ["hub-cache"], "stage-pairs": ["stage-sft"], "stage-dpo": ["stage-pairs"],
                "stage-eval": ["stage-dpo"], "stage-reward-model": ["stage-pairs"],

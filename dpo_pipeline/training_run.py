@@ -23,6 +23,7 @@ from .checkpoints import (
 )
 from .distributed import on_main, process_state
 from .errors import TrainingDiverged
+from .live_eval import LiveEvaluation, live_eval_asked_for
 from .progress import ProgressLogCallback, on_a_terminal
 from .runs import RunFolder
 from .tracking import MetricsFileCallback, finish_wandb_run
@@ -138,9 +139,12 @@ class TrainingRun:
 
     def callbacks(self, desc: str) -> list:
         """What every training run of the pipeline adds to the Trainer's callbacks: metrics.jsonl, a stop at the
-        first NaN, weights-only older checkpoints, and progress lines where stderr is not a terminal (then in place
+        first NaN, weights-only older checkpoints, the live evaluation where the config names an eval.py config
+        (`live_eval.LiveEvaluation`), and progress lines where stderr is not a terminal (then in place
         of the Trainer's bar)."""
         callbacks = [MetricsFileCallback(self.path), StopOnNonFiniteValues(), KeepResumeStateOfTheLatestCheckpoint()]
+        if live_eval_asked_for(self.args):
+            callbacks.append(LiveEvaluation(self.args, self.path))
         if not on_a_terminal():
             self.args.disable_tqdm = True
             callbacks.append(ProgressLogCallback(desc))

@@ -22,7 +22,7 @@ from tests.conftest import REPO
 
 # Settings that train the tiny models on a CPU: float32 (the configs ask for bf16), no compilation (minutes on a CPU).
 ON_CPU = ["--bf16", "false", "--use_cpu", "true", "--dataloader_pin_memory", "false", "--disable_tqdm", "true",
-          "--report_to", "none"]
+          "--report_to", "none", "--live_eval_config", "null"]
 ONE_STEP = ["--max_steps", "1", "--per_device_train_batch_size", "2", "--global_batch_size", "2"]
 # The QLoRA configs need bitsandbytes and an NVIDIA GPU; on a CPU the same LoRA training runs unquantized.
 NO_QUANTIZATION = ["--load_in_4bit", "false", "--use_bnb_nested_quant", "false"]

@@ -31,7 +31,7 @@ DOC = REPO / "docs" / "full-scale.md"
 START, END = "<!-- rehearsal table: written by make rehearsal -->", "<!-- end of rehearsal table -->"
 
 CPU = ["--bf16", "false", "--use_cpu", "true", "--dataloader_pin_memory", "false", "--disable_tqdm", "true",
-       "--report_to", "none"]
+       "--report_to", "none", "--live_eval_config", "null"]  # the live evaluation: eval.py's work, rehearsed there
 NO_COMPILE = ["--torch_compile", "false"]
 NO_4BIT = ["--load_in_4bit", "false", "--use_bnb_nested_quant", "false", "--dtype", "float32"]
 SAMPLING = ["--report_to", "none", "--generation_batch_size", "8", "--classifier_batch_size", "8"]

@@ -93,6 +93,38 @@ _GLOBAL_BATCH_HELP = ("Examples per optimizer step over all processes (pairs for
                       "number of processes of the launch, so that a run on 8 GPUs trains as one on 1 GPU.")
 
 
+_LIVE_EVAL_HELP = {
+    "live_eval_config": "eval.py's config (e.g. configs/tiny/eval.yaml; relative to the folder the script runs in, "
+                        "else to the repository) whose task, prompts, sampler, reward and SFT reference the live "
+                        "evaluation uses: during training the policy's true reward, exact KL to the SFT model and "
+                        "samples go to metrics.jsonl and wandb (live/*, docs/dashboard.md). null: off.",
+    "live_eval_prompts": "Prompts of each intermediate live evaluation: the first this many of eval.py's (each with "
+                         "its samples_per_prompt samples).",
+    "live_eval_every": "Steps between live evaluations; by default each evaluation step (eval_steps) where the run "
+                       "evaluates by steps, else each save step (save_steps), else each logging step. Step 0 and the "
+                       "last step are always measured.",
+    "live_eval_final_full": "The last step's live evaluation uses all of eval.py's prompts and samples, so that it "
+                            "gives the figure eval.py writes into frontier.csv for the final model.",
+    "live_eval_kl_warning": "Warn when the live KL to the SFT model exceeds this many nats.",
+    "live_eval_length_warning": "Warn when the mean completion length falls below this fraction of step 0's.",
+}
+
+
+def _live(name: str, default):
+    return field(default=default, metadata={"help": _LIVE_EVAL_HELP[name]})
+
+
+def check_live_eval(config) -> None:
+    if config.live_eval_prompts < 1:
+        raise PipelineError(f"live_eval_prompts must be at least 1, got {config.live_eval_prompts}")
+    if config.live_eval_every is not None and config.live_eval_every < 1:
+        raise PipelineError(f"live_eval_every must be at least 1, got {config.live_eval_every}")
+    if not (math.isfinite(config.live_eval_kl_warning) and config.live_eval_kl_warning > 0):
+        raise PipelineError(f"live_eval_kl_warning must be a positive number, got {config.live_eval_kl_warning}")
+    if not 0 <= config.live_eval_length_warning < 1:
+        raise PipelineError(f"live_eval_length_warning must be in [0, 1), got {config.live_eval_length_warning}")
+
+
 @dataclass
 class PipelineTrainingArguments:
     """The pipeline's part of every training config (mixed in before TRL's `SFTConfig`, `DPOConfig`,
@@ -105,6 +137,12 @@ class PipelineTrainingArguments:
 
     logging_nan_inf_filter: bool = field(default=False, metadata={"help": _NAN_FILTER_HELP})
     global_batch_size: int | None = field(default=None, metadata={"help": _GLOBAL_BATCH_HELP})
+    live_eval_config: str | None = _live("live_eval_config", None)
+    live_eval_prompts: int = _live("live_eval_prompts", 16)
+    live_eval_every: int | None = _live("live_eval_every", None)
+    live_eval_final_full: bool = _live("live_eval_final_full", True)
+    live_eval_kl_warning: float = _live("live_eval_kl_warning", 30.0)
+    live_eval_length_warning: float = _live("live_eval_length_warning", 0.5)
 
     # Why a stage's config refuses dropout (None: it allows it): a stage whose samples or log-probabilities are
     # compared with a reference model's (DPO, the reward model, online RL) must draw them from the model itself,
@@ -114,6 +152,7 @@ class PipelineTrainingArguments:
     def __post_init__(self):
         check_can_train(self)
         require_dropout_off(self)
+        check_live_eval(self)
         derive_gradient_accumulation(self)
         if self.bf16 is None:
             self.bf16 = not self.fp16  # TRL's default
