@@ -1,9 +1,9 @@
 # The two commands of the README, and the steps they are made of.
 #   make demo       the whole pipeline on the embedded offline default (2-core CPU, under 10 minutes)
 #   make demo-chat  the chat task offline: a tiny chat model, DPO on conversational pairs, a judged report
-#   make study      the demo plus baselines (Preferred-FT, Unlikelihood, IPO, robust DPO, RLOO with a learned and the
-#                   true reward)
-#                   and a label-noise sweep
+#   make study      the demo plus 3 training seeds of each DPO beta and RL setting, and the baselines (Preferred-FT,
+#                   Unlikelihood, IPO, robust DPO, RLOO with a learned and the true reward)
+#   make label-noise  DPO on pairs with 20% and 40% of their labels flipped (after the demo)
 #   make test       the test suite
 #   make rehearsal  every stage of the full-scale configs at full model shape on a CPU, from a stand-in Hub
 #                   cache (docs/full-scale.md; ~14 GB of disk, ~20 GiB of memory at the peak)
@@ -28,7 +28,7 @@ endef
 TIMINGS := runs/tiny/timings
 CHAT_TIMINGS := runs/chat-tiny/timings
 
-.PHONY: install assets sft pairs dpo eval demo preferred-ft unlikelihood reward-model rl study test results clean-demo \
+.PHONY: install assets sft pairs dpo eval demo preferred-ft unlikelihood reward-model rl study label-noise test results clean-demo \
 	bench \
 	chat-assets chat-sft chat-dpo chat-eval demo-chat hub-standin rehearsal
 
@@ -86,6 +86,12 @@ study: demo preferred-ft unlikelihood rl
 	$(call timed,$(TIMINGS)/dpo-study.seconds,$(PY) dpo.py --config $(CONFIGS)/dpo_study.yaml)
 	$(call timed,$(TIMINGS)/eval-study.seconds,$(PY) eval.py --config $(CONFIGS)/eval.yaml)
 	@echo "Study finished: report in runs/tiny/eval/report.md"
+
+# DPO on pairs with flipped labels (configs/tiny/dpo_label_noise.yaml); eval.py measures only the new models.
+label-noise: demo
+	$(call timed,$(TIMINGS)/dpo-label-noise.seconds,$(PY) dpo.py --config $(CONFIGS)/dpo_label_noise.yaml)
+	$(call timed,$(TIMINGS)/eval-label-noise.seconds,$(PY) eval.py --config $(CONFIGS)/eval.yaml)
+	@echo "Label-noise study finished: runs/tiny/eval/label_noise.png"
 
 # The chat task (configs/chat-tiny): conversations and conversational pairs from the embedded reviews, a chat model
 # trained from scratch, a DPO sweep on the pairs, and an evaluation judged by the classifier and by an LLM judge.

@@ -140,6 +140,20 @@ def frontier_metric(rows: list[dict]) -> tuple[str, str]:
                 FRONTIER_METRICS[0])
 
 
+def kl_reach_note(rows: list[dict]) -> str:
+    """A plain sentence where online RL's models stop short of DPO's KL range (their largest measured KL under half of
+    DPO's): a comparison at higher KL would then compare training budgets, not methods. Empty otherwise."""
+    def largest(methods):
+        return max((row["kl"] for row in rows if row.get("method") in methods and row.get("kl") is not None
+                    and not row.get("label_noise")), default=None)
+
+    rl, dpo = largest(("rloo", "grpo")), largest(("dpo",))
+    if rl is None or dpo is None or rl >= 0.5 * dpo:
+        return ""
+    return (f"online RL reaches KL {rl:.1f} nats at most within its training budget, DPO {dpo:.1f}: above KL {rl:.1f} "
+            "there is no RL point to compare with")
+
+
 def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
     """Reward (`frontier_metric`) against KL: one line per trained run through its checkpoints (in step order, large
     point = final model), best-of-N as a dashed black curve, SFT as a star at KL 0. A setting trained with several
@@ -196,6 +210,8 @@ def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
     note = "points: checkpoints in training order; large point: final model"
     if best_of_n:
         note += f"; {BEST_OF_N_KL_NOTE}"
+    if kl_reach_note(rows):
+        note += "\n" + kl_reach_note(rows)
     axes.text(0.99, 0.02, note, ha="right", va="bottom", fontsize=6.5, color="gray", transform=axes.transAxes)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="center right")
@@ -436,7 +452,8 @@ def write_report(rows: list[dict], store: EvalStore, args, task, num_prompts: in
            f"{best_of_n_prompts_note(rows).replace('; first', ', measured on the first')}."
            if best_of_n else "")
         + " ± is a standard error clustered by prompt (the samples of one prompt are not independent); a setting "
-          "trained with several seeds is drawn as the mean of its final models, ± one standard error over seeds.", "",
+          "trained with several seeds is drawn as the mean of its final models, ± one standard error over seeds."
+        + (f" Note: {kl_reach_note(rows)}." if kl_reach_note(rows) else ""), "",
         "## Final models", "", final_models_table(final_rows, with_judge), "",
         "Held-out accuracy: share of held-out pairs whose chosen completion gets the higher implicit reward "
         "β·log(π/π_SFT) (ties count as wrong). Margin: mean β·Δ, Δ the chosen-minus-rejected log-ratio. "
