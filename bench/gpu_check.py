@@ -97,7 +97,7 @@ DRY_RUN = Mode(
     name="dry run", bench_config="bench/configs/tiny.yaml", large_batch=32, small_batch=4, total_s=300,
     limits={"install": 30, "environment": 30, "hub-cache": 60, "bench-dpo-64": 45, "bench-dpo-8": 45,
             "bench-inference": 45, "bench-sft": 45, "stage-sft": 45, "stage-pairs": 45, "stage-dpo": 45,
-            "stage-eval": 45, "stage-reward-model": 45, "stage-rl": 45, "stage-preferred-ft": 45},
+            "stage-eval": 45, "stage-reward-model": 45, "stage-rl": 90, "stage-preferred-ft": 45},
     bench_overrides=["--warmup_steps", "1", "--steps", "1", "--num_completions", "16", "--num_texts", "32",
                      "--num_kl_sequences", "16", "--dpo_configs", "configs/tiny/dpo.yaml"],
     # a CPU: float32 and no compilation (the GPU run keeps the configs' bf16 and torch_compile)

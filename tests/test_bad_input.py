@@ -463,13 +463,15 @@ def test_the_ultrafeedback_qlora_config_fails_with_one_line_offline(tmp_path):
 
 @pytest.mark.parametrize("script", ["reward_model", "rl"])
 def test_the_full_scale_rl_configs_fail_offline_with_one_line(script, tmp_path, monkeypatch, capsys):
-    """Run before the SFT model and the pairs exist, with the hub unreachable: one line naming what is missing."""
+    """Run before the SFT model and the pairs exist, with the hub unreachable: one line naming what is missing (RL
+    starts from the SFT model, which does not exist yet; the reward model from the base model, on the Hub)."""
     monkeypatch.chdir(tmp_path)
     for key, value in UNREACHABLE_HUB.items():
         monkeypatch.setenv(key, value)
+    missing = {"rl": "does not exist", "reward_model": "cannot reach the Hugging Face Hub"}[script]
     for scale in ("gpt2-large", "paper"):
         result = run_in_process(script, "--config", REPO / "configs" / scale / f"{script}.yaml", capsys=capsys)
-        assert_one_line_error(result, "does not exist")
+        assert_one_line_error(result, missing)
     assert not any(tmp_path.iterdir())  # nothing half-made
 
 
