@@ -127,6 +127,29 @@ def chat_table(rows: list[dict]) -> list[str]:
 BEFORE_SAMPLED_IDS = "demo_before_sampled_ids.csv"
 
 
+def seeds_table(path: Path) -> list[str]:
+    """The settings trained with several seeds (report.py's frontier_seeds.csv): mean ± standard error over the seeds,
+    and their sd, of the final models' reward, KL, held-out accuracy and win rate."""
+    if not path.is_file():
+        return []
+    groups = list(csv.DictReader(path.open()))
+    if not groups:
+        return []
+
+    def cell(group, figure, digits):
+        mean, se, sd = (group.get(f"{figure}_{stat}") for stat in ("mean", "se", "sd"))
+        if mean in (None, ""):
+            return "—"
+        return f"{float(mean):.{digits}f} ± {float(se or 0):.{digits}f} (sd {float(sd or 0):.{digits}f})"
+
+    lines = ["| setting | seeds | reward: mean ± s.e. (sd) | KL, nats | held-out accuracy | win rate vs SFT |",
+             "|---|---|---|---|---|---|"]
+    for group in sorted(groups, key=lambda group: float(group.get("kl_mean") or 0)):
+        lines.append(f"| {group['label']} | {group['num_seeds']} | {cell(group, 'reward', 3)} | "
+                     f"{cell(group, 'kl', 2)} | {cell(group, 'heldout_accuracy', 3)} | {cell(group, 'win_rate', 3)} |")
+    return lines
+
+
 def before_and_after(before_file: Path, rows: list[dict]) -> list[str]:
     """The demo's final models before DPO trained on the sampled token ids (re-tokenized text, EOS on every
     completion; the figures of that commit, in docs/demo_before_sampled_ids.csv) beside today's."""
@@ -185,6 +208,13 @@ def demo_section(root: Path, venv: Path) -> tuple[list[str], list[str]]:
                  (f"After the demo, {minutes(study_total)} more" if study_total is not None else "After the demo") +
                  (f" ({', '.join(study_steps)})" if study_steps else "") + ". Final models:", "",
                  *sentiment_table(rows), ""]
+        seeds = seeds_table(figures / "frontier_seeds.csv")
+        if seeds:
+            intro = ("Over training seeds (the same pairs; final models; ± is the standard error over seeds, sd their "
+                     "spread; from frontier_seeds.csv):")
+            docs += [intro, "", *seeds, ""]
+            readme += ["`make study`, the settings trained with 3 seeds: " + intro[0].lower() + intro[1:], "",
+                       *seeds, ""]
         reward_model = summary(root / "runs/tiny/reward_model")
         if "heldout_accuracy" in reward_model:
             docs += ["The reward model the RLOO \"reward model\" runs train against (`reward_model.py`, learned "
