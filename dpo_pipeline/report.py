@@ -141,14 +141,14 @@ def frontier_metric(rows: list[dict]) -> tuple[str, str]:
 
 
 def kl_reach_note(rows: list[dict]) -> str:
-    """A plain sentence where online RL's models stop short of DPO's KL range (their largest measured KL under half of
+    """A plain sentence where online RL's models stop short of DPO's KL range (their largest measured KL under 80% of
     DPO's): a comparison at higher KL would then compare training budgets, not methods. Empty otherwise."""
     def largest(methods):
         return max((row["kl"] for row in rows if row.get("method") in methods and row.get("kl") is not None
                     and not row.get("label_noise")), default=None)
 
     rl, dpo = largest(("rloo", "grpo")), largest(("dpo",))
-    if rl is None or dpo is None or rl >= 0.5 * dpo:
+    if rl is None or dpo is None or rl >= 0.8 * dpo:
         return ""
     return (f"online RL reaches KL {rl:.1f} nats at most within its training budget, DPO {dpo:.1f}: above KL {rl:.1f} "
             "there is no RL point to compare with")

@@ -322,13 +322,13 @@ def test_a_model_whose_weights_changed_is_evaluated_again(study, tmp_path):
 
 
 def test_the_frontier_says_where_online_rl_stops_short_of_dpos_kl_range():
-    """RL's largest KL 1.7 is under half of DPO's 17.3 (label-noise runs left out): the plot and report say so, with
-    both figures; RL reaching 10 of 17.3 needs no note."""
+    """RL's largest KL 1.7 is under 80% of DPO's 17.3 (label-noise runs left out): the plot and report say so, with
+    both figures; RL reaching 14 of 17.3 needs no note."""
     from dpo_pipeline.report import kl_reach_note
 
     rows = [{"method": "rloo", "kl": 1.7}, {"method": "dpo", "kl": 17.3}, {"method": "dpo", "kl": 40.0,
                                                                            "label_noise": 0.2}]
     assert kl_reach_note(rows) == ("online RL reaches KL 1.7 nats at most within its training budget, DPO 17.3: "
                                    "above KL 1.7 there is no RL point to compare with")
-    assert kl_reach_note([{"method": "rloo", "kl": 10.0}, {"method": "dpo", "kl": 17.3}]) == ""
+    assert kl_reach_note([{"method": "rloo", "kl": 14.0}, {"method": "dpo", "kl": 17.3}]) == ""
     assert kl_reach_note([{"method": "dpo", "kl": 17.3}]) == ""
