@@ -1,8 +1,9 @@
 # The two commands of the README, and the steps they are made of.
 #   make demo       the whole pipeline on the embedded offline default (2-core CPU, under 10 minutes)
 #   make demo-chat  the chat task offline: a tiny chat model, DPO on conversational pairs, a judged report
-#   make study      the demo plus 3 training seeds of each DPO beta and RL setting, and the baselines (Preferred-FT,
-#                   Unlikelihood, IPO, robust DPO, RLOO with a learned and the true reward)
+#   make study      the demo plus 3 training seeds of each DPO beta and RL setting, and the paper's baselines
+#                   (Preferred-FT, Unlikelihood, RLOO with a learned and the true reward)
+#   make losses     IPO and robust DPO beside the demo's DPO runs (after the demo)
 #   make label-noise  DPO on pairs with 20% and 40% of their labels flipped (after the demo)
 #   make test       the test suite
 #   make rehearsal  every stage of the full-scale configs at full model shape on a CPU, from a stand-in Hub
@@ -28,7 +29,7 @@ endef
 TIMINGS := runs/tiny/timings
 CHAT_TIMINGS := runs/chat-tiny/timings
 
-.PHONY: install assets sft pairs dpo eval demo preferred-ft unlikelihood reward-model rl study label-noise test results clean-demo \
+.PHONY: install assets sft pairs dpo eval demo preferred-ft unlikelihood reward-model rl study losses label-noise test results clean-demo \
 	bench \
 	chat-assets chat-sft chat-dpo chat-eval demo-chat hub-standin rehearsal
 
@@ -86,6 +87,12 @@ study: demo preferred-ft unlikelihood rl
 	$(call timed,$(TIMINGS)/dpo-study.seconds,$(PY) dpo.py --config $(CONFIGS)/dpo_study.yaml)
 	$(call timed,$(TIMINGS)/eval-study.seconds,$(PY) eval.py --config $(CONFIGS)/eval.yaml)
 	@echo "Study finished: report in runs/tiny/eval/report.md"
+
+# Other preference losses (configs/tiny/dpo_losses.yaml: IPO, robust DPO); eval.py measures only the new models.
+losses: demo
+	$(call timed,$(TIMINGS)/dpo-losses.seconds,$(PY) dpo.py --config $(CONFIGS)/dpo_losses.yaml)
+	$(call timed,$(TIMINGS)/eval-losses.seconds,$(PY) eval.py --config $(CONFIGS)/eval.yaml)
+	@echo "Other preference losses finished: report in runs/tiny/eval/report.md"
 
 # DPO on pairs with flipped labels (configs/tiny/dpo_label_noise.yaml); eval.py measures only the new models.
 label-noise: demo

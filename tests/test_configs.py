@@ -24,7 +24,8 @@ def script_types(config_path: Path):
         from dpo_pipeline.tasks.sentiment.config import EmbeddedAssetsArguments
 
         return [ChatAssetsArguments if config_path.parent.name == "chat-tiny" else EmbeddedAssetsArguments]
-    module = {"sft": "sft", "preferred_ft": "sft", "pairs": "preference_pairs", "dpo": "dpo", "dpo_study": "dpo", "dpo_label_noise": "dpo",
+    module = {"sft": "sft", "preferred_ft": "sft", "pairs": "preference_pairs", "dpo": "dpo", "dpo_study": "dpo", "dpo_losses": "dpo",
+              "dpo_label_noise": "dpo",
               "unlikelihood": "dpo", "eval": "eval", "reward_model": "reward_model", "rl": "rl"}[stage]
     return importlib.import_module(module).dataclass_types()
 
@@ -33,7 +34,8 @@ def test_there_are_configs_for_every_scale():
     scales = {path.parent.name for path in CONFIGS}
     assert {"tiny", "gpt2-large", "paper", "chat-tiny", "ultrafeedback"} <= scales
     assert {path.stem for path in CONFIGS if path.parent.name == "tiny"} == {
-        "assets", "sft", "pairs", "dpo", "eval", "preferred_ft", "dpo_study", "dpo_label_noise", "reward_model", "rl", "unlikelihood"}
+        "assets", "sft", "pairs", "dpo", "eval", "preferred_ft", "dpo_study", "dpo_losses", "dpo_label_noise", "reward_model", "rl",
+        "unlikelihood"}
 
 
 def test_the_study_extends_the_demo_sweep_with_the_same_training_settings():
@@ -42,8 +44,10 @@ def test_the_study_extends_the_demo_sweep_with_the_same_training_settings():
     study = yaml.safe_load((REPO / "configs/tiny/dpo_study.yaml").read_text())
     assert {k: v for k, v in study.items() if k != "sweep"} == {k: v for k, v in demo.items() if k != "sweep"}
     assert study["sweep"][: len(demo["sweep"])] == demo["sweep"]
-    assert any("loss_type=ipo" in entry for entry in study["sweep"])
-    assert any("loss_type=robust" in entry and "label_smoothing" in entry for entry in study["sweep"])
+    losses = yaml.safe_load((REPO / "configs/tiny/dpo_losses.yaml").read_text())  # make losses, beside the demo
+    assert {k: v for k, v in losses.items() if k != "sweep"} == {k: v for k, v in demo.items() if k != "sweep"}
+    assert any("loss_type=ipo" in entry for entry in losses["sweep"])
+    assert any("loss_type=robust" in entry and "label_smoothing" in entry for entry in losses["sweep"])
     for beta in demo["sweep"]:  # every beta of the demo with 3 training seeds, on the same pairs
         assert {f"{beta},seed={seed}" for seed in (1, 2)} <= set(study["sweep"])
     rl = yaml.safe_load((REPO / "configs/tiny/rl.yaml").read_text())

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,13 @@ def test_live_figures_in_the_offline_files_and_equal_to_eval_py(tiny_pipeline, t
     assert int(row["num_prompts"]) == records[2]["live/num_prompts"]
     for key in ("reward", "kl", "mean_response_tokens"):
         assert float(row[key]) == pytest.approx(records[2][f"live/{key}"], rel=1e-6, abs=1e-9), key
+
+    # tools/check_live.py, as a user runs it after make demo or make study: the same figures read back from the binary
+    # offline wandb run (run-*.wandb) as well as metrics.jsonl, against frontier.csv.
+    check = subprocess.run([sys.executable, "-m", "tools.check_live", str(workspace / "runs/tiny/dpo"), "--frontier",
+                            str(workspace / "runs/tiny/eval/frontier.csv")], cwd=REPO, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "| beta-0.1 | 3 | 3 | 3 |" in check.stdout and check.stdout.rstrip().endswith("equal to frontier.csv")
 
 
 def test_two_processes_measure_once_and_finish(tiny_pipeline, tmp_path):
