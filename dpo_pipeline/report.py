@@ -141,17 +141,29 @@ def frontier_metric(rows: list[dict]) -> tuple[str, str]:
 
 
 def kl_reach_note(rows: list[dict]) -> str:
-    """A plain sentence where online RL's models stop short of DPO's KL range (their largest measured KL under 80% of
-    DPO's): a comparison at higher KL would then compare training budgets, not methods. Empty otherwise."""
-    def largest(methods):
-        return max((row["kl"] for row in rows if row.get("method") in methods and row.get("kl") is not None
-                    and not row.get("label_noise")), default=None)
+    """A plain sentence for each online RL series (method and reward source) whose models stop short of DPO's KL range
+    (their largest measured KL under 80% of DPO's), with the smallest KL coefficient and the most steps it was
+    trained with: a comparison at higher KL would compare training budgets, not methods. Empty where none does."""
+    def measured(row):
+        return row.get("kl") is not None and not row.get("label_noise")
 
-    rl, dpo = largest(("rloo", "grpo")), largest(("dpo",))
-    if rl is None or dpo is None or rl >= 0.8 * dpo:
-        return ""
-    return (f"online RL reaches KL {rl:.1f} nats at most within its training budget, DPO {dpo:.1f}: above KL {rl:.1f} "
-            "there is no RL point to compare with")
+    dpo = max((row["kl"] for row in rows if row.get("method") == "dpo" and measured(row)), default=None)
+    series: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row.get("method") in ("rloo", "grpo") and measured(row):
+            series.setdefault((row["method"], row.get("loss_type")), []).append(row)
+    notes = []
+    for members in series.values():
+        reach = max(row["kl"] for row in members)
+        if dpo is None or reach >= 0.8 * dpo:
+            continue
+        name = series_label(members[0]).rsplit(" β=", 1)[0]
+        betas = [row["beta"] for row in members if row.get("beta") is not None]
+        budget = (f" (KL coefficients down to {min(betas):g}, up to {int(max(row['step'] for row in members))} steps)"
+                  if betas else "")
+        notes.append(f"{name} reaches KL {reach:.1f} nats at most{budget}, DPO {dpo:.1f}: above KL {reach:.1f} "
+                     "there is no point of it to compare with")
+    return "; ".join(notes)
 
 
 def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
