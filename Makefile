@@ -1,8 +1,8 @@
 # The two commands of the README, and the steps they are made of.
 #   make demo       the whole pipeline on the embedded offline default (2-core CPU, under 10 minutes)
 #   make demo-chat  the chat task offline: a tiny chat model, DPO on conversational pairs, a judged report
-#   make study      the demo plus 3 training seeds of each DPO beta and RL setting, and the paper's baselines
-#                   (Preferred-FT, Unlikelihood, RLOO with a learned and the true reward)
+#   make study      the demo plus 3 training seeds of each DPO beta and RL setting, the paper's baselines
+#                   (Preferred-FT, Unlikelihood, RLOO with a learned and the true reward) and an LLM judge's win rates
 #   make losses     IPO and robust DPO beside the demo's DPO runs (after the demo)
 #   make label-noise  DPO on pairs with 20% and 40% of their labels flipped (after the demo)
 #   make test       the test suite
@@ -29,7 +29,7 @@ endef
 TIMINGS := runs/tiny/timings
 CHAT_TIMINGS := runs/chat-tiny/timings
 
-.PHONY: install assets sft pairs dpo eval demo preferred-ft unlikelihood reward-model rl study losses label-noise test results clean-demo \
+.PHONY: install assets sft pairs dpo eval demo preferred-ft unlikelihood reward-model rl judge study losses label-noise test results clean-demo \
 	bench \
 	chat-assets chat-sft chat-dpo chat-eval demo-chat hub-standin rehearsal
 
@@ -82,10 +82,15 @@ reward-model: pairs
 rl: reward-model
 	$(call timed,$(TIMINGS)/rl.seconds,$(PY) rl.py --config $(CONFIGS)/rl.yaml)
 
-# Extends the demo: evaluation is incremental, so the second eval.py measures only the new models.
-study: demo preferred-ft unlikelihood rl
+# A judge for the LLM-judge win rates: the SFT model fine-tuned on the pairs' verdicts, both orders (no instruction
+# model exists offline; configs/tiny/judge.yaml says what it is and is not).
+judge: pairs
+	$(call timed,$(TIMINGS)/judge.seconds,$(PY) sft.py --config $(CONFIGS)/judge.yaml)
+
+# Extends the demo: evaluation is incremental, so the second eval.py measures only the new models (and judges all).
+study: demo preferred-ft unlikelihood rl judge
 	$(call timed,$(TIMINGS)/dpo-study.seconds,$(PY) dpo.py --config $(CONFIGS)/dpo_study.yaml)
-	$(call timed,$(TIMINGS)/eval-study.seconds,$(PY) eval.py --config $(CONFIGS)/eval.yaml)
+	$(call timed,$(TIMINGS)/eval-study.seconds,$(PY) eval.py --config $(CONFIGS)/eval.yaml --judge_model_path runs/tiny/judge)
 	@echo "Study finished: report in runs/tiny/eval/report.md"
 
 # Other preference losses (configs/tiny/dpo_losses.yaml: IPO, robust DPO); eval.py measures only the new models.

@@ -71,6 +71,34 @@ def judge_prompts(items: Sequence[JudgeItem], template: str) -> tuple[list[str],
             [fill(item, item.baseline_completion, item.model_completion) for item in items])
 
 
+def check_judge_template(template: str, field_name: str = "judge_template") -> None:
+    """A judge template must hold {prompt}, {first} and {second}."""
+    missing = [key for key in ("{prompt}", "{first}", "{second}") if key not in template]
+    if missing:
+        raise PipelineError(f"{field_name} lacks {', '.join(missing)}")
+
+
+VERDICT_COMPLETIONS = {"A": " A", "B": " B"}
+
+
+def judge_training_examples(prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
+                            template: str) -> list[dict[str, str]]:
+    """A judge's fine-tuning data from preference pairs, in TRL's prompt-completion format (the loss on the verdict
+    only): each pair in both orders, its prompt the template filled as `judge_prompts` fills it, its completion the
+    letter of the chosen completion. For pair i with the chosen completion c and the rejected r:
+
+        {"prompt": template(prompt_i, first=c, second=r), "completion": " A"}
+        {"prompt": template(prompt_i, first=r, second=c), "completion": " B"}
+
+    Showing both orders of every pair keeps the letter from predicting the answer, so that a judge trained on them
+    learns no position preference from the data. Returns 2 x len(prompts) examples."""
+    items = [JudgeItem(index, prompt, good, bad)
+             for index, (prompt, good, bad) in enumerate(zip(prompts, chosen, rejected, strict=True))]
+    chosen_first, chosen_second = judge_prompts(items, template)
+    return ([{"prompt": text, "completion": VERDICT_COMPLETIONS["A"]} for text in chosen_first]
+            + [{"prompt": text, "completion": VERDICT_COMPLETIONS["B"]} for text in chosen_second])
+
+
 def outcome(verdict: str | None, model_shown_as: str) -> str | None:
     """What one verdict means for the policy: "model", "baseline", TIE, or None (unparsable)."""
     if verdict is None or verdict == TIE:

@@ -24,7 +24,7 @@ def script_types(config_path: Path):
         from dpo_pipeline.tasks.sentiment.config import EmbeddedAssetsArguments
 
         return [ChatAssetsArguments if config_path.parent.name == "chat-tiny" else EmbeddedAssetsArguments]
-    module = {"sft": "sft", "preferred_ft": "sft", "pairs": "preference_pairs", "dpo": "dpo", "dpo_study": "dpo", "dpo_losses": "dpo",
+    module = {"sft": "sft", "preferred_ft": "sft", "judge": "sft", "pairs": "preference_pairs", "dpo": "dpo", "dpo_study": "dpo", "dpo_losses": "dpo",
               "dpo_label_noise": "dpo",
               "unlikelihood": "dpo", "eval": "eval", "reward_model": "reward_model", "rl": "rl"}[stage]
     return importlib.import_module(module).dataclass_types()
@@ -35,7 +35,7 @@ def test_there_are_configs_for_every_scale():
     assert {"tiny", "gpt2-large", "paper", "chat-tiny", "ultrafeedback"} <= scales
     assert {path.stem for path in CONFIGS if path.parent.name == "tiny"} == {
         "assets", "sft", "pairs", "dpo", "eval", "preferred_ft", "dpo_study", "dpo_losses", "dpo_label_noise", "reward_model", "rl",
-        "unlikelihood"}
+        "unlikelihood", "judge"}
 
 
 def test_the_study_extends_the_demo_sweep_with_the_same_training_settings():
@@ -59,6 +59,10 @@ def test_the_study_extends_the_demo_sweep_with_the_same_training_settings():
     noise_levels = {float(part.split("=")[1]) for entry in label_noise["sweep"] for part in entry.split(",")
                     if part.startswith("label_noise=")}
     assert noise_levels and noise_levels <= set(pairs["label_noise"])
+    # make study's judge answers the template eval.py asks it, and learns from the pairs the demo trains on
+    judge = yaml.safe_load((REPO / "configs/tiny/judge.yaml").read_text())
+    evaluation = yaml.safe_load((REPO / "configs/tiny/eval.yaml").read_text())
+    assert judge["judge_template"] == evaluation["judge_template"] and judge["pairs_file"] == demo["pairs_file"]
     preferred_ft = yaml.safe_load((REPO / "configs/tiny/preferred_ft.yaml").read_text())
     assert preferred_ft["output_dir"].startswith(demo["output_dir"] + "/")  # in the sweep folder eval.py reads
     assert preferred_ft["pairs_file"] == demo["pairs_file"]

@@ -84,3 +84,59 @@ def test_a_biased_judge_that_reads_the_content_still_finds_the_better_completion
     assert tally["judge_wins"] == 20 and tally["judge_ties"] == 10 and tally["judge_losses"] == 0
     assert tally["judge_win_rate"] == pytest.approx(25 / 30) and tally["judge_consistency"] == pytest.approx(20 / 30)
     assert records[0]["model_as_B"] == {"judge_output": "Answer: A", "verdict": "A", "winner": "baseline"}
+
+
+def test_judge_training_examples_show_each_pair_in_both_orders_worked_by_hand():
+    """Two pairs, template "{prompt}|{first}|{second}": four examples, each pair once with its chosen completion first
+    (verdict " A") and once second (verdict " B"), so that the letter alone predicts nothing."""
+    from dpo_pipeline.judge import judge_training_examples
+
+    examples = judge_training_examples(["P1", "P2"], [" good", " fine"], [" bad", " poor"], "{prompt}|{first}|{second}")
+    assert examples == [{"prompt": "P1| good| bad", "completion": " A"}, {"prompt": "P2| fine| poor", "completion": " A"},
+                        {"prompt": "P1| bad| good", "completion": " B"}, {"prompt": "P2| poor| fine", "completion": " B"}]
+
+
+def test_sft_py_fine_tunes_a_judge_whose_verdicts_parse(tiny_assets, pairs_dir, tmp_path):
+    """sft.py with judge_template trains on the pairs' verdicts in both orders; the judge it leaves answers every
+    judge prompt, in both orders, with a verdict parse_verdict reads (the untrained model answers none)."""
+    from transformers import AutoModelForCausalLM
+
+    from dpo_pipeline.judge import greedy_generate_fn, judge_prompts
+    from dpo_pipeline.models import load_tokenizer
+    from dpo_pipeline.preferences import load_preferences
+    from tests.conftest import TRAINING_ON_CPU
+    from tests.helpers import run_command
+
+    template = "{prompt}|{first}|{second}|"
+    run_command("sft.py", "--model_name_or_path", tiny_assets["sft_model"], "--pairs_file", pairs_dir / "pairs.jsonl",
+                "--judge_template", template, "--output_dir", tmp_path / "judge", "--max_steps", 40,
+                "--learning_rate", 3e-3, "--per_device_train_batch_size", 16, "--max_length", 64, "--report_to",
+                "none", *TRAINING_ON_CPU, cwd=tmp_path)
+    pairs = load_preferences(str(pairs_dir / "pairs.jsonl"))
+    items = [JudgeItem(i, p, c, r) for i, (p, c, r) in enumerate(zip(pairs["prompt"], pairs["chosen"],
+                                                                      pairs["rejected"]))][:16]
+    prompts = [text for order in judge_prompts(items, template) for text in order]
+
+    def verdicts(path):
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(path), load_tokenizer(str(path), "judge_model_path")
+        return [parse_verdict(text) for text in greedy_generate_fn(model, tokenizer, 2, 32)(prompts)]
+
+    assert all(verdict is None for verdict in verdicts(tiny_assets["sft_model"]))  # else this test could not fail
+    assert all(verdict in ("A", "B") for verdict in verdicts(tmp_path / "judge"))
+
+
+def test_a_judge_template_longer_than_the_context_is_one_line(tiny_assets, pairs_dir, tmp_path):
+    """A judge example cut at max_length or the model's context would lose its verdict: one line, exit 2, nothing
+    written (the tiny model's context is 64 tokens)."""
+    from tests.conftest import TRAINING_ON_CPU
+    from tests.helpers import run_command
+
+    long_template = "Two continuations of one review follow. " * 4 + "{prompt}|{first}|{second}|"
+    result = run_command("sft.py", "--model_name_or_path", tiny_assets["sft_model"], "--pairs_file",
+                         pairs_dir / "pairs.jsonl", "--judge_template", long_template, "--output_dir",
+                         tmp_path / "judge", "--max_steps", 1, "--report_to", "none", *TRAINING_ON_CPU, cwd=tmp_path,
+                         check=False)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: judge_template: the judge examples"), result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "judge").exists()

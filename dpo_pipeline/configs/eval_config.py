@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import PipelineError
+from ..judge import check_judge_template
 from .sampling_config import SamplingArguments
 
 @dataclass
@@ -82,8 +83,6 @@ class EvalArguments(SamplingArguments):
         if not (math.isfinite(self.win_rate_tie_tolerance) and self.win_rate_tie_tolerance >= 0):
             raise PipelineError(f"win_rate_tie_tolerance must be 0 or more, got {self.win_rate_tie_tolerance}")
         if self.judge_template is not None:
-            missing = [key for key in ("{prompt}", "{first}", "{second}") if key not in self.judge_template]
-            if missing:
-                raise PipelineError(f"judge_template lacks {', '.join(missing)}")
+            check_judge_template(self.judge_template)
         if self.max_heldout_pairs is not None and self.max_heldout_pairs < 1:
             raise PipelineError(f"max_heldout_pairs must be at least 1, got {self.max_heldout_pairs}")

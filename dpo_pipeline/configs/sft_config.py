@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from trl import ScriptArguments, SFTConfig
 
 from ..errors import PipelineError
+from ..judge import check_judge_template
 from .common import DEFAULT_TASK, PipelineTrainingArguments, TrackingArguments, refuse_streaming
 
 @dataclass
@@ -51,7 +52,21 @@ class SFTScriptArguments(ScriptArguments, TrackingArguments):
         },
     )
 
+    judge_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "With pairs_file: fine-tune a judge instead of Preferred-FT. Each pair is shown in both orders "
+            "in this template ({prompt}, {first}, {second}: eval.py's judge_template), and the model learns to "
+            "answer ' A' or ' B', naming the chosen completion. An offline stand-in for an instruction-tuned judge "
+            "(make study's tiny judge); give eval.py the same template."
+        },
+    )
+
     def __post_init__(self):
+        if self.judge_template is not None:
+            if self.pairs_file is None:
+                raise PipelineError("judge_template trains a judge on the pairs of pairs_file: set pairs_file")
+            check_judge_template(self.judge_template)
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise PipelineError(f"max_train_samples must be positive, got {self.max_train_samples}")
         refuse_streaming(self)

@@ -1,6 +1,7 @@
 """SFT with TRL's `SFTTrainer` (sft.py): on a dataset of text, conversations, prompt + completion or token ids; or,
-for the Preferred-FT baseline (DPO paper, section 6), on the chosen completions of a pairs file. One run, in the
-output folder itself, through the sweep engine."""
+for the Preferred-FT baseline (DPO paper, section 6), on the chosen completions of a pairs file; or, with a judge
+template, a judge fine-tuned on the verdicts of a pairs file. One run, in the output folder itself, through the sweep
+engine."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ..configs import SFTScriptArguments
 from ..data import load_split, load_texts
 from ..errors import PipelineError
 from ..hub import require_source
+from ..judge import judge_training_examples
 from ..models import check_causal_lm, check_model_flags, load_tokenizer, model_init_kwargs
 from ..preferences import check_pairs_match_tokenizer, check_prompt_lengths, is_tokenized, load_preferences
 from ..sweep import StageRecipe, SweepRun, file_sha256, keep_hub_token_out_of_checkpoints, run_info, run_sweep
@@ -57,14 +59,40 @@ def preferred_completions(pairs):
     return Dataset.from_list([{"prompt": prompt, "completion": chosen} for prompt, chosen in unique])
 
 
+def judge_verdicts(pairs, template: str, tokenizer, limit: int | None, source: str):
+    """A judge's fine-tuning data (`judge.judge_training_examples`: each pair in both orders, the verdict ' A' or
+    ' B' the completion); every example must fit `limit` (max_length, and the model's context), since a truncated
+    one loses its verdict."""
+    from datasets import Dataset
+
+    examples = judge_training_examples(pairs["prompt"], pairs["chosen"], pairs["rejected"], template)
+    if limit:
+        longest = max(len(tokenizer(example["prompt"] + example["completion"])["input_ids"]) + 1
+                      for example in examples)  # + EOS, which TRL appends to the completion
+        if longest > limit:
+            raise PipelineError(f"judge_template: the judge examples of {source} reach {longest} tokens, over the "
+                                f"{limit} that max_length and the model's context allow; shorten the template or "
+                                "the completions, or use a model with a longer context")
+    return Dataset.from_list(examples)
+
+
+def context_length(model_name_or_path: str, trust_remote_code: bool) -> int | None:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
 def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
     """Fine-tune (or, with `from_scratch`, train) a causal LM with TRL's `SFTTrainer`: on a dataset (text or chat),
     or, for the Preferred-FT baseline, on the chosen completions of a pairs file."""
     from transformers import AutoConfig, AutoModelForCausalLM, set_seed
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
-    preferred_ft = script_args.pairs_file is not None
-    if not preferred_ft:
+    from_pairs = script_args.pairs_file is not None
+    judge = script_args.judge_template is not None
+    preferred_ft = from_pairs and not judge
+    if not from_pairs:
         require_source(script_args.dataset_name, "dataset", "dataset_name")
         if script_args.clean_reviews:
             get_task(script_args.task)
@@ -72,22 +100,32 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
     check_model_flags(model_args, from_scratch=script_args.from_scratch)
     keep_hub_token_out_of_checkpoints(training_args)
     extra, info = {}, None
-    if preferred_ft:
+    if from_pairs:
         if not Path(script_args.pairs_file).is_file():
             raise PipelineError(f"pairs_file: {script_args.pairs_file} does not exist")
         extra = {"pairs": file_sha256(script_args.pairs_file)}
+    if preferred_ft:
         info = run_info(method="preferred_ft", beta=None, loss_type=["preferred_ft"], label_smoothing=None,
                         label_noise=0.0, pairs_file=script_args.pairs_file,
                         reference_model=model_args.model_name_or_path)
     run = SweepRun("", training_args, fingerprint_extra=extra, info=info)
     trust = training_args.trust_remote_code
-    what = "Preferred-FT" if preferred_ft else "SFT"
+    what = "Judge fine-tuning" if judge else "Preferred-FT" if preferred_ft else "SFT"
 
     def load_inputs():
         tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust,
                                    model_args.model_revision)
         check_causal_lm(model_args.model_name_or_path, "model_name_or_path", trust, tokenizer)
-        if preferred_ft:
+        if judge:
+            pairs = load_preferences(script_args.pairs_file)
+            if not {"prompt", "chosen", "rejected"} <= set(pairs.column_names):
+                raise PipelineError(f"pairs_file: {script_args.pairs_file} has no prompt, chosen and rejected text: "
+                                    "a judge reads text")
+            limits = [n for n in (training_args.max_length, context_length(model_args.model_name_or_path, trust))
+                      if n]
+            train = judge_verdicts(pairs, script_args.judge_template, tokenizer, min(limits, default=None),
+                                   script_args.pairs_file)
+        elif preferred_ft:
             pairs = load_preferences(script_args.pairs_file)
             check_pairs_match_tokenizer(pairs, tokenizer, script_args.pairs_file)
             check_prompt_lengths(pairs, tokenizer, training_args.max_length, "pairs_file", script_args.pairs_file)
@@ -105,7 +143,7 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
             train = train.shuffle(seed=training_args.seed).select(
                 range(min(script_args.max_train_samples, len(train))))
         evaluation = None
-        if training_args.eval_strategy != "no" and not preferred_ft:
+        if training_args.eval_strategy != "no" and not from_pairs:
             evaluation = sft_data(script_args, script_args.dataset_test_split)
         return tokenizer, train, evaluation
 
@@ -135,12 +173,14 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
 
     def describe(run, inputs):
         _, train, _ = inputs
+        if judge:
+            return f"Judge fine-tuning on {len(train)} verdicts (both orders of each pair) of {script_args.pairs_file}"
         if preferred_ft:
             return f"Preferred-FT on the {len(train)} chosen completions of {script_args.pairs_file}"
         return f"SFT on {len(train)} examples of {script_args.dataset_name}"
 
     peft_config = get_peft_config(model_args)
-    stage = "preferred_ft" if preferred_ft else "sft"
+    stage = "judge" if judge else "preferred_ft" if preferred_ft else "sft"
     recipe = StageRecipe(kind=stage, title=what,
                          load_inputs=load_inputs, examples=lambda run, inputs: len(inputs[1]),
                          trainer=trainer, summary=summary, describe=describe, progress=lambda run: stage)
