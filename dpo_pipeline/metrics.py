@@ -277,3 +277,27 @@ def spread_over_seeds(values: Sequence[float]) -> dict[str, float]:
         return {"mean": mean, "sd": None, "se": None, "n": 1}
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
     return {"mean": mean, "sd": sd, "se": sd / math.sqrt(n), "n": n}
+
+
+def curve_at(points: Sequence[tuple[float, float, float]], x: float) -> tuple[float, float] | None:
+    """A curve's value at `x` by linear interpolation between its two neighbouring points, with the standard error
+    that carries over from theirs (their errors taken as independent; the x of each point as exact):
+
+        points (x_i, y_i, se_i) sorted by x;  x_i <= x <= x_j the neighbours,  w = (x - x_i) / (x_j - x_i)
+        y(x)  = (1 - w) y_i + w y_j
+        se(x) = sqrt((1 - w)^2 se_i^2 + w^2 se_j^2)
+
+    At a point's own x, its value and error. None where x lies outside the points' range (no extrapolation)."""
+    points = sorted(points)
+    if not points or x < points[0][0] or x > points[-1][0]:
+        return None
+    for (x_i, y_i, se_i), (x_j, y_j, se_j) in zip(points, points[1:]):
+        if x_i <= x <= x_j:
+            w = 0.0 if x_j == x_i else (x - x_i) / (x_j - x_i)
+            return (1 - w) * y_i + w * y_j, math.sqrt(((1 - w) * se_i) ** 2 + (w * se_j) ** 2)
+    return points[0][1], points[0][2]  # a single point at exactly x
+
+
+def difference_beyond_noise(difference: float, standard_error: float, z: float = 2.0) -> bool:
+    """Whether a difference of two independent estimates stands out of their noise: |d| > z * se(d)."""
+    return abs(difference) > z * standard_error

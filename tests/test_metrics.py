@@ -228,3 +228,17 @@ def test_spread_over_seeds_by_hand():
     assert spread_over_seeds([0.6, 0.7, 0.8]) == pytest.approx({"mean": 0.7, "sd": 0.1, "se": 0.1 / math.sqrt(3),
                                                                 "n": 3})
     assert spread_over_seeds([0.6]) == {"mean": 0.6, "sd": None, "se": None, "n": 1}
+
+
+def test_curve_at_interpolates_with_its_standard_error_worked_by_hand():
+    """Points (0, 0.5, 0.01), (2, 0.7, 0.03), (10, 0.9, 0.04). At x = 1: w = 1/2, y = 0.6, se = sqrt(0.005^2 +
+    0.015^2) = 0.015811; at x = 6: w = 1/2 between the last two, y = 0.8, se = sqrt(0.015^2 + 0.02^2) = 0.025; at a
+    point, its own figures; outside [0, 10], None."""
+    from dpo_pipeline.metrics import curve_at, difference_beyond_noise
+
+    points = [(10.0, 0.9, 0.04), (0.0, 0.5, 0.01), (2.0, 0.7, 0.03)]
+    assert curve_at(points, 1.0) == pytest.approx((0.6, 0.0158114), rel=1e-5)
+    assert curve_at(points, 6.0) == pytest.approx((0.8, 0.025), rel=1e-9)
+    assert curve_at(points, 2.0) == pytest.approx((0.7, 0.03))
+    assert curve_at(points, 10.5) is None and curve_at(points, -0.1) is None
+    assert difference_beyond_noise(0.05, 0.02) and not difference_beyond_noise(-0.03, 0.02)

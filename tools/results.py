@@ -25,7 +25,7 @@ from dpo_pipeline.errors import PipelineError
 DEMO_STEPS = (("install", "create .venv"), ("assets", "build the embedded assets"), ("sft", "SFT"),
               ("pairs", "sample and score pairs"), ("dpo", "DPO sweep"), ("eval", "evaluation and report"))
 STUDY_STEPS = (("preferred-ft", "Preferred-FT"), ("unlikelihood", "Unlikelihood runs"),
-               ("reward-model", "the reward model"), ("rl", "RLOO runs"),
+               ("reward-model", "the reward model"), ("rl", "RLOO runs"), ("judge", "the judge"),
                ("dpo-study", "the study's DPO runs"),
                ("eval-study", "evaluation of the new models"))
 CHAT_STEPS = (("assets", "conversations and pairs"), ("sft", "chat SFT"), ("dpo", "DPO sweep"),
@@ -150,6 +150,55 @@ def seeds_table(path: Path) -> list[str]:
     return lines
 
 
+def claims_against_the_dpo_curve(seeds_file: Path, rows: list[dict]) -> list[str]:
+    """Sentences comparing each other method with DPO at the same KL, which state only what survives the spread over
+    training seeds. The DPO curve: the SFT model at KL 0, then each DPO β's mean over its seeds (final models, no label
+    noise), linear between them (`metrics.curve_at`, the standard errors carried over). A setting trained with several
+    seeds is compared at its mean KL: its mean reward minus the curve's, with the standard error of the difference
+    sqrt(se_setting^2 + se_curve^2); above or below the curve only when the difference is over 2 standard errors
+    (`metrics.difference_beyond_noise`), else within noise. A setting of one seed, or past DPO's KL range, is named
+    and not compared."""
+    from dpo_pipeline.metrics import curve_at, difference_beyond_noise
+    from dpo_pipeline.report import series_label
+
+    if not seeds_file.is_file():
+        return []
+    groups = [{key: (float(value) if key.endswith(("_mean", "_se", "_sd")) and value not in ("", None) else value)
+               for key, value in group.items()} for group in csv.DictReader(seeds_file.open())]
+    sft = next((row for row in rows if row["method"] == "sft"), None)
+    dpo = [g for g in groups if g["method"] == "dpo" and g["loss_type"] == "sigmoid" and not float(g["label_noise"] or 0)]
+    if sft is None or len(dpo) < 2:
+        return []
+    curve = [(0.0, sft["reward"], sft.get("reward_sem") or 0.0)] + [
+        (g["kl_mean"], g["reward_mean"], g["reward_se"]) for g in dpo]
+    lines = []
+    for group in sorted((g for g in groups if g not in dpo and not float(g["label_noise"] or 0)),
+                        key=lambda g: (g["label"], g["kl_mean"])):
+        kl, reward = group["kl_mean"], group["reward_mean"]
+        head = (f"- {group['label']} ({group['num_seeds']} seeds): KL {kl:.2f} ± {group['kl_se']:.2f}, reward "
+                f"{reward:.3f} ± {group['reward_se']:.3f}")
+        at = curve_at(curve, kl)
+        if at is None:
+            lines.append(f"{head}: past DPO's largest mean KL ({max(x for x, _, _ in curve):.2f}), no DPO point to "
+                         "compare with.")
+            continue
+        difference = reward - at[0]
+        error = (group["reward_se"] ** 2 + at[1] ** 2) ** 0.5
+        verdict = (("above" if difference > 0 else "below") + " the DPO curve"
+                   if difference_beyond_noise(difference, error) else "within noise of the DPO curve")
+        lines.append(f"{head}; the DPO curve there {at[0]:.3f} ± {at[1]:.3f}: {difference:+.3f} ± {error:.3f}, "
+                     f"{verdict}.")
+    in_groups = {run for group in groups for run in str(group["runs"]).split()}
+    single = sorted({series_label(row) for row in rows if row["is_final"] and row["run"] not in in_groups
+                     and row["method"] not in ("sft", "best_of_n", "dpo") and not row.get("label_noise")})
+    if single:
+        lines.append(f"- One training seed, so not compared: {', '.join(single)}.")
+    intro = ("Each method against the DPO curve at its own KL (`make study`; DPO's 3-seed means joined by lines from "
+             "the SFT model at KL 0; ± one standard error over seeds; a difference counts when it is over 2 standard "
+             "errors):")
+    return [intro, "", *lines] if lines else []
+
+
 def before_and_after(before_file: Path, rows: list[dict]) -> list[str]:
     """The demo's final models before DPO trained on the sampled token ids (re-tokenized text, EOS on every
     completion; the figures of that commit, in docs/demo_before_sampled_ids.csv) beside today's."""
@@ -200,7 +249,10 @@ def demo_section(root: Path, venv: Path) -> tuple[list[str], list[str]]:
     demo_table = sentiment_table(rows, ["sft", *demo_runs])
     before = before_and_after(root / "docs" / BEFORE_SAMPLED_IDS, rows)
     docs = ["## make demo", "", timing + ".", "", *[f"- {fact}" for fact in facts], "", *demo_table, "", *before]
-    readme = [timing + ".", "", *demo_table, ""]
+    seeds_in_demo = sorted({int(row.get("seed") or 0) for row in rows if row["run"] in demo_runs})
+    one_seed = (f"One training seed of each β (seed {seeds_in_demo[0]}): a single run, not a result; `make study` "
+                "gives the spread over 3 seeds." if len(seeds_in_demo) == 1 else "")
+    readme = [timing + ".", "", *demo_table, "", *([one_seed, ""] if one_seed else [])]
     study_steps, study_total = timing_lines(STUDY_STEPS, root / "runs/tiny/timings", venv, with_install=False)
     figures = root / "runs/tiny/eval"
     if any(row["run"] not in ("sft", "best-of-n", *demo_runs) for row in rows):
@@ -215,6 +267,10 @@ def demo_section(root: Path, venv: Path) -> tuple[list[str], list[str]]:
             docs += [intro, "", *seeds, ""]
             readme += ["`make study`, the settings trained with 3 seeds: " + intro[0].lower() + intro[1:], "",
                        *seeds, ""]
+            claims = claims_against_the_dpo_curve(figures / "frontier_seeds.csv", rows)
+            if claims:
+                docs += [*claims, ""]
+                readme += [*claims, ""]
         reward_model = summary(root / "runs/tiny/reward_model")
         if "heldout_accuracy" in reward_model:
             docs += ["The reward model the RLOO \"reward model\" runs train against (`reward_model.py`, learned "
