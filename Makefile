@@ -139,7 +139,7 @@ bench: install
 	$(PY) -m bench.run --config $(BENCH_CONFIG)
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 # Removes the demo's outputs (not the cached assets in .cache/embedded).
 clean-demo:
