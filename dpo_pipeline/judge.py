@@ -192,7 +192,9 @@ def greedy_generate_fn(model, tokenizer, max_new_tokens: int, batch_size: int) -
         if templated:
             prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                      add_generation_prompt=True) for p in prompts]
-        context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        from .models import context_length
+
+        context = context_length(model.config)
         longest = max((len(tokenizer(p, add_special_tokens=not templated)["input_ids"]) for p in prompts), default=0)
         if context and longest + max_new_tokens > context:
             raise PipelineError(f"judge_model_path: judge prompts of {longest} tokens plus {max_new_tokens} new tokens "

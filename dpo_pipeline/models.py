@@ -391,3 +391,8 @@ class LearnedRewardModel:
     def score(self, sequences: list[list[int]]) -> list[float]:
         """r of each token sequence: its raw score standardised on SFT samples."""
         return [(score - self.mean) / self.sd for score in self.raw_scores(sequences)]
+
+
+def context_length(config) -> int | None:
+    """The longest sequence a causal LM's config allows (max_position_embeddings, GPT-2's n_positions), or None."""
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)

@@ -13,7 +13,7 @@ from ..data import load_split, load_texts
 from ..errors import PipelineError
 from ..hub import require_source
 from ..judge import judge_training_examples
-from ..models import check_causal_lm, check_model_flags, load_tokenizer, model_init_kwargs
+from ..models import check_causal_lm, check_model_flags, context_length, load_tokenizer, model_init_kwargs
 from ..preferences import check_pairs_match_tokenizer, check_prompt_lengths, is_tokenized, load_preferences
 from ..sweep import StageRecipe, SweepRun, file_sha256, keep_hub_token_out_of_checkpoints, run_info, run_sweep
 from ..tasks import get_task
@@ -76,13 +76,6 @@ def judge_verdicts(pairs, template: str, tokenizer, limit: int | None, source: s
     return Dataset.from_list(examples)
 
 
-def context_length(model_name_or_path: str, trust_remote_code: bool) -> int | None:
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
-    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-
-
 def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
     """Fine-tune (or, with `from_scratch`, train) a causal LM with TRL's `SFTTrainer`: on a dataset (text or chat),
     or, for the Preferred-FT baseline, on the chosen completions of a pairs file."""
@@ -121,8 +114,8 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
             if not {"prompt", "chosen", "rejected"} <= set(pairs.column_names):
                 raise PipelineError(f"pairs_file: {script_args.pairs_file} has no prompt, chosen and rejected text: "
                                     "a judge reads text")
-            limits = [n for n in (training_args.max_length, context_length(model_args.model_name_or_path, trust))
-                      if n]
+            context = context_length(AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=trust))
+            limits = [n for n in (training_args.max_length, context) if n]
             train = judge_verdicts(pairs, script_args.judge_template, tokenizer, min(limits, default=None),
                                    script_args.pairs_file)
         elif preferred_ft:
