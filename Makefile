@@ -6,6 +6,7 @@
 #   make losses     IPO and robust DPO beside the demo's DPO runs (after the demo)
 #   make label-noise  DPO on pairs with 20% and 40% of their labels flipped (after the demo)
 #   make test       the test suite
+#   make test-durations  the test suite, then where its time goes (the slowest tests, each file's time)
 #   make rehearsal  every stage of the full-scale configs at full model shape on a CPU, from a stand-in Hub
 #                   cache (docs/full-scale.md; ~14 GB of disk, ~20 GiB of memory at the peak)
 #   make results    docs/results.md (and the README's figures) from the files the runs above left
@@ -29,7 +30,7 @@ endef
 TIMINGS := runs/tiny/timings
 CHAT_TIMINGS := runs/chat-tiny/timings
 
-.PHONY: install assets sft pairs dpo eval demo preferred-ft unlikelihood reward-model rl judge study losses label-noise test results clean-demo \
+.PHONY: install assets sft pairs dpo eval demo preferred-ft unlikelihood reward-model rl judge study losses label-noise test test-durations results clean-demo \
 	bench \
 	chat-assets chat-sft chat-dpo chat-eval demo-chat hub-standin rehearsal
 
@@ -140,6 +141,12 @@ bench: install
 
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+# The suite as make test runs it, with its 40 slowest phases, then each test file's time (tools/test_durations.py).
+test-durations: install
+	mkdir -p runs
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=40 --junitxml=runs/test-durations.xml tests
+	$(PY) -m tools.test_durations runs/test-durations.xml
 
 # Removes the demo's outputs (not the cached assets in .cache/embedded).
 clean-demo:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,23 @@ NEGATIVE_WORDS = ["awful", "boring", "dull", "terrible", "messy", "tedious", "cl
 TRAINING_ON_CPU = ["--bf16", "false", "--activation_checkpointing", "false", "--disable_tqdm", "true",
                    "--dataloader_pin_memory", "false"]
 SUBJECTS = ["the film", "this movie", "the story", "the cast", "the script", "every scene", "the ending"]
+
+
+def pytest_configure(config):
+    """The machine's cores shared out between pytest-xdist's workers (`make test` runs 2): each worker, and each
+    script it starts, computes with cores / workers threads. Left to itself every process would take all the cores,
+    and two workers training side by side on a 2-core machine would run 4 busy threads on 2 cores: the suite took
+    670 s that way and 390 s with one thread each."""
+    cores = os.cpu_count() or 1
+    # in a worker, xdist says how many there are; in the process that starts them, the -n option does
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT") or getattr(config.option, "numprocesses", None) or 1
+    workers = cores if workers in ("auto", "logical") else int(workers)
+    threads = str(max(1, cores // max(1, workers)))
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, threads)
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)

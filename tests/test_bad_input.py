@@ -16,7 +16,7 @@ import preference_pairs
 import sft
 from dpo_pipeline.cli import run_script
 from tests.conftest import REPO, TRAINING_ON_CPU, snapshot, tiny_workspace
-from tests.helpers import run_command
+from tests.helpers import run_command, run_python
 
 GOOD_PAIR = {"prompt": "The film is", "chosen": " great and moving.", "rejected": " dull."}
 CHAT_PAIR = {"prompt": [{"role": "user", "content": "Review the film."}],
@@ -269,14 +269,11 @@ COMMAND_LINE_CASES = ["negative learning rate", "zero epochs", "a string label t
 @pytest.mark.parametrize("case", COMMAND_LINE_CASES)
 def test_bad_input_on_the_command_line_is_one_line_without_a_traceback(case, workspace, tiny_assets):
     import os
-    import sys
 
     _, script, make_args, fragments = next(c for c in CASES if c[0] == case)
     args = [str(arg) for arg in make_args(workspace, tiny_assets)]
     before = snapshot(workspace, tiny_assets["root"])
-    result = subprocess.run([sys.executable, script.__file__, *args],
-                            cwd=workspace, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                            timeout=300)
+    result = run_python([script.__file__, *args], workspace, {**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]

@@ -4,8 +4,6 @@ worked out by hand. The figures themselves belong to a GPU run, not to a test.""
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -13,6 +11,7 @@ from bench.estimate import PipelineWorkload, pipeline_estimate, pipeline_workloa
 from bench.harness import config_label, forward_flops_per_token, synthetic_tokenizer
 from dpo_pipeline.cli import parse_config
 from tests.conftest import REPO
+from tests.helpers import run_python
 
 
 def test_synthetic_tokenizer_gives_one_token_per_word():
@@ -35,8 +34,8 @@ def test_forward_flops_of_gpt2_large_worked_by_hand():
 def test_the_harness_times_every_stage_at_tiny_scale(tmp_path):
     output = tmp_path / "tiny.json"
     # from the repository root, as the docs say: the bench config names the repository's own configs
-    run = subprocess.run([sys.executable, "-m", "bench.run", "--config", "bench/configs/tiny.yaml",
-                          "--output_file", str(output)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    run = run_python(["-m", "bench.run", "--config", "bench/configs/tiny.yaml", "--output_file", output], REPO,
+                     timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| dpo plain TRL @ 4 |" in run.stdout and "End-to-end estimate" in run.stdout
     results = json.loads(output.read_text())

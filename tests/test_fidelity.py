@@ -4,14 +4,13 @@ a prompt's completions is there, the ones that ended at once included."""
 
 import json
 import os
-import subprocess
-import sys
 from itertools import combinations
 
 import pytest
 import torch
 
 from tests.conftest import REPO, TRAINING_ON_CPU
+from tests.helpers import run_python
 
 RETOKENIZATION_WARNING = "The tokenized prompt is not a prefix of the tokenized prompt+completion"
 MAX_NEW_TOKENS = 6
@@ -19,8 +18,7 @@ MAX_NEW_TOKENS = 6
 
 def run_script(*args, cwd):
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=environment, capture_output=True,
-                            text=True, timeout=600)
+    result = run_python(args, cwd, environment)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

@@ -16,7 +16,6 @@ import dataclasses
 import importlib
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -24,6 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import REPO, snapshot, tiny_workspace
+from tests.helpers import run_python
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3"))
 # No shrinking: each example is a new interpreter, and shrinking a failure would take tens of them; the failing
@@ -176,8 +176,7 @@ def run_fuzzed(script: str, workspace, files: dict[str, bytes], arguments: list[
     before = snapshot(*outputs)
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROBE), str(REPO)]), "HF_HUB_OFFLINE": "1",
                    "WANDB_MODE": "offline"}
-    result = subprocess.run(command, cwd=workspace, env=environment, capture_output=True, text=True, timeout=300,
-                            errors="replace")
+    result = run_python(command[1:], workspace, environment, timeout=300, errors="replace")
     shown = f"{' '.join(command[1:])}\nexit {result.returncode}; stderr ends:\n{result.stderr[-3000:]}"
     if os.environ.get("FUZZ_LOG"):  # a long search leaves a record of every input it tried and how each ended
         with open(os.environ["FUZZ_LOG"], "a") as log:

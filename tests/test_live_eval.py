@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dpo_pipeline.live_eval import warnings_for
 from tests.conftest import TRAINING_ON_CPU, tiny_workspace
-from tests.helpers import REPO, launch, run_command
+from tests.helpers import REPO, launch, run_command, run_python
 
 CONFIGS = REPO / "configs" / "tiny"
 # Four DPO steps, measured at steps 0, 2 and 4 (eval_steps 2); no warm-up, so that the policy moves from step 1.
@@ -65,8 +63,8 @@ def test_live_figures_in_the_offline_files_and_equal_to_eval_py(tiny_pipeline, t
 
     # tools/check_live.py, as a user runs it after make demo or make study: the same figures read back from the binary
     # offline wandb run (run-*.wandb) as well as metrics.jsonl, against frontier.csv.
-    check = subprocess.run([sys.executable, "-m", "tools.check_live", str(workspace / "runs/tiny/dpo"), "--frontier",
-                            str(workspace / "runs/tiny/eval/frontier.csv")], cwd=REPO, capture_output=True, text=True)
+    check = run_python(["-m", "tools.check_live", workspace / "runs/tiny/dpo", "--frontier",
+                        workspace / "runs/tiny/eval/frontier.csv"], REPO)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "| beta-0.1 | 3 | 3 | 3 |" in check.stdout and check.stdout.rstrip().endswith("equal to frontier.csv")
 

@@ -1,10 +1,9 @@
 """make results writes the README's and docs/results.md's figures from the files the demos leave, never by hand."""
 
 import csv
-import subprocess
-import sys
 
 from tests.conftest import REPO
+from tests.helpers import run_python
 
 FRONTIER = [
     {"name": "sft", "run": "sft", "method": "sft", "loss_type": "sft", "step": 0, "is_final": True, "reward": 0.5125,
@@ -38,8 +37,7 @@ def test_results_come_from_the_run_files_and_the_recorded_times(tmp_path):
     (tmp_path / ".venv").mkdir()
     (tmp_path / ".venv/install.seconds").write_text("100\n")
     (tmp_path / "README.md").write_text("# Title\n\n<!-- results -->\nold figures\n<!-- /results -->\n\nEnd.\n")
-    result = subprocess.run([sys.executable, "-m", "tools.results", "--root", str(tmp_path)], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = run_python(["-m", "tools.results", "--root", tmp_path], REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     readme = (tmp_path / "README.md").read_text()
     assert "old figures" not in readme and readme.startswith("# Title") and readme.endswith("End.\n")
@@ -49,8 +47,7 @@ def test_results_come_from_the_run_files_and_the_recorded_times(tmp_path):
     docs = (tmp_path / "docs/results.md").read_text()
     assert "SFT 2 min 05 s" in docs and "| SFT | 0.512 ± 0.010 |" in docs
     (tmp_path / "runs").rename(tmp_path / "elsewhere")
-    result = subprocess.run([sys.executable, "-m", "tools.results", "--root", str(tmp_path)], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = run_python(["-m", "tools.results", "--root", tmp_path], REPO, timeout=120)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: no results yet")
 
 

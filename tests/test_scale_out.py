@@ -55,6 +55,8 @@ def test_pair_making_on_two_processes_writes_the_same_bytes(one_process, tmp_pat
     """Under `accelerate launch` with configs/accelerate/ddp.yaml: each process samples its slices of prompts."""
     launch("preference_pairs.py", *one_process["pairs_args"], "--output_dir", tmp_path / "pairs", cwd=tmp_path,
            launcher="accelerate")
+    # Exact on purpose, on one machine: each batch's samples are seeded by its position and sampling is batch by
+    # batch, so splitting the prompts between processes must not change a byte (a different CPU may; not tested).
     for name in ("completions.jsonl", "pairs.jsonl", "heldout_pairs.jsonl"):
         assert (tmp_path / "pairs" / name).read_bytes() == (one_process["root"] / "pairs" / name).read_bytes(), name
 

@@ -98,6 +98,8 @@ def test_interrupted_pair_making_continues_to_the_same_result(pairs_dir, tmp_pat
         "--classifier_name_or_path", config["classifier_name_or_path"], "--dataset_name", config["dataset_name"],
         "--num_prompts", 12, "--completions_per_prompt", 4, "--max_new_tokens", 8, "--generation_batch_size", 4,
         "--classifier_max_length", 64, "--output_dir", copy, "--report_to", "none", "--seed", 3)
+    # Exact on purpose: the same command on the same machine resumes to the same bytes (each batch's samples are
+    # seeded by its position, not by what ran before), which is what makes a resumed run the run it replaces.
     assert (copy / "pairs.jsonl").read_text() == (pairs_dir / "pairs.jsonl").read_text()
 
 

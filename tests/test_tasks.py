@@ -5,20 +5,18 @@ import ast
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from tests.conftest import REPO, TRAINING_ON_CPU
+from tests.helpers import run_python
 
 # What a user of their own task sets: its folder on the Python path, its module named for the registry.
 LENGTH_TASK_ENV = {"PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'examples'}", "DPO_PIPELINE_TASKS": "length_task"}
 
 
 def run(script, *args, cwd, env=None):
-    result = subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, capture_output=True,
-                            text=True, timeout=600, env={**os.environ, **(env or LENGTH_TASK_ENV)})
+    result = run_python([REPO / script, *args], cwd, {**os.environ, **(env or LENGTH_TASK_ENV)})
     return result
 
 

@@ -127,7 +127,8 @@ def measure() -> dict[str, float]:
 
 
 def formatted(figures: dict[str, float]) -> str:
-    """The figures as docs/experiment.md shows them (tests/test_loss_differences.py checks that the doc holds them)."""
+    """The figures as docs/experiment.md quotes them, to 4 decimals (tests/test_loss_differences.py checks the quoted
+    figures against a new measurement, within that rounding and the float32 noise of another CPU)."""
     return json.dumps({key: round(value, 4) for key, value in figures.items()}, indent=1)
 
 
