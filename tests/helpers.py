@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,7 @@ class WarmInterpreter:
                                        stdout=subprocess.PIPE, bufsize=0, cwd=REPO)
         self.folder = tempfile.mkdtemp(prefix="warm-python-")
         self.count = 0
+        self.last_used = time.monotonic()
         self._pending = b""
 
     def start(self, argv: list[str], cwd, env: dict, errors: str = "strict") -> WarmProcess:
@@ -92,12 +94,17 @@ class WarmInterpreter:
         return json.loads(line)
 
     def close(self) -> None:
+        import shutil
+
         self.server.stdin.close()
         self.server.wait(timeout=30)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 _INTERPRETERS: dict[tuple, list[WarmInterpreter]] = {}
 _POOL_LOCK = threading.Lock()
+# Each warm interpreter holds ~0.5 GB: past this many, the least recently used idle ones are closed.
+MAX_INTERPRETERS = 4
 
 
 @atexit.register
@@ -120,7 +127,19 @@ def start_python(argv, cwd, env: dict | None = None, errors: str = "strict") -> 
             interpreter = WarmInterpreter(env)
             interpreter.busy.acquire()
             interpreters.append(interpreter)
+            _close_the_least_recently_used()
+        interpreter.last_used = time.monotonic()
     return interpreter.start([str(arg) for arg in argv], cwd, env, errors)
+
+
+def _close_the_least_recently_used() -> None:
+    every = sorted((one for ones in _INTERPRETERS.values() for one in ones), key=lambda one: one.last_used)
+    for interpreter in every[: max(0, len(every) - MAX_INTERPRETERS)]:
+        if interpreter.busy.acquire(blocking=False):
+            for ones in _INTERPRETERS.values():
+                if interpreter in ones:
+                    ones.remove(interpreter)
+            interpreter.close()
 
 
 def run_python(argv, cwd, env: dict | None = None, timeout: float = 600,
