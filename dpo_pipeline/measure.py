@@ -5,7 +5,8 @@ For the SFT model, each DPO checkpoint and each baseline (Preferred-FT, other pr
   - reward = the mean of the task's reward of its samples (P(POSITIVE) for sentiment), KL = the mean exact
     sequence-level KL to the SFT model (Figure 2, left);
   - implicit-reward accuracy and margin on held-out preference pairs that no model trained on;
-  - win rate against the SFT model, sample by sample, judged by the classifier (and optionally by a local LLM).
+  - win rate against the SFT model, judged by the classifier (and optionally by a local LLM): each sample against
+    an SFT sample of the same prompt drawn independently of it (`measure_sft_comparison`), as the paper's win rate.
 Best-of-N sampling from the SFT model gives a reference curve with the analytic KL log N - (N - 1) / N.
 
 Results are cached per model (`models/<name>.json`), keyed by the settings and the model's weights, so a later
@@ -14,7 +15,7 @@ run evaluates only what is new; best-of-N and judge results are cached the same 
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +53,13 @@ logger = logging.getLogger(__name__)
 
 SFT_RUN = "sft"
 BEST_OF_N_RUN = "best-of-n"
+# Samples of the SFT model drawn on random numbers of their own, that the win rates compare every model's samples with.
+# Every model samples from the same random stream (the config's seed; a batch is seeded by its position): sample k of a
+# policy and sample k of the SFT model would share their random numbers, hence often their first tokens, and a win
+# rate over such coupled pairs is not the win rate against an SFT sample. Best-of-N draws from seed + 1, these from
+# seed + 2.
+SFT_COMPARISON_RUN = "sft-comparison"
+SFT_COMPARISON_SEED_OFFSET = 2
 
 
 @dataclass(frozen=True)
@@ -338,14 +346,37 @@ LIVE_KEYS = ("reward", "reward_sem", "kl", "kl_sem", "heldout_accuracy", "heldou
              "heldout_logratio_margin", "heldout_logratio_margin_se")
 
 
+def sft_comparison_key(evaluator: Evaluator, settings_hash: str) -> str:
+    return short_hash(settings_hash, model_signature(evaluator.args.sft_model_path), SFT_COMPARISON_SEED_OFFSET)
+
+
+def measure_sft_comparison(evaluator: Evaluator, prompts, store: EvalStore, settings_hash: str) -> None:
+    """The SFT samples the win rates compare with: samples_per_prompt more samples of every evaluation prompt from
+    the SFT model, from a random stream no model samples from (seed + `SFT_COMPARISON_SEED_OFFSET`), scored by the
+    task's reward. Sample k of a model is compared with comparison sample k of its prompt: two independent draws."""
+    args = evaluator.args
+    key = sft_comparison_key(evaluator, settings_hash)
+    if store.read_cache("comparison", SFT_COMPARISON_RUN, key, args.overwrite) is not None:
+        logger.info("Independent SFT samples for the win rates drawn already")
+        return
+    independent = dataclasses.replace(args, seed=args.seed + SFT_COMPARISON_SEED_OFFSET)
+    reference = evaluator.reference
+    _, samples = evaluate_policy(reference, reference, evaluator.tokenizer, evaluator.reward, prompts, independent,
+                                 is_reference=True, name=SFT_COMPARISON_RUN)
+    store.write_samples(SFT_COMPARISON_RUN, samples)
+    store.write_cache("comparison", SFT_COMPARISON_RUN, key, {"samples": len(samples)})
+
+
 def add_win_rates(rows: list[dict], store: EvalStore, tie_tolerance: float) -> None:
-    """Each model's classifier win rate against the SFT model, sample by sample on the same prompts (where there is
-    a classifier), with its standard error from a bootstrap over prompts (win_rate_se)."""
+    """Each model's classifier win rate against the SFT model (where there is a classifier): its sample k of a prompt
+    against the independently drawn SFT sample k of that prompt (`measure_sft_comparison`), with its standard error
+    from a bootstrap over prompts (win_rate_se). The SFT model's own row compares its samples with the independent
+    ones: 0.5 within its error, the check that the comparison is fair."""
     if all(row.get("reward") is None for row in rows):
         return
-    baseline = store.read_samples(SFT_RUN)
+    baseline = store.read_samples(SFT_COMPARISON_RUN)
     for row in rows:
-        if row["run"] in (SFT_RUN, BEST_OF_N_RUN):
+        if row["run"] == BEST_OF_N_RUN:
             continue
         samples = store.read_samples(row["name"])
         keys = sorted(samples.keys() & baseline.keys())
@@ -416,14 +447,16 @@ def best_of_n_rows(evaluator: Evaluator, prompts, store: EvalStore, settings_has
 
 
 def add_judge_verdicts(rows: list[dict], evaluator: Evaluator, store: EvalStore, template: str) -> None:
-    """LLM-as-judge win rate of each final model against the SFT model (sample 0 of each prompt), each comparison
-    judged in both orders (`judge.judge`)."""
+    """LLM-as-judge win rate of each final model against the SFT model (its sample 0 of each prompt against the
+    independent SFT sample 0 of that prompt, `measure_sft_comparison`), each comparison judged in both orders
+    (`judge.judge`)."""
     args = evaluator.args
     require_source(args.judge_model_path, "judge model", "judge_model_path")
-    # "both orders" keeps a cache of the former one-order judge from being read as this one's
+    # "both orders" keeps a cache of the former one-order judge from being read as this one's, and "independent SFT"
+    # one of the judge that compared coupled samples
     judge_settings = short_hash(template, args.judge_max_new_tokens, args.judge_prompts, "both orders",
-                                 model_signature(args.judge_model_path))
-    baseline = store.read_samples(SFT_RUN)
+                                 "independent SFT", model_signature(args.judge_model_path))
+    baseline = store.read_samples(SFT_COMPARISON_RUN)
     generate = None
     for row in rows:
         if row["run"] in (SFT_RUN, BEST_OF_N_RUN) or not row["is_final"]:

@@ -469,8 +469,10 @@ def write_report(rows: list[dict], store: EvalStore, args, task, num_prompts: in
         "## Final models", "", final_models_table(final_rows, with_judge), "",
         "Held-out accuracy: share of held-out pairs whose chosen completion gets the higher implicit reward "
         "β·log(π/π_SFT) (ties count as wrong). Margin: mean β·Δ, Δ the chosen-minus-rejected log-ratio. "
-        f"Win rate: each sample against the SFT sample of the same prompt and index, judged by the classifier; "
-        f"wins + ties/2 over all (a tie: rewards within {args.win_rate_tie_tolerance:g}). "
+        f"Win rate: each sample against an SFT sample of the same prompt drawn independently of it (random numbers "
+        f"of its own), judged by the classifier; wins + ties/2 over all (a tie: rewards within "
+        f"{args.win_rate_tie_tolerance:g}); the SFT row's own, against those independent samples, is 0.5 within its "
+        "error. "
         "± beside reward and KL: the analytic standard error clustered by prompt; beside accuracy, margin and win "
         f"rates: the standard error of a bootstrap over prompts ({BOOTSTRAP_RESAMPLES} resamples, seed "
         f"{BOOTSTRAP_SEED}).", "",

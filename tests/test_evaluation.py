@@ -121,7 +121,10 @@ def test_the_frontier_has_every_series_with_held_out_accuracy_and_win_rates(stud
         assert float(final["win_rate"]) == pytest.approx(
             (int(final["wins"]) + int(final["ties"]) / 2) / 12)
     assert rows["preferred-ft/step-4"]["heldout_reward_margin"] == ""  # no beta, no reward margin
-    assert rows["sft"]["heldout_accuracy"] == "" and rows["sft"]["win_rate"] == ""
+    assert rows["sft"]["heldout_accuracy"] == ""
+    # the SFT model against its independently drawn samples: other samples (not all ties, as its own samples would be)
+    assert int(rows["sft"]["wins"]) + int(rows["sft"]["losses"]) + int(rows["sft"]["ties"]) == 12
+    assert int(rows["sft"]["ties"]) < 12
     best = [rows[f"best-of-{n}"] for n in (1, 2, 4)]
     assert [float(r["kl"]) for r in best] == pytest.approx([0.0, 0.1931472, 0.6362944])  # log N - (N-1)/N
     assert float(best[0]["reward"]) <= float(best[1]["reward"]) <= float(best[2]["reward"])
@@ -337,3 +340,77 @@ def test_the_frontier_says_where_online_rl_stops_short_of_dpos_kl_range():
                                    "up to 48 steps), DPO 17.3: above KL 4.1 there is no point of it to compare with")
     assert kl_reach_note([rl("classifier", 0.01, 48, 14.0), {"method": "dpo", "kl": 17.3}]) == ""
     assert kl_reach_note([{"method": "dpo", "kl": 17.3}]) == ""
+
+
+def test_the_win_rate_is_against_independent_sft_samples_as_brute_force_finds(tiny_assets, tmp_path):
+    """A model a little changed from SFT (its output rows of the positive words' tokens moved along the mean final
+    hidden state: it says them a little more often; KL ~2 nats) against SFT. Its true win rate, worked out by brute
+    force: 64 samples of each model per prompt, drawn on random streams of their own, every one of the 64 x 64 pairs
+    of a prompt compared (wins + ties / 2), averaged over the prompts. eval.py's win rate (8 samples per prompt, each
+    against one independent SFT sample) must agree within 3 of its standard errors plus the brute force's own error
+    (~0.02). Its compared pairs must be no more often identical than independent draws are: compared with the SFT
+    sample that shared its random numbers, a policy sample was identical to it in about 40% of the pairs here
+    (independent draws: under 2%), and that coupled win rate was 0.69 against a true 0.63."""
+    import dataclasses
+    from collections import defaultdict
+
+    from dpo_pipeline.cli import parse_config
+    from dpo_pipeline.measure import SFT_COMPARISON_RUN, Evaluator, evaluate_policy
+    from dpo_pipeline.samples import EvalStore
+    from dpo_pipeline.tasks import get_task
+    from tests.conftest import POSITIVE_WORDS
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    a = tiny_assets
+    tokenizer = AutoTokenizer.from_pretrained(a["sft_model"])
+    model = AutoModelForCausalLM.from_pretrained(a["sft_model"])
+    positive = sorted({i for word in POSITIVE_WORDS for i in tokenizer(" " + word, add_special_tokens=False)["input_ids"]})
+    with torch.no_grad():
+        hidden = model.transformer(**tokenizer(["The film is great and the cast"], return_tensors="pt"))
+        direction = hidden.last_hidden_state.mean(dim=(0, 1))
+        model.config.tie_word_embeddings = False
+        model.lm_head.weight = torch.nn.Parameter(model.transformer.wte.weight.detach().clone())
+        model.lm_head.weight[positive] += 3.0 * direction / direction.norm() ** 2  # their logits up by ~3
+    run_dir = tmp_path / "dpo" / "nudged"
+    model.save_pretrained(run_dir)
+    tokenizer.save_pretrained(run_dir)
+    (run_dir / "sweep_run.json").write_text(json.dumps({"name": "nudged", "method": "dpo", "beta": 0.1,
+                                                        "loss_type": ["sigmoid"], "label_noise": 0.0}))
+    (run_dir / "stage_complete.json").write_text(json.dumps({"summary": {"global_step": 1}}))
+    args = ["--sft_model_path", a["sft_model"], "--dpo_output_dir", tmp_path / "dpo", "--classifier_name_or_path",
+            a["classifier"], "--dataset_name", a["data"], "--num_prompts", 32, "--samples_per_prompt", 8,
+            "--max_new_tokens", 8, "--classifier_max_length", 64, "--best_of_n", 1, "--best_of_n_prompts", 1,
+            "--generation_batch_size", 256, "--classifier_batch_size", 256, "--output_dir", tmp_path / "eval",
+            "--report_to", "none"]
+    run(eval_script, *args)
+    with (tmp_path / "eval" / "frontier.csv").open() as handle:
+        rows = {row["name"]: row for row in csv.DictReader(handle)}
+    nudged, sft_row = rows["nudged/step-1"], rows["sft"]
+
+    (eval_args,) = parse_config(eval_script.dataclass_types(), [str(arg) for arg in args])
+    task = get_task(eval_args.task)
+    evaluator = Evaluator(eval_args, task, torch.device("cpu"))
+    prompts = task.evaluation_prompts(eval_args, evaluator.tokenizer)
+    many = dataclasses.replace(eval_args, samples_per_prompt=64)
+    rewards, completions = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(list))
+    for name, policy, seed in (("nudged", evaluator.load(str(run_dir), "nudged"), 1000),
+                               ("sft", evaluator.reference, 2000)):
+        _, samples = evaluate_policy(policy, evaluator.reference, evaluator.tokenizer, evaluator.reward, prompts,
+                                     dataclasses.replace(many, seed=seed), is_reference=True)
+        for sample in samples:
+            rewards[name][sample["prompt_index"]].append(sample["reward"])
+            completions[name][sample["prompt_index"]].append(tuple(sample["completion_token_ids"]))
+    per_prompt, identical = [], []
+    for prompt in rewards["nudged"]:
+        mine, theirs = torch.tensor(rewards["nudged"][prompt])[:, None], torch.tensor(rewards["sft"][prompt])[None]
+        per_prompt.append(((mine > theirs).double() + 0.5 * (mine == theirs).double()).mean().item())
+        identical.append(sum(x == y for x in completions["nudged"][prompt] for y in completions["sft"][prompt])
+                         / 64 ** 2)
+    true_win_rate, true_identical = sum(per_prompt) / len(per_prompt), sum(identical) / len(identical)
+
+    assert float(nudged["win_rate"]) == pytest.approx(true_win_rate, abs=3 * float(nudged["win_rate_se"]) + 0.02)
+    assert float(sft_row["win_rate"]) == pytest.approx(0.5, abs=3 * float(sft_row["win_rate_se"]))
+    store = EvalStore(tmp_path / "eval")
+    mine, theirs = store.read_samples("nudged/step-1"), store.read_samples(SFT_COMPARISON_RUN)
+    same = sum(mine[key]["completion_token_ids"] == theirs[key]["completion_token_ids"] for key in mine) / len(mine)
+    assert same <= 2 * true_identical + 0.02, (same, true_identical)

@@ -3,7 +3,8 @@
 1. Measure: the SFT model, every finished run of the sweep folder (DPO runs and baselines, each checkpoint) and
    best-of-N from the SFT model, on the task's held-out prompts (`measure.py`); under a launcher with N processes
    the models are shared out, each measured whole by one process with the same prompts and seeds as in a
-   one-process run. What is measured already with these settings and weights is not measured again.
+   one-process run. The SFT model is sampled a second time, from random numbers of its own: the independent SFT
+   samples every model's win rate compares with. What is measured already with these settings and weights is not measured again.
 2. Store: each model's samples and result row, best-of-N's rewards (`samples.EvalStore`).
 3. Report: the main process reads the stored rows, adds the win rates (from the stored samples) and the judge's
    verdicts, and writes report.md, frontier.csv and the plots (`report.py`).
@@ -21,6 +22,7 @@ from ..hub import require_source
 from ..models import check_causal_lm
 from ..measure import (
     BEST_OF_N_RUN,
+    SFT_COMPARISON_RUN,
     Evaluator,
     HeldoutPairs,
     add_judge_verdicts,
@@ -29,6 +31,7 @@ from ..measure import (
     discover_models,
     measure_best_of_n,
     measure_models,
+    measure_sft_comparison,
     read_rows,
 )
 from ..report import write_report
@@ -90,10 +93,12 @@ def evaluate_frontier(args: EvalArguments) -> Path:
     on_main(claim)
     logger.info("Evaluating %d models on %d held-out prompts x %d samples%s", len(models), len(prompts),
                 args.samples_per_prompt, f" on {state.num_processes} processes" if state.num_processes > 1 else "")
-    jobs = [*models, BEST_OF_N_RUN] if args.best_of_n else models
+    jobs = [*models, SFT_COMPARISON_RUN, *([BEST_OF_N_RUN] if args.best_of_n else [])]
     with state.split_between_processes(jobs) as mine:
-        measure_models([job for job in mine if job != BEST_OF_N_RUN], evaluator, prompts, heldout, store,
-                       settings_hash)
+        measure_models([job for job in mine if job not in (SFT_COMPARISON_RUN, BEST_OF_N_RUN)], evaluator, prompts,
+                       heldout, store, settings_hash)
+        if SFT_COMPARISON_RUN in mine:
+            measure_sft_comparison(evaluator, prompts, store, settings_hash)
         if BEST_OF_N_RUN in mine:
             measure_best_of_n(evaluator, prompts, store, settings_hash)
     state.wait_for_everyone()
