@@ -56,16 +56,55 @@ GRPO_ONLY = ("loss_type", "scale_rewards", "importance_sampling_level", "delta",
 
 
 class ClassifierReward:
-    """The true reward as a TRL reward function: P(POSITIVE) of prompt + completion, the label found by name (the
-    same reward the pairs were ranked by and eval.py measures)."""
+    """The true reward as a TRL reward function, on the learned reward's scale: P(POSITIVE) of prompt + completion
+    (the label found by name; the reward the pairs were ranked by and eval.py measures), standardised on the SFT
+    samples of the pairs as the learned reward is (`models.LearnedRewardModel`):
+
+        r(x, y) = (P(POSITIVE | x, y) - mean) / sd
+
+    mean, sd: of P(POSITIVE) over the distinct completions of the pairs (`classifier_reward_scale`). RLOO subtracts
+    beta x the sequence's log-ratio from r: with both rewards in sd units of the SFT samples, one beta is one
+    strength of KL regularisation for both (raw P(POSITIVE) has sd ~0.23 there: the same beta would be ~4x stronger
+    for it). eval.py still reports raw P(POSITIVE)."""
 
     __name__ = "classifier"  # TRL names the logged reward column after it
 
-    def __init__(self, classifier: SentimentClassifier):
-        self.classifier = classifier
+    def __init__(self, classifier: SentimentClassifier, mean: float, sd: float):
+        if not sd > 0:
+            raise PipelineError(f"the classifier's P(POSITIVE) has sd {sd} on the pairs' SFT samples: it cannot be "
+                                "standardised (are all completions scored alike?)")
+        self.classifier, self.mean, self.sd = classifier, mean, sd
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
-        return self.classifier.score([prompt + completion for prompt, completion in zip(prompts, completions)])
+        scores = self.classifier.score([prompt + completion for prompt, completion in zip(prompts, completions)])
+        return [(score - self.mean) / self.sd for score in scores]
+
+
+def classifier_reward_scale(pairs, classifier: SentimentClassifier | None = None) -> dict:
+    """{"mean", "sd", "samples"} of the classifier's P(POSITIVE) over the distinct SFT completions of `pairs` (each
+    (prompt, completion) once, as the reward model's standardisation counts them), sd the population standard
+    deviation. The scores are the ones preference_pairs.py recorded (`chosen_reward`, `rejected_reward`: the same
+    classifier on prompt + completion); pairs without them are scored by `classifier`."""
+    import statistics
+
+    keys = ("prompt_ids", "chosen_ids", "rejected_ids") if "prompt_ids" in pairs.column_names else (
+        "prompt", "chosen", "rejected")
+    recorded = {"chosen_reward", "rejected_reward"} <= set(pairs.column_names)
+    scores = {}
+    for pair in pairs:
+        for side in ("chosen", "rejected"):
+            sample = (json_key(pair[keys[0]]), json_key(pair[keys[1] if side == "chosen" else keys[2]]))
+            scores.setdefault(sample, pair[f"{side}_reward"] if recorded else pair["prompt"] + pair[side])
+    values = list(scores.values())
+    if not recorded:
+        if classifier is None:
+            raise PipelineError("pairs_file: no chosen_reward / rejected_reward to standardise the classifier on")
+        values = classifier.score(values)
+    return {"mean": statistics.fmean(values), "sd": statistics.pstdev(values), "samples": len(values)}
+
+
+def json_key(value):
+    return tuple(value) if isinstance(value, list) else value
 
 
 class LearnedReward:
@@ -176,7 +215,9 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
                         reference_model=model_args.model_name_or_path, sweep=sweep_name, overrides=overrides,
                         reward=choice["reward"], reward_model_heldout_accuracy=reward_model_accuracy
                         if choice["reward"] == "reward_model" else None)
-        runs.append(SweepRun(name, args, overrides, {**fingerprints, "choice": choice}, info, data=choice))
+        # a classifier run trains on the standardised true reward: not the run an earlier version trained on P(POSITIVE)
+        scale = {"reward_scale": "sd units of the pairs' SFT samples"} if choice["reward"] == "classifier" else {}
+        runs.append(SweepRun(name, args, overrides, {**fingerprints, "choice": choice, **scale}, info, data=choice))
 
     def load_inputs():
         tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust,
@@ -185,10 +226,14 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
         prompts = training_prompts(script_args.pairs_file, tokenizer, script_args.max_prompts)
         rewards = {}
         if any(choice["reward"] == "classifier" for choice in choices):
-            rewards["classifier"] = ClassifierReward(SentimentClassifier.load(
+            classifier = SentimentClassifier.load(
                 script_args.classifier_name_or_path, device=process_state(training_args).device,
                 batch_size=script_args.classifier_batch_size, max_length=script_args.classifier_max_length,
-                trust_remote_code=trust))
+                trust_remote_code=trust)
+            scale = classifier_reward_scale(load_preferences(script_args.pairs_file), classifier)
+            logger.info("The true reward, P(POSITIVE), has mean %.4f and sd %.4f on the pairs' %d SFT samples: RL "
+                        "trains on it standardised by them", scale["mean"], scale["sd"], scale["samples"])
+            rewards["classifier"] = ClassifierReward(classifier, scale["mean"], scale["sd"])
         if any(choice["reward"] == "reward_model" for choice in choices):
             rewards["reward_model"] = LearnedReward(LearnedRewardModel.load(
                 script_args.reward_model_path, device=process_state(training_args).device,
@@ -202,7 +247,9 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
 
     def summary(run, trainer, result):
         last = next((entry for entry in reversed(trainer.state.log_history) if "reward" in entry), {})
-        return {"global_step": trainer.state.global_step, "train_loss": result.training_loss,
+        reward = trainer.reward_funcs[0]
+        scale = {"reward_mean": reward.mean, "reward_sd": reward.sd} if isinstance(reward, ClassifierReward) else {}
+        return {"global_step": trainer.state.global_step, "train_loss": result.training_loss, **scale,
                 **{key: value for key, value in last.items() if key in ("reward", "kl")}}
 
     def describe(run, inputs):
