@@ -1,4 +1,5 @@
-"""The math of the experiment as pure functions: reward lookup, sequence-level KL, summary statistics.
+"""The math of the experiment as pure functions: reward lookup, sequence-level KL, summary statistics, and the
+comparison of a method with the DPO curve.
 
 Notation (DPO paper, Rafailov et al. 2023, arXiv 2305.18290): x is a prompt, y = (y_1, ..., y_T) a completion,
 pi the policy, pi_ref the reference (the SFT model). Section 6.1 measures each policy by its mean reward and by
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -279,25 +281,147 @@ def spread_over_seeds(values: Sequence[float]) -> dict[str, float]:
     return {"mean": mean, "sd": sd, "se": sd / math.sqrt(n), "n": n}
 
 
-def curve_at(points: Sequence[tuple[float, float, float]], x: float) -> tuple[float, float] | None:
-    """A curve's value at `x` by linear interpolation between its two neighbouring points, with the standard error
-    that carries over from theirs (their errors taken as independent; the x of each point as exact):
+class SeedMean(NamedTuple):
+    """A setting's mean KL and mean reward with their standard errors: over its training seeds (`seed_groups`), or,
+    for the SFT model, which has no training seed, its reward's error over prompts and its KL exactly 0."""
 
-        points (x_i, y_i, se_i) sorted by x;  x_i <= x <= x_j the neighbours,  w = (x - x_i) / (x_j - x_i)
-        y(x)  = (1 - w) y_i + w y_j
-        se(x) = sqrt((1 - w)^2 se_i^2 + w^2 se_j^2)
+    kl: float
+    kl_se: float
+    reward: float
+    reward_se: float
 
-    At a point's own x, its value and error. None where x lies outside the points' range (no extrapolation)."""
-    points = sorted(points)
-    if not points or x < points[0][0] or x > points[-1][0]:
+
+# Two-sided 95% critical values of Student's t, t_{0.975}(df): the column "0.975" of the table in the
+# NIST/SEMATECH e-Handbook of Statistical Methods, section 1.3.6.7.2 (scipy is not a dependency; the test checks
+# each entry against the integral of the t density).
+T_QUANTILE_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+                  10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
+                  18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060,
+                  26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980,
+                  math.inf: 1.960}
+
+
+def t_quantile_975(degrees_of_freedom: float) -> float:
+    """t_{0.975}(df), the value a t-distributed statistic with df degrees of freedom exceeds with probability 2.5%
+    (|t| beyond it: 5%). Between the table's entries, the entry of the next smaller df: a larger critical value,
+    so a claim is never made on fewer degrees of freedom than it has. df = 2 (3 seeds): 4.303, not the normal
+    1.960."""
+    if degrees_of_freedom < 1:
+        raise ValueError(f"a t quantile needs at least 1 degree of freedom (2 seeds), got {degrees_of_freedom}")
+    return T_QUANTILE_975[max(df for df in T_QUANTILE_975 if df <= degrees_of_freedom)]
+
+
+def concave_curve_bracket(kl, reward, at) -> tuple:
+    """Where a concave, non-decreasing curve through the given points can lie at KL `at`: (lower, upper).
+
+    With the points sorted by KL, (x_0, y_0) ... (x_m-1, y_m-1), x_i <= at <= x_i+1 the neighbours and
+    c_j(x) = y_j + (y_j+1 - y_j) / (x_j+1 - x_j) * (x - x_j) the line through points j and j+1 (the chord j):
+
+        lower = c_i(at)                                   the chord: a concave curve lies above it
+        upper = max(lower, min(c_i-1(at), c_i+1(at), y_i+1))
+
+    where c_i-1 (the previous chord extended forward) and c_i+1 (the next chord extended back) count where they
+    exist: a concave curve lies under the extension of any other chord, and a non-decreasing one under the next
+    point's reward. Where the points themselves are not concave the bound can fall under the chord; the max then
+    leaves the chord alone (no curvature to go on). `at` outside the points' range uses the first or last
+    segment's lines, extended (only draws of `compare_with_concave_curve` land there).
+
+    Args:
+        kl: [N, m] the KL of m >= 2 points (N curves, e.g. Monte Carlo draws); [m] for one curve.
+        reward: [N, m] their rewards (same shape as kl).
+        at: [N] the KL to evaluate each curve at; a number for one curve.
+    Returns:
+        (lower, upper), each [N] (float64 numpy arrays).
+    """
+    import numpy as np
+
+    kl, reward = np.atleast_2d(np.asarray(kl, dtype=np.float64)), np.atleast_2d(np.asarray(reward, dtype=np.float64))
+    at = np.broadcast_to(np.asarray(at, dtype=np.float64), kl.shape[:1])
+    if kl.shape != reward.shape or kl.shape[1] < 2:
+        raise ValueError(f"need the KL and reward of at least 2 points each, got shapes {kl.shape}, {reward.shape}")
+    order = np.argsort(kl, axis=1)
+    kl, reward = np.take_along_axis(kl, order, axis=1), np.take_along_axis(reward, order, axis=1)
+    segments = kl.shape[1] - 1
+    rows = np.arange(kl.shape[0])
+    segment = np.clip((kl <= at[:, None]).sum(axis=1) - 1, 0, segments - 1)  # i: x_i <= at <= x_i+1
+    slopes = np.diff(reward, axis=1) / np.diff(kl, axis=1)  # [N, m - 1]
+    chords = reward[:, :-1] + slopes * (at[:, None] - kl[:, :-1])  # [N, m - 1]: each chord's line at `at`
+    lower = chords[rows, segment]
+    previous = np.where(segment >= 1, chords[rows, np.maximum(segment - 1, 0)], np.inf)
+    following = np.where(segment + 1 < segments, chords[rows, np.minimum(segment + 1, segments - 1)], np.inf)
+    upper = np.maximum(lower, np.minimum(np.minimum(previous, following), reward[rows, segment + 1]))
+    return lower, upper
+
+
+# A fixed seed and number of draws for every comparison with the DPO curve: the same inputs give the same sentence.
+CURVE_DRAWS = 100_000
+CURVE_SEED = 0
+
+
+def compare_with_concave_curve(method: SeedMean, curve: Sequence[SeedMean], degrees_of_freedom: float,
+                               draws: int = CURVE_DRAWS, seed: int = CURVE_SEED) -> dict | None:
+    """A method's mean reward against a curve through other settings' means (the DPO curve) at the method's mean KL,
+    with every input's error carried into the difference; None where that KL lies outside the curve's points.
+
+    The curve is taken as concave and non-decreasing, as the best reward within a KL budget K is: a larger budget
+    allows every policy a smaller one does, and a mixture of two policies gets the mixture of their rewards at no
+    more than the mixture of their KLs (KL is convex). So at the method's KL the curve lies between the chord of
+    the neighbouring points and an upper bound (`concave_curve_bracket`); a straight line alone would sit under a
+    concave curve and favour the method. Two differences, each at the means (the draws give only their errors):
+
+        d_lower = r - lower(k; x, y)          d_upper = r - upper(k; x, y)
+
+    with (k, r) the method's mean KL and reward and (x, y) the curve's points. Their standard errors come from
+    `draws` normal draws (numpy's default_rng(seed), so the same inputs give the same figures): k ~ N(k, se_k),
+    r ~ N(r, se_r), and for each point x_j ~ N(x_j, se_x_j), y_j ~ N(y_j, se_y_j), all independent; a point with
+    se 0 (the SFT model's KL) stays put. se(d) = the standard deviation of d over the draws. Where the errors are
+    small against the distance to the neighbouring points this is the delta method,
+
+        se(d_lower)^2 = se_r^2 + s^2 se_k^2 + sum_j (dc/dy_j)^2 se_y_j^2 + sum_j (dc/dx_j)^2 se_x_j^2
+
+    with s the chord's slope: a method's KL error moves it along the curve, which a reward error alone misses. The
+    statistics t = d / se(d) are compared with t_{0.975}(degrees_of_freedom) (`t_quantile_975`; the caller
+    passes n - 1 for the fewest seeds n among the settings involved):
+
+        above:  t_upper > t_crit     (clears even the highest the curve can be)
+        below:  t_lower < -t_crit    (under even the lowest the curve can be)
+        within: otherwise            (inside the bracket, or within the noise of it)
+
+    Args:
+        method: the setting compared.
+        curve: the curve's points (the SFT model at KL 0, then each DPO setting), any order.
+        degrees_of_freedom: of the seed-level standard errors.
+        draws, seed: the Monte Carlo draws.
+    Returns:
+        lower, upper (the bracket at the means), d_lower, se_lower, t_lower, d_upper, se_upper, t_upper,
+        t_crit, degrees_of_freedom, verdict ("above", "below" or "within").
+    """
+    import numpy as np
+
+    if len(curve) < 2:
+        raise ValueError(f"a curve needs at least 2 points, got {len(curve)}")
+    if len({p.kl for p in curve}) < len(curve):
+        raise ValueError(f"two points of the curve at the same KL: {sorted(p.kl for p in curve)}")
+    if not min(p.kl for p in curve) <= method.kl <= max(p.kl for p in curve):
         return None
-    for (x_i, y_i, se_i), (x_j, y_j, se_j) in zip(points, points[1:]):
-        if x_i <= x <= x_j:
-            w = 0.0 if x_j == x_i else (x - x_i) / (x_j - x_i)
-            return (1 - w) * y_i + w * y_j, math.sqrt(((1 - w) * se_i) ** 2 + (w * se_j) ** 2)
-    return points[0][1], points[0][2]  # a single point at exactly x
-
-
-def difference_beyond_noise(difference: float, standard_error: float, z: float = 2.0) -> bool:
-    """Whether a difference of two independent estimates stands out of their noise: |d| > z * se(d)."""
-    return abs(difference) > z * standard_error
+    t_crit = t_quantile_975(degrees_of_freedom)
+    kl, kl_se = np.array([p.kl for p in curve]), np.array([p.kl_se for p in curve])
+    reward, reward_se = np.array([p.reward for p in curve]), np.array([p.reward_se for p in curve])
+    lower, upper = (float(bound[0]) for bound in concave_curve_bracket(kl, reward, method.kl))
+    # One block of standard normals in a fixed layout (method KL, method reward, the points' KLs, their rewards).
+    noise = np.random.default_rng(seed).standard_normal((draws, 2 + 2 * len(curve)))
+    drawn_lower, drawn_upper = concave_curve_bracket(kl + kl_se * noise[:, 2:2 + len(curve)],
+                                                     reward + reward_se * noise[:, 2 + len(curve):],
+                                                     method.kl + method.kl_se * noise[:, 0])
+    drawn_reward = method.reward + method.reward_se * noise[:, 1]
+    result = {"lower": lower, "upper": upper, "t_crit": t_crit, "degrees_of_freedom": degrees_of_freedom}
+    for name, bound, drawn in (("lower", lower, drawn_lower), ("upper", upper, drawn_upper)):
+        difference, error = method.reward - bound, float(np.std(drawn_reward - drawn, ddof=1))
+        if error > 0:
+            statistic = difference / error
+        else:  # nothing uncertain: any difference at all is beyond noise
+            statistic = math.copysign(math.inf, difference) if difference else 0.0
+        result.update({f"d_{name}": difference, f"se_{name}": error, f"t_{name}": statistic})
+    result["verdict"] = ("above" if result["t_upper"] > t_crit else "below" if result["t_lower"] < -t_crit
+                         else "within")
+    return result

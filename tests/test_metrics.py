@@ -1,5 +1,5 @@
 """The math against numbers worked out by hand: reward lookup, sequence KL, implicit-reward accuracy and margins,
-win counts with ties, best-of-N KL and expected reward."""
+win counts with ties, best-of-N KL and expected reward, t quantiles, and the comparison with the DPO curve."""
 
 import math
 
@@ -230,15 +230,129 @@ def test_spread_over_seeds_by_hand():
     assert spread_over_seeds([0.6]) == {"mean": 0.6, "sd": None, "se": None, "n": 1}
 
 
-def test_curve_at_interpolates_with_its_standard_error_worked_by_hand():
-    """Points (0, 0.5, 0.01), (2, 0.7, 0.03), (10, 0.9, 0.04). At x = 1: w = 1/2, y = 0.6, se = sqrt(0.005^2 +
-    0.015^2) = 0.015811; at x = 6: w = 1/2 between the last two, y = 0.8, se = sqrt(0.015^2 + 0.02^2) = 0.025; at a
-    point, its own figures; outside [0, 10], None."""
-    from dpo_pipeline.metrics import curve_at, difference_beyond_noise
+def test_t_quantile_for_3_seeds_is_4_30_not_2_worked_by_hand():
+    """With 2 degrees of freedom (3 seeds) the t distribution's CDF is F(t) = 1/2 + t / (2 sqrt(2 + t^2)); F(t) =
+    0.975 gives t / sqrt(2 + t^2) = 0.95, t^2 = 2 * 0.9025 / 0.0975 = 18.513, t = 4.3027. With 1 (Cauchy):
+    tan(0.475 pi) = 12.7062. Between the table's entries the next smaller df's (35 -> 30's 2.042, conservative);
+    one seed (0 df) has no error estimate."""
+    from dpo_pipeline.metrics import t_quantile_975
 
-    points = [(10.0, 0.9, 0.04), (0.0, 0.5, 0.01), (2.0, 0.7, 0.03)]
-    assert curve_at(points, 1.0) == pytest.approx((0.6, 0.0158114), rel=1e-5)
-    assert curve_at(points, 6.0) == pytest.approx((0.8, 0.025), rel=1e-9)
-    assert curve_at(points, 2.0) == pytest.approx((0.7, 0.03))
-    assert curve_at(points, 10.5) is None and curve_at(points, -0.1) is None
-    assert difference_beyond_noise(0.05, 0.02) and not difference_beyond_noise(-0.03, 0.02)
+    assert t_quantile_975(2) == pytest.approx(math.sqrt(2 * 0.95**2 / (1 - 0.95**2)), abs=5e-4)  # table: 3 decimals
+    assert t_quantile_975(1) == pytest.approx(math.tan(0.475 * math.pi), abs=5e-4)
+    assert t_quantile_975(35) == t_quantile_975(30) == 2.042
+    assert t_quantile_975(math.inf) == 1.960
+    with pytest.raises(ValueError):
+        t_quantile_975(0)
+
+
+def test_t_quantile_table_matches_the_t_density():
+    """Each entry q of the table has integral_0^q f(t) dt = 0.475 (half of the middle 95%), with the t density
+    f(t) = Gamma((df + 1)/2) / (sqrt(df pi) Gamma(df/2)) (1 + t^2/df)^(-(df + 1)/2), and for df = inf the normal
+    density. The table's 3 decimals move the integral by at most f(q) * 0.0005 < 3e-5 (f(1.96) = 0.058), the
+    trapezoid rule on 200,001 points by far less: tolerance 1e-4."""
+    import numpy as np
+
+    from dpo_pipeline.metrics import T_QUANTILE_975
+
+    for df, q in T_QUANTILE_975.items():
+        t = np.linspace(0.0, q, 200_001)
+        if math.isinf(df):
+            density = np.exp(-t**2 / 2) / math.sqrt(2 * math.pi)
+        else:
+            scale = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+            density = scale * (1 + t**2 / df) ** (-(df + 1) / 2)
+        assert float(np.trapezoid(density, t)) == pytest.approx(0.475, abs=1e-4), df
+
+
+def test_concave_curve_bracket_worked_by_hand():
+    """Points of sqrt: (0, 0), (1, 1), (4, 2), (9, 3). At x = 2 (between 1 and 4): the chord 1 + (2 - 1)/3 = 1.3333;
+    the previous chord (slope 1) extended forward 2, the next (slope 1/5) extended back 2 - 2/5 = 1.6, the next
+    point's reward 2: upper 1.6; sqrt(2) = 1.414 lies between. At every x in [0, 9] sqrt lies in its bracket.
+    Points (0, 0.5), (2, 0.7), (10, 0.9) at x = 6: the chord 0.8, the previous chord extended 0.5 + 0.1 * 6 = 1.1,
+    no next chord, the next point 0.9: upper 0.9 (the curve does not decrease). Not concave, (0, 0), (1, 0.2),
+    (2, 1) at 1.5: the chord 0.6, the previous chord extended 0.3 under it: upper = the chord. Unsorted points are
+    sorted first."""
+    import numpy as np
+
+    from dpo_pipeline.metrics import concave_curve_bracket
+
+    lower, upper = concave_curve_bracket([0.0, 1.0, 4.0, 9.0], [0.0, 1.0, 2.0, 3.0], 2.0)
+    assert (lower[0], upper[0]) == pytest.approx((4 / 3, 1.6), abs=1e-12)
+    x = np.linspace(0.0, 9.0, 91)
+    lower, upper = concave_curve_bracket(np.tile([0.0, 1.0, 4.0, 9.0], (91, 1)), np.tile([0.0, 1.0, 2.0, 3.0], (91, 1)),
+                                         x)
+    assert np.all(lower <= np.sqrt(x) + 1e-12) and np.all(np.sqrt(x) <= upper + 1e-12)
+    assert [b[0] for b in concave_curve_bracket([10.0, 0.0, 2.0], [0.9, 0.5, 0.7], 6.0)] == pytest.approx([0.8, 0.9])
+    assert [b[0] for b in concave_curve_bracket([0.0, 1.0, 2.0], [0.0, 0.2, 1.0], 1.5)] == pytest.approx([0.6, 0.6])
+
+
+# The Monte Carlo standard errors (100,000 draws) against the hand-worked ones: 1/sqrt(2 * 100,000) = 0.2% relative
+# sampling noise, and the second-order terms the delta method drops (a product of errors, 1/x of a point's KL) under
+# 1%; a 2% tolerance.
+MONTE_CARLO = 0.02
+
+
+def test_with_exact_kls_the_difference_from_the_chord_has_the_interpolation_error_worked_by_hand():
+    """SFT (0, 0.5 ± 0.01), DPO (2, 0.7 ± 0.03) and (10, 0.9 ± 0.04), every KL exact; a method at KL 1 with reward
+    0.7 ± 0.01. The chord at w = 1/2: 0.6, error sqrt(0.01^2 + (0.5 * 0.01)^2 + (0.5 * 0.03)^2) = sqrt(3.5e-4) =
+    0.018708 (the reward errors alone: the straight-line interpolation's formula); t = 0.1 / 0.018708 = 5.35 > 4.303.
+    The upper bound: the next chord (slope 0.025) extended back, 0.7 - 0.025 = 0.675 = 9/8 y_1 - 1/8 y_2, error
+    sqrt(0.01^2 + (9/8 * 0.03)^2 + (1/8 * 0.04)^2) = 0.035554; t = 0.025 / 0.035554 = 0.70. Over the chord but not
+    clear of the upper bound: a straight line alone would have called it above the curve; within. Reward 0.85:
+    t_upper = 0.175 / 0.035554 = 4.92, above; reward 0.5: t_lower = -0.1 / 0.018708 = -5.35, below."""
+    from dpo_pipeline.metrics import SeedMean, compare_with_concave_curve
+
+    curve = [SeedMean(0.0, 0.0, 0.5, 0.01), SeedMean(2.0, 0.0, 0.7, 0.03), SeedMean(10.0, 0.0, 0.9, 0.04)]
+    found = compare_with_concave_curve(SeedMean(1.0, 0.0, 0.7, 0.01), curve, degrees_of_freedom=2)
+    assert (found["lower"], found["upper"], found["t_crit"]) == pytest.approx((0.6, 0.675, 4.303), abs=1e-12)
+    assert (found["d_lower"], found["d_upper"]) == pytest.approx((0.1, 0.025), abs=1e-12)
+    assert (found["se_lower"], found["se_upper"]) == pytest.approx((0.018708, 0.035554), rel=MONTE_CARLO)
+    assert (found["t_lower"], found["t_upper"]) == pytest.approx((5.35, 0.70), rel=MONTE_CARLO)
+    assert found["verdict"] == "within"
+    assert compare_with_concave_curve(SeedMean(1.0, 0.0, 0.85, 0.01), curve, 2)["verdict"] == "above"
+    assert compare_with_concave_curve(SeedMean(1.0, 0.0, 0.5, 0.01), curve, 2)["verdict"] == "below"
+
+
+def test_the_methods_kl_error_moves_it_along_the_curve_worked_by_hand():
+    """DPO points on the line 0.5 + 0.05 x, all exact: (0, 0.5), (4, 0.7), (8, 0.9); the bracket is the line itself.
+    A method at KL 4 with reward 0.72 ± 0.004: +0.02 ± 0.004, t = 5 > 4.303, above. The same with its KL ± 0.4:
+    error sqrt(0.004^2 + (0.05 * 0.4)^2) = sqrt(1.6e-5 + 4e-4) = 0.020396, t = 0.98: within."""
+    from dpo_pipeline.metrics import SeedMean, compare_with_concave_curve
+
+    curve = [SeedMean(0.0, 0.0, 0.5, 0.0), SeedMean(4.0, 0.0, 0.7, 0.0), SeedMean(8.0, 0.0, 0.9, 0.0)]
+    exact = compare_with_concave_curve(SeedMean(4.0, 0.0, 0.72, 0.004), curve, degrees_of_freedom=2)
+    assert exact["se_upper"] == pytest.approx(0.004, rel=MONTE_CARLO) and exact["verdict"] == "above"
+    moved = compare_with_concave_curve(SeedMean(4.0, 0.4, 0.72, 0.004), curve, degrees_of_freedom=2)
+    assert (moved["lower"], moved["upper"]) == pytest.approx((0.7, 0.7), abs=1e-12)
+    assert (moved["se_lower"], moved["se_upper"]) == pytest.approx((0.020396, 0.020396), rel=MONTE_CARLO)
+    assert moved["t_upper"] == pytest.approx(0.98, rel=MONTE_CARLO) and moved["verdict"] == "within"
+
+
+def test_a_dpo_points_kl_error_carries_into_both_bounds_worked_by_hand():
+    """SFT (0, 0.5), DPO (4 ± 0.2, 0.7) and (8, 0.8), rewards exact; a method exactly at (2, 0.6). The chord
+    0.5 + 0.2 * 2 / x_1 moves by -0.4 / x_1^2 = -0.025 per nat of x_1: error 0.025 * 0.2 = 0.005. The upper bound,
+    the next chord extended back, 0.7 + 0.1 (2 - x_1) / (8 - x_1) = 0.65, moves by 0.1 * (-6) / 16 = -0.0375 per
+    nat: error 0.0375 * 0.2 = 0.0075; t_upper = -0.05 / 0.0075 = -6.67: under the upper bound, on the chord."""
+    from dpo_pipeline.metrics import SeedMean, compare_with_concave_curve
+
+    curve = [SeedMean(0.0, 0.0, 0.5, 0.0), SeedMean(4.0, 0.2, 0.7, 0.0), SeedMean(8.0, 0.0, 0.8, 0.0)]
+    found = compare_with_concave_curve(SeedMean(2.0, 0.0, 0.6, 0.0), curve, degrees_of_freedom=2)
+    assert (found["lower"], found["upper"]) == pytest.approx((0.6, 0.65), abs=1e-12)
+    assert (found["se_lower"], found["se_upper"]) == pytest.approx((0.005, 0.0075), rel=MONTE_CARLO)
+    assert found["t_lower"] == pytest.approx(0.0, abs=1e-9) and found["verdict"] == "within"
+
+
+def test_a_t_of_2_14_with_3_seeds_is_within_noise_worked_by_hand():
+    """The README's case: +0.015 ± 0.007, t = 2.14. On the exact line of the test above, a method at KL 4 with reward
+    0.715 ± 0.007: with 2 degrees of freedom (3 seeds) the critical value is 4.303: within; with the normal's 1.96
+    (infinitely many seeds) it would be above. Same inputs, same draws: the same figures, to the last bit (the
+    point: the same study gives the same sentence). Outside the curve's points, no comparison."""
+    from dpo_pipeline.metrics import SeedMean, compare_with_concave_curve
+
+    curve = [SeedMean(0.0, 0.0, 0.5, 0.0), SeedMean(4.0, 0.0, 0.7, 0.0), SeedMean(8.0, 0.0, 0.9, 0.0)]
+    method = SeedMean(4.0, 0.0, 0.715, 0.007)
+    found = compare_with_concave_curve(method, curve, degrees_of_freedom=2)
+    assert found["t_upper"] == pytest.approx(0.015 / 0.007, rel=MONTE_CARLO) and found["verdict"] == "within"
+    assert compare_with_concave_curve(method, curve, degrees_of_freedom=math.inf)["verdict"] == "above"
+    assert compare_with_concave_curve(method, curve, degrees_of_freedom=2) == found
+    assert compare_with_concave_curve(SeedMean(8.5, 0.0, 0.9, 0.01), curve, degrees_of_freedom=2) is None

@@ -1,6 +1,9 @@
 """make results writes the README's and docs/results.md's figures from the files the demos leave, never by hand."""
 
 import csv
+import re
+
+import pytest
 
 from tests.conftest import REPO
 from tests.helpers import run_python
@@ -51,36 +54,90 @@ def test_results_come_from_the_run_files_and_the_recorded_times(tmp_path):
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: no results yet")
 
 
-def test_claims_against_the_dpo_curve_say_only_what_survives_the_spread_worked_by_hand(tmp_path):
-    """SFT at (0, 0.5 ± 0.01); DPO means (2, 0.7 ± 0.03) and (10, 0.9 ± 0.04). RLOO A at KL 1: the curve 0.6 ±
-    0.0158, A 0.7 ± 0.01: +0.1 ± 0.0187, above. RLOO B at KL 6: the curve 0.8 ± 0.025, B 0.78 ± 0.02: -0.02 ± 0.032,
-    within noise. RLOO C at KL 12: past DPO's range. Unlikelihood, one seed: named, not compared."""
+CLAIM = re.compile(
+    r"- (?P<label>.+) \((?P<seeds>\d+) seeds\): KL (?P<kl>\S+) ± (?P<kl_se>\S+), reward (?P<reward>\S+) ± "
+    r"(?P<reward_se>\S+); the DPO curve there between (?P<lower>\S+) \(chord\) and (?P<upper>\S+) \(upper bound\); "
+    r"reward minus chord (?P<d_lower>\S+) ± (?P<se_lower>\S+) \(t = (?P<t_lower>\S+)\), minus upper bound "
+    r"(?P<d_upper>\S+) ± (?P<se_upper>\S+) \(t = (?P<t_upper>\S+)\); critical t (?P<t_crit>\S+) \((?P<df>\d+) df\): "
+    r"(?P<verdict>.+)\.$")
+
+
+DELTA_METHOD = 0.04
+
+
+def test_claims_against_the_dpo_curve_say_only_what_survives_every_error_worked_by_hand(tmp_path):
+    """SFT (KL 0 exact, reward 0.5 ± 0.02 over prompts); DPO, 3 seeds each: (2 ± 0.2, 0.7 ± 0.03), (10 ± 0.5,
+    0.9 ± 0.04); a label-noise DPO run that must change nothing. By the delta method (the Monte Carlo's errors
+    agree within 4%, see the tolerance below):
+
+    RLOO A, KL 1 ± 0.1, reward 0.73 ± 0.01: the chord y_0 + (y_1 - y_0) k / x_1 = 0.6 has derivatives 1/2, 1/2 in
+    y_0, y_1, 0.1 in k, -0.05 in x_1: error^2 = 0.01^2 + 0.01^2 + 0.015^2 + 0.01^2 + 0.01^2 = 6.25e-4, se 0.025,
+    t = 0.13 / 0.025 = 5.2 > 4.30. The upper bound, the next chord extended back, y_1 + (y_2 - y_1)(k - x_1) /
+    (x_2 - x_1) = 0.675: derivatives 9/8, -1/8 in y_1, y_2, 0.025 in k, -9/64 * 0.2 = -0.028125 in x_1, 1/64 * 0.2
+    = 0.003125 in x_2: error^2 = 1e-4 + 0.03375^2 + 0.005^2 + 0.0025^2 + 0.005625^2 + 0.0015625^2 = 1.3044e-3,
+    se 0.036117, t = 0.055 / 0.036117 = 1.52: over the chord, not clear of the upper bound (the old rule said above).
+    RLOO B, KL 6 ± 0.5, reward 0.78 ± 0.02: chord 0.8, derivatives 1/2, 1/2, 0.025 in k, -1/16 * 0.2 = -0.0125 in
+    x_1 and in x_2: error^2 = 4e-4 + 2.25e-4 + 4e-4 + 1.5625e-4 + 6.25e-6 + 3.90625e-5 = 1.2266e-3, se 0.035022,
+    t = -0.02 / 0.035022 = -0.57; the upper bound is the next point's 0.9 (the previous chord extended, 1.1, is
+    higher): se sqrt(0.02^2 + 0.04^2) = 0.044721, t = -0.12 / 0.044721 = -2.68: within noise.
+    RLOO C at KL 12: past DPO's range. RLOO D, as A with reward 0.9: t_upper = 0.225 / 0.036117 = 6.23, above.
+    RLOO E and F, as B with reward 0.6: t_lower = -0.2 / 0.035022 = -5.71, t_upper = -0.3 / 0.044721 = -6.71; F, of
+    3 seeds, is below (critical 4.30); E, of 2 seeds, has 1 df and critical 12.71: within noise.
+    Unlikelihood, one seed: named, not compared."""
     from tools.results import claims_against_the_dpo_curve
 
     columns = ["setting", "label", "method", "loss_type", "label_noise", "num_seeds", "runs", "kl_mean", "kl_se",
                "reward_mean", "reward_se"]
-    groups = [("d1", "DPO β=1", "dpo", "sigmoid", 2.0, 0.1, 0.7, 0.03), ("d2", "DPO β=0.1", "dpo", "sigmoid", 10.0,
-                                                                          0.5, 0.9, 0.04),
-              ("a", "RLOO A", "rloo", "classifier", 1.0, 0.1, 0.7, 0.01),
-              ("b", "RLOO B", "rloo", "classifier", 6.0, 0.5, 0.78, 0.02),
-              ("c", "RLOO C", "rloo", "reward_model", 12.0, 1.0, 0.95, 0.01)]
+    groups = [("d1", "DPO β=1", "dpo", 0.0, 3, 2.0, 0.2, 0.7, 0.03),
+              ("d2", "DPO β=0.1", "dpo", 0.0, 3, 10.0, 0.5, 0.9, 0.04),
+              ("dn", "DPO β=0.1 noise 0.4", "dpo", 0.4, 3, 5.0, 0.1, 0.3, 0.01),
+              ("a", "RLOO A", "rloo", 0.0, 3, 1.0, 0.1, 0.73, 0.01),
+              ("b", "RLOO B", "rloo", 0.0, 3, 6.0, 0.5, 0.78, 0.02),
+              ("c", "RLOO C", "rloo", 0.0, 3, 12.0, 1.0, 0.95, 0.01),
+              ("d", "RLOO D", "rloo", 0.0, 3, 1.0, 0.1, 0.9, 0.01),
+              ("e", "RLOO E", "rloo", 0.0, 2, 6.0, 0.5, 0.6, 0.02),
+              ("f", "RLOO F", "rloo", 0.0, 3, 6.0, 0.5, 0.6, 0.02)]
     path = tmp_path / "frontier_seeds.csv"
     with path.open("w") as file:
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
-        for setting, label, method, loss, kl, kl_se, reward, reward_se in groups:
-            writer.writerow({"setting": setting, "label": label, "method": method, "loss_type": loss,
-                             "label_noise": 0.0, "num_seeds": 3, "runs": f"{setting}-0 {setting}-1 {setting}-2",
+        for setting, label, method, noise, seeds, kl, kl_se, reward, reward_se in groups:
+            writer.writerow({"setting": setting, "label": label, "method": method,
+                             "loss_type": "sigmoid" if method == "dpo" else "classifier", "label_noise": noise,
+                             "num_seeds": seeds, "runs": " ".join(f"{setting}-{seed}" for seed in range(seeds)),
                              "kl_mean": kl, "kl_se": kl_se, "reward_mean": reward, "reward_se": reward_se})
-    rows = [{"run": "sft", "method": "sft", "is_final": True, "reward": 0.5, "reward_sem": 0.01, "kl": 0.0},
+    rows = [{"run": "sft", "method": "sft", "is_final": True, "reward": 0.5, "reward_sem": 0.02, "kl": 0.0},
             {"run": "ul", "method": "unlikelihood", "loss_type": "unlikelihood", "alpha": 0.1, "is_final": True,
              "reward": 0.6, "kl": 1.5}]
-    lines = claims_against_the_dpo_curve(path, rows)
-    assert lines[2:] == [
-        "- RLOO A (3 seeds): KL 1.00 ± 0.10, reward 0.700 ± 0.010; the DPO curve there 0.600 ± 0.016: +0.100 ± 0.019, "
-        "above the DPO curve.",
-        "- RLOO B (3 seeds): KL 6.00 ± 0.50, reward 0.780 ± 0.020; the DPO curve there 0.800 ± 0.025: -0.020 ± 0.032, "
-        "within noise of the DPO curve.",
-        "- RLOO C (3 seeds): KL 12.00 ± 1.00, reward 0.950 ± 0.010: past DPO's largest mean KL (10.00), no DPO point "
-        "to compare with.",
-        "- One training seed, so not compared: Unlikelihood α=0.1."]
+    intro, blank, *lines = claims_against_the_dpo_curve(path, rows)
+    assert blank == "" and "t quantile with n − 1 degrees of freedom" in intro and "upper bound" in intro
+    assert lines[2] == ("- RLOO C (3 seeds): KL 12.00 ± 1.00, reward 0.950 ± 0.010: past DPO's largest mean KL "
+                        "(10.00), no DPO point to compare with.")
+    assert lines[-1] == "- One training seed, so not compared: Unlikelihood α=0.1."
+    claims = {match["label"]: match for match in map(CLAIM.match, lines[:2] + lines[3:-1])}
+    within_bracket = "within the bracket of the DPO curve (over its chord, not clear of its upper bound)"
+    expected = {  # label: (seeds, chord, upper bound, d, se, t to the chord, the same to the upper bound, df, verdict)
+        "RLOO A": (3, 0.6, 0.675, 0.13, 0.025, 5.2, 0.055, 0.036117, 1.52, 2, within_bracket),
+        "RLOO B": (3, 0.8, 0.9, -0.02, 0.035022, -0.57, -0.12, 0.044721, -2.68, 2, "within noise of the DPO curve"),
+        "RLOO D": (3, 0.6, 0.675, 0.3, 0.025, 12.0, 0.225, 0.036117, 6.23, 2,
+                   "above the DPO curve (clears its upper bound)"),
+        "RLOO E": (2, 0.8, 0.9, -0.2, 0.035022, -5.71, -0.3, 0.044721, -6.71, 1, "within noise of the DPO curve"),
+        "RLOO F": (3, 0.8, 0.9, -0.2, 0.035022, -5.71, -0.3, 0.044721, -6.71, 2,
+                   "below the DPO curve (under its chord)"),
+    }
+    assert set(claims) == set(expected) and None not in claims.values()
+    for label, (seeds, lower, upper, d_lower, se_lower, t_lower, d_upper, se_upper, t_upper, df, verdict) in \
+            expected.items():
+        claim = claims[label]
+        assert (int(claim["seeds"]), int(claim["df"]), claim["verdict"]) == (seeds, df, verdict), label
+        printed = {key: float(claim[key]) for key in ("lower", "upper", "d_lower", "d_upper", "se_lower", "se_upper",
+                                                      "t_lower", "t_upper", "t_crit")}
+        # Printed to 3 decimals (bounds, differences, errors) or 2 (t): half a unit of the last digit. The errors and
+        # t also differ from the delta method's by up to 4%: the second-order terms it drops (the chord's 1 / x_1,
+        # with x_1's error 10% of it, adds 2% to RLOO A's error) and the draws' 0.2%.
+        assert [printed[key] for key in ("lower", "upper", "d_lower", "d_upper")] == pytest.approx(
+            [lower, upper, d_lower, d_upper], abs=5e-4), label
+        for key, value, rounding in (("se_lower", se_lower, 5e-4), ("se_upper", se_upper, 5e-4),
+                                     ("t_lower", t_lower, 5e-3), ("t_upper", t_upper, 5e-3)):
+            assert printed[key] == pytest.approx(value, abs=DELTA_METHOD * abs(value) + rounding), (label, key)
+        assert printed["t_crit"] == pytest.approx({2: 4.303, 1: 12.706}[df], abs=5e-3)

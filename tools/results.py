@@ -151,14 +151,17 @@ def seeds_table(path: Path) -> list[str]:
 
 
 def claims_against_the_dpo_curve(seeds_file: Path, rows: list[dict]) -> list[str]:
-    """Sentences comparing each other method with DPO at the same KL, which state only what survives the spread over
-    training seeds. The DPO curve: the SFT model at KL 0, then each DPO β's mean over its seeds (final models, no label
-    noise), linear between them (`metrics.curve_at`, the standard errors carried over). A setting trained with several
-    seeds is compared at its mean KL: its mean reward minus the curve's, with the standard error of the difference
-    sqrt(se_setting^2 + se_curve^2); above or below the curve only when the difference is over 2 standard errors
-    (`metrics.difference_beyond_noise`), else within noise. A setting of one seed, or past DPO's KL range, is named
-    and not compared."""
-    from dpo_pipeline.metrics import curve_at, difference_beyond_noise
+    """Sentences comparing each other method with DPO at the same KL, which state only what survives every error that
+    goes into the comparison (`metrics.compare_with_concave_curve`). The DPO curve passes through the SFT model at KL
+    0 (its reward's error over prompts: it has no training seed; its KL exactly 0) and each DPO β's means over its
+    seeds (final models, no label noise; their KL and reward errors over seeds). Taken as concave and
+    non-decreasing, at a method's mean KL it lies between the chord of the neighbouring points and an upper bound
+    (the neighbouring chords extended, the next point's reward). A method is above the curve when its mean reward
+    clears the upper bound, below when it is under the chord, each by more than t_{0.975}(n - 1) standard errors of
+    the difference (n the fewest seeds among the method and the DPO settings); the sentence prints both
+    differences, their t and the critical value. A setting past DPO's largest mean KL, or of one seed, is named and
+    not compared."""
+    from dpo_pipeline.metrics import CURVE_DRAWS, CURVE_SEED, SeedMean, compare_with_concave_curve
     from dpo_pipeline.report import series_label
 
     if not seeds_file.is_file():
@@ -169,34 +172,60 @@ def claims_against_the_dpo_curve(seeds_file: Path, rows: list[dict]) -> list[str
     dpo = [g for g in groups if g["method"] == "dpo" and g["loss_type"] == "sigmoid" and not float(g["label_noise"] or 0)]
     if sft is None or len(dpo) < 2:
         return []
-    curve = [(0.0, sft["reward"], sft.get("reward_sem") or 0.0)] + [
-        (g["kl_mean"], g["reward_mean"], g["reward_se"]) for g in dpo]
+    curve = [SeedMean(0.0, 0.0, sft["reward"], sft.get("reward_sem") or 0.0)] + [
+        SeedMean(g["kl_mean"], g["kl_se"], g["reward_mean"], g["reward_se"]) for g in dpo]
+    fewest_dpo_seeds = min(int(g["num_seeds"]) for g in dpo)
     lines = []
     for group in sorted((g for g in groups if g not in dpo and not float(g["label_noise"] or 0)),
                         key=lambda g: (g["label"], g["kl_mean"])):
-        kl, reward = group["kl_mean"], group["reward_mean"]
-        head = (f"- {group['label']} ({group['num_seeds']} seeds): KL {kl:.2f} ± {group['kl_se']:.2f}, reward "
-                f"{reward:.3f} ± {group['reward_se']:.3f}")
-        at = curve_at(curve, kl)
-        if at is None:
-            lines.append(f"{head}: past DPO's largest mean KL ({max(x for x, _, _ in curve):.2f}), no DPO point to "
+        method = SeedMean(group["kl_mean"], group["kl_se"], group["reward_mean"], group["reward_se"])
+        head = (f"- {group['label']} ({group['num_seeds']} seeds): KL {method.kl:.2f} ± {method.kl_se:.2f}, reward "
+                f"{method.reward:.3f} ± {method.reward_se:.3f}")
+        # The seed-level errors with the fewest seeds set the degrees of freedom; SFT's error over its many
+        # prompts does not limit them.
+        seeds = min(int(group["num_seeds"]), fewest_dpo_seeds)
+        found = compare_with_concave_curve(method, curve, degrees_of_freedom=seeds - 1)
+        if found is None:
+            lines.append(f"{head}: past DPO's largest mean KL ({max(p.kl for p in curve):.2f}), no DPO point to "
                          "compare with.")
             continue
-        difference = reward - at[0]
-        error = (group["reward_se"] ** 2 + at[1] ** 2) ** 0.5
-        verdict = (("above" if difference > 0 else "below") + " the DPO curve"
-                   if difference_beyond_noise(difference, error) else "within noise of the DPO curve")
-        lines.append(f"{head}; the DPO curve there {at[0]:.3f} ± {at[1]:.3f}: {difference:+.3f} ± {error:.3f}, "
-                     f"{verdict}.")
+        lines.append(f"{head}; the DPO curve there between {found['lower']:.3f} (chord) and {found['upper']:.3f} "
+                     f"(upper bound); reward minus chord {found['d_lower']:+.3f} ± {found['se_lower']:.3f} "
+                     f"(t = {found['t_lower']:.2f}), minus upper bound {found['d_upper']:+.3f} ± "
+                     f"{found['se_upper']:.3f} (t = {found['t_upper']:.2f}); critical t {found['t_crit']:.2f} "
+                     f"({seeds - 1} df): {verdict_words(found)}.")
     in_groups = {run for group in groups for run in str(group["runs"]).split()}
     single = sorted({series_label(row) for row in rows if row["is_final"] and row["run"] not in in_groups
                      and row["method"] not in ("sft", "best_of_n", "dpo") and not row.get("label_noise")})
     if single:
         lines.append(f"- One training seed, so not compared: {', '.join(single)}.")
-    intro = ("Each method against the DPO curve at its own KL (`make study`; DPO's 3-seed means joined by lines from "
-             "the SFT model at KL 0; ± one standard error over seeds; a difference counts when it is over 2 standard "
-             "errors):")
+    intro = ("Each method against the DPO curve at its own KL (`make study`). The curve passes through the SFT model "
+             "at KL 0 and DPO's means over seeds; taken as concave and non-decreasing, at a method's KL it lies "
+             "between the chord of the neighbouring points (its lower bound) and the least of the neighbouring "
+             "chords extended and the next point's reward (its upper bound). ± is one standard error: over seeds, "
+             "SFT's over prompts. The error of each difference carries the method's KL and reward errors, every DPO "
+             f"point's KL and reward errors and SFT's reward error ({CURVE_DRAWS:,} normal draws, seed {CURVE_SEED})."
+             " A method is called above the DPO curve only when (reward − upper bound) / its error exceeds the "
+             "two-sided 95% t quantile with n − 1 degrees of freedom (n the fewest seeds among the method and the "
+             "DPO settings: 4.30 for 3 seeds), below only when (reward − chord) / its error is under minus that; "
+             "otherwise within the bracket or the noise:")
     return [intro, "", *lines] if lines else []
+
+
+def verdict_words(found: dict) -> str:
+    """The verdict of `metrics.compare_with_concave_curve` in words, naming the bound that decided it."""
+    if found["verdict"] == "above":
+        return "above the DPO curve (clears its upper bound)"
+    if found["verdict"] == "below":
+        return "below the DPO curve (under its chord)"
+    over_chord, under_upper = found["t_lower"] > found["t_crit"], found["t_upper"] < -found["t_crit"]
+    if over_chord and under_upper:
+        return "within the bracket of the DPO curve (over its chord and under its upper bound)"
+    if over_chord:
+        return "within the bracket of the DPO curve (over its chord, not clear of its upper bound)"
+    if under_upper:
+        return "within the bracket of the DPO curve (under its upper bound, not under its chord)"
+    return "within noise of the DPO curve"
 
 
 def before_and_after(before_file: Path, rows: list[dict]) -> list[str]:
