@@ -9,6 +9,8 @@ import pytest
 
 import rl
 from dpo_pipeline.cli import run_script
+from dpo_pipeline.errors import PipelineError
+from dpo_pipeline.stages.rl import classifier_reward_scale
 from tests.conftest import TRAINING_ON_CPU
 from tests.helpers import launch, run_command
 
@@ -97,7 +99,8 @@ def rl_sweep(tiny_assets, pairs_dir, reward_model, tmp_path_factory):  # noqa: F
     return out
 
 
-def test_rloo_trains_with_the_true_and_the_learned_reward_and_eval_puts_both_on_the_frontier(rl_sweep, tiny_assets):
+def test_rloo_trains_with_the_true_and_the_learned_reward_and_eval_puts_both_on_the_frontier(rl_sweep, tiny_assets,
+                                                                                            pairs_dir):
     import torch
     from safetensors.torch import load_file
 
@@ -110,6 +113,12 @@ def test_rloo_trains_with_the_true_and_the_learned_reward_and_eval_puts_both_on_
         assert json.loads((run_dir / "stage_complete.json").read_text())["summary"]["global_step"] == 4
         trained = load_file(run_dir / "model.safetensors")
         assert any(not torch.equal(trained[key], sft[key]) for key in sft)
+    # the true reward trained on in sd units of the pairs' SFT samples, its scale recorded; the learned one has its own
+    pairs = [json.loads(line) for line in (pairs_dir / "pairs.jsonl").read_text().splitlines()]
+    scale = classifier_reward_scale(pairs)
+    summary = json.loads((rl_sweep / "method-rloo_reward-classifier_beta-0.05" / "stage_complete.json").read_text())
+    assert summary["summary"]["reward_mean"] == pytest.approx(scale["mean"], rel=1e-9)
+    assert summary["summary"]["reward_sd"] == pytest.approx(scale["sd"], rel=1e-9) and scale["samples"] > len(pairs) / 3
     out = rl_sweep.parent / "eval"
     run_command("eval.py", "--sft_model_path", tiny_assets["sft_model"], "--dpo_output_dir", rl_sweep,
                 "--classifier_name_or_path", tiny_assets["classifier"], "--dataset_name", tiny_assets["data"],
@@ -203,3 +212,29 @@ def test_rl_trains_without_dropout_two_log_prob_passes_agree_and_the_run_records
         parse_config(rl.dataclass_types(), [*args, "--disable_dropout", "false"])
     recorded = json.loads((rl_sweep / "method-rloo_reward-classifier_beta-0.05" / "run_config.json").read_text())
     assert recorded["configs"]["training"]["disable_dropout"] is True
+
+
+def test_the_true_reward_is_standardised_on_the_distinct_sft_samples_worked_by_hand():
+    """Pairs (prompt, chosen, rejected) with their recorded P(POSITIVE): (a, b, c) 0.9 / 0.5, (a, b, e) 0.9 / 0.1,
+    (d, b, f) 0.7 / 0.5. Distinct (prompt, completion) samples, each once: ab 0.9, ac 0.5, ae 0.1, db 0.7, df 0.5 (b
+    of prompt a is one sample, b of prompt d another). Mean 2.7 / 5 = 0.54; population sd
+    sqrt((0.36^2 + 0.04^2 + 0.44^2 + 0.16^2 + 0.04^2) / 5) = sqrt(0.352 / 5) = 0.265330. A completion the classifier
+    scores 0.9 gets the reward (0.9 - 0.54) / 0.265330 = 1.356801."""
+    from dpo_pipeline.stages.rl import ClassifierReward
+
+    pairs = ([
+        {"prompt": "a", "chosen": "b", "rejected": "c", "chosen_reward": 0.9, "rejected_reward": 0.5},
+        {"prompt": "a", "chosen": "b", "rejected": "e", "chosen_reward": 0.9, "rejected_reward": 0.1},
+        {"prompt": "d", "chosen": "b", "rejected": "f", "chosen_reward": 0.7, "rejected_reward": 0.5}])
+    scale = classifier_reward_scale(pairs)
+    assert scale["samples"] == 5
+    assert scale["mean"] == pytest.approx(0.54) and scale["sd"] == pytest.approx(0.265330, abs=1e-6)
+
+    class Scores:  # a classifier that gives every text the score its text names
+        def score(self, texts):
+            return [float(text.split()[-1]) for text in texts]
+
+    reward = ClassifierReward(Scores(), scale["mean"], scale["sd"])
+    assert reward(["p "], ["0.9"]) == pytest.approx([1.356801], abs=1e-6)
+    with pytest.raises(PipelineError, match="cannot be standardised"):
+        ClassifierReward(Scores(), 0.5, 0.0)

@@ -23,7 +23,7 @@ from ..configs import RL_METHODS, RL_REWARDS, RLScriptArguments
 from ..distributed import process_state
 from ..errors import PipelineError
 from ..hub import require_source
-from ..inputs import read_json
+from ..inputs import read_json, read_jsonl
 from ..models import (
     LearnedRewardModel,
     SentimentClassifier,
@@ -80,16 +80,15 @@ class ClassifierReward:
         return [(score - self.mean) / self.sd for score in scores]
 
 
-def classifier_reward_scale(pairs, classifier: SentimentClassifier | None = None) -> dict:
-    """{"mean", "sd", "samples"} of the classifier's P(POSITIVE) over the distinct SFT completions of `pairs` (each
-    (prompt, completion) once, as the reward model's standardisation counts them), sd the population standard
-    deviation. The scores are the ones preference_pairs.py recorded (`chosen_reward`, `rejected_reward`: the same
-    classifier on prompt + completion); pairs without them are scored by `classifier`."""
+def classifier_reward_scale(pairs: list[dict], classifier: SentimentClassifier | None = None) -> dict:
+    """{"mean", "sd", "samples"} of the classifier's P(POSITIVE) over the distinct SFT completions of `pairs` (pair
+    records; each (prompt, completion) counted once, as the reward model's standardisation counts them), sd the
+    population standard deviation. The scores are the ones preference_pairs.py recorded (`chosen_reward`,
+    `rejected_reward`: the same classifier on prompt + completion); pairs without them are scored by `classifier`."""
     import statistics
 
-    keys = ("prompt_ids", "chosen_ids", "rejected_ids") if "prompt_ids" in pairs.column_names else (
-        "prompt", "chosen", "rejected")
-    recorded = {"chosen_reward", "rejected_reward"} <= set(pairs.column_names)
+    keys = ("prompt_ids", "chosen_ids", "rejected_ids") if "prompt_ids" in pairs[0] else ("prompt", "chosen", "rejected")
+    recorded = all("chosen_reward" in pair and "rejected_reward" in pair for pair in pairs)
     scores = {}
     for pair in pairs:
         for side in ("chosen", "rejected"):
@@ -230,7 +229,7 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
                 script_args.classifier_name_or_path, device=process_state(training_args).device,
                 batch_size=script_args.classifier_batch_size, max_length=script_args.classifier_max_length,
                 trust_remote_code=trust)
-            scale = classifier_reward_scale(load_preferences(script_args.pairs_file), classifier)
+            scale = classifier_reward_scale(read_jsonl(script_args.pairs_file, "pairs_file"), classifier)
             logger.info("The true reward, P(POSITIVE), has mean %.4f and sd %.4f on the pairs' %d SFT samples: RL "
                         "trains on it standardised by them", scale["mean"], scale["sd"], scale["samples"])
             rewards["classifier"] = ClassifierReward(classifier, scale["mean"], scale["sd"])
