@@ -119,8 +119,9 @@ def rl_config(args, method: str):
 def rl_trainer(method: str, args, model_name_or_path: str, reward, prompts, tokenizer, peft_config=None,
                callbacks=None):
     """TRL's RLOO or GRPO trainer of one run, as the stage builds it: dropout is off in the policy and the
-    reference (the config refuses otherwise), so that rollouts and the KL penalty's log-probs are the policy's."""
-    from trl import GRPOTrainer, RLOOTrainer
+    reference (the config refuses otherwise), so that rollouts and the KL penalty's log-probs are the policy's; its
+    log-probs are taken at the positions the completions were sampled at (`trainers.RLOOTrainer`)."""
+    from ..trainers import GRPOTrainer, RLOOTrainer
 
     config = rl_config(args, method)
     if not config.disable_dropout:  # the config refuses it; a config built in code must not slip through either
