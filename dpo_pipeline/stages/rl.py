@@ -120,7 +120,7 @@ def rl_trainer(method: str, args, model_name_or_path: str, reward, prompts, toke
                callbacks=None):
     """TRL's RLOO or GRPO trainer of one run, as the stage builds it: dropout is off in the policy and the
     reference (the config refuses otherwise), so that rollouts and the KL penalty's log-probs are the policy's; its
-    log-probs are taken at the positions the completions were sampled at (`trainers.RLOOTrainer`)."""
+    log-probs are taken at the positions the completions were sampled at, in float32 (`trainers.RLOOTrainer`)."""
     from ..trainers import GRPOTrainer, RLOOTrainer
 
     config = rl_config(args, method)
