@@ -1,12 +1,50 @@
-"""TRL's trainers, where the pipeline needs them to do one thing more."""
+"""TRL's trainers, where the pipeline needs them to do one thing more.
+
+Every trainer here computes its training log-probabilities in float32 under bf16 autocast (`fused_heads_in_float32`),
+and the online RL trainers compute them at the positions they sampled at (`LogProbsAtSampledPositions`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
 import trl
+import trl.trainer.dpo_trainer
+import trl.trainer.grpo_trainer
+import trl.trainer.rloo_trainer
 
+from .generation import position_ids_from_mask
 from .pairs import TOKENIZED_COLUMNS
+
+
+@contextlib.contextmanager
+def fused_heads_in_float32(trainer_module):
+    """While a TRL trainer of `trainer_module` (e.g. `trl.trainer.dpo_trainer`) is built, every fused LM head it adds
+    (`trl.trainer.utils.add_fused_lm_head`: the policy's and the reference model's) runs in float32, outside autocast:
+    TRL's own `cast_lm_head_to_fp32=True`, with TRL's choice of temperature and outputs kept.
+
+    Why: under bf16 autocast the fused head computes its logits in bfloat16. GPT-2 Large's logits lie around -60 to
+    -70, where bfloat16 values are 0.25 to 0.5 apart, so a 64-token log-probability moves by tenths of a nat: noise of
+    beta x 0.3 in the DPO margin at beta = 5, and in RLOO's KL penalty. With it the head casts the hidden states up and
+    multiplies them by the head's weights cast up tile by tile, so a head stored in bfloat16 (a model loaded in
+    bfloat16) is read as it is, and the input embeddings GPT-2 ties to it are left untouched. (GRPO's own
+    `cast_lm_head_to_fp32` also casts the head module to float32, and fails on GPT-2: it looks for
+    `model.model.embed_tokens` to keep tied embeddings in their dtype.)
+
+    Why during __init__ rather than patching the heads again afterwards: `DPOTrainer.__init__` precomputes the
+    reference log-probs (`precompute_ref_log_probs`) right after adding the heads, so that pass is in float32 too.
+    """
+    add_fused_lm_head = trainer_module.add_fused_lm_head
+
+    def add_fused_lm_head_in_float32(model, **kwargs):
+        return add_fused_lm_head(model, **{**kwargs, "cast_lm_head_to_fp32": True})
+
+    trainer_module.add_fused_lm_head = add_fused_lm_head_in_float32
+    try:
+        yield
+    finally:
+        trainer_module.add_fused_lm_head = add_fused_lm_head
 
 
 class DPOTrainer(trl.DPOTrainer):
@@ -15,7 +53,14 @@ class DPOTrainer(trl.DPOTrainer):
     tokenizing prompt + completion again); for pairs sampled by preference_pairs.py that would train on token
     sequences the policy never sampled. Such a dataset goes straight to TRL's own collator and loss; any other
     dataset is prepared by TRL as usual.
+
+    Its log-probabilities (the policy's, the reference model's and the precomputed reference ones) are computed in
+    float32 whatever the autocast dtype (`fused_heads_in_float32`).
     """
+
+    def __init__(self, *args, **kwargs):
+        with fused_heads_in_float32(trl.trainer.dpo_trainer):
+            super().__init__(*args, **kwargs)
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         if all(column in dataset.column_names for column in TOKENIZED_COLUMNS):
@@ -84,3 +129,50 @@ class UnlikelihoodTrainer(DPOTrainer):
                 outputs = model(**model_kwargs)
             return terms["loss"], outputs
         return terms["loss"]
+
+
+def _position_ids_from_attention_mask(module, args, kwargs):
+    """Forward pre-hook (with_kwargs=True): `position_ids` from the call's attention mask where the caller gave none."""
+    if kwargs.get("position_ids") is None and kwargs.get("attention_mask") is not None:
+        return args, {**kwargs, "position_ids": position_ids_from_mask(kwargs["attention_mask"])}
+    return None
+
+
+class LogProbsAtSampledPositions:
+    """For TRL's RLOO and GRPO trainers: every log-probability pass (the policy's, the reference model's, the old
+    policy's) runs at the positions the completions were sampled at.
+
+    The prompts are left-padded. `generate` gives each token the position `cumsum(attention_mask) - 1` (padding at 0),
+    but TRL 1.16's `_get_per_token_logps_and_entropies` calls the model with `input_ids` and `attention_mask` only, and
+    GPT-2 (learned absolute position embeddings) then counts positions from the first column, padding included: on a
+    left-padded row the policy gradient and the KL penalty used the log-probs of another distribution than the one
+    sampled (tests/test_online_rl.py: up to 0.14 nats a token on the tiny model). Here each of those
+    forwards gets `position_ids_from_mask(attention_mask)` (the same positions; vLLM, which does not pad, counts the
+    same way), through a forward pre-hook on the model held for the duration of the call. The forward is TRL's fused
+    LM head, which passes its keyword arguments on to the backbone.
+    """
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, *args, **kwargs):
+        hook = model.register_forward_pre_hook(_position_ids_from_attention_mask, with_kwargs=True)
+        try:
+            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, *args, **kwargs)
+        finally:
+            hook.remove()
+
+
+class RLOOTrainer(LogProbsAtSampledPositions, trl.RLOOTrainer):
+    """TRL's `RLOOTrainer` with its log-probs at the sampled positions (`LogProbsAtSampledPositions`) and in float32
+    whatever the autocast dtype (`fused_heads_in_float32`)."""
+
+    def __init__(self, *args, **kwargs):
+        with fused_heads_in_float32(trl.trainer.rloo_trainer):
+            super().__init__(*args, **kwargs)
+
+
+class GRPOTrainer(LogProbsAtSampledPositions, trl.GRPOTrainer):
+    """TRL's `GRPOTrainer` with its log-probs at the sampled positions (`LogProbsAtSampledPositions`) and in float32
+    whatever the autocast dtype (`fused_heads_in_float32`)."""
+
+    def __init__(self, *args, **kwargs):
+        with fused_heads_in_float32(trl.trainer.grpo_trainer):
+            super().__init__(*args, **kwargs)

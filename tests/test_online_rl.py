@@ -222,10 +222,10 @@ def test_the_true_reward_is_standardised_on_the_distinct_sft_samples_worked_by_h
     scores 0.9 gets the reward (0.9 - 0.54) / 0.265330 = 1.356801."""
     from dpo_pipeline.stages.rl import ClassifierReward
 
-    pairs = ([
+    pairs = [
         {"prompt": "a", "chosen": "b", "rejected": "c", "chosen_reward": 0.9, "rejected_reward": 0.5},
         {"prompt": "a", "chosen": "b", "rejected": "e", "chosen_reward": 0.9, "rejected_reward": 0.1},
-        {"prompt": "d", "chosen": "b", "rejected": "f", "chosen_reward": 0.7, "rejected_reward": 0.5}])
+        {"prompt": "d", "chosen": "b", "rejected": "f", "chosen_reward": 0.7, "rejected_reward": 0.5}]
     scale = classifier_reward_scale(pairs)
     assert scale["samples"] == 5
     assert scale["mean"] == pytest.approx(0.54) and scale["sd"] == pytest.approx(0.265330, abs=1e-6)
@@ -238,3 +238,40 @@ def test_the_true_reward_is_standardised_on_the_distinct_sft_samples_worked_by_h
     assert reward(["p "], ["0.9"]) == pytest.approx([1.356801], abs=1e-6)
     with pytest.raises(PipelineError, match="cannot be standardised"):
         ClassifierReward(Scores(), 0.5, 0.0)
+
+
+@pytest.mark.parametrize("method", ["rloo", "grpo"])
+def test_rl_log_probs_of_left_padded_rows_are_those_of_the_row_alone(method, tiny_assets, pairs_dir, tmp_path):
+    """`generate` samples a left-padded prompt at positions counted from its first real token; the policy-gradient
+    and KL log-probs must be taken at the same ones. Built as the stage builds it, the trainer's per-token log-probs
+    (policy, as the loss calls it; reference, as scoring calls it, two rows at a time) of 3 rows with prompts of 2, 5
+    and 7 tokens, left-padded to one width with the completion after, equal each row's forward alone, unpadded
+    (positions 0..n-1), to 1e-5 (float32 on the CPU). TRL's own trainers count positions from the first column,
+    padding included: there the first row's completion tokens were off by up to 0.14 nats."""
+    import torch
+
+    from dpo_pipeline.cli import parse_config
+    from dpo_pipeline.generation import left_pad
+    from dpo_pipeline.models import load_tokenizer
+    from dpo_pipeline.stages.rl import rl_trainer, training_prompts
+
+    args = [str(arg) for arg in rl_args(tiny_assets, pairs_dir, tmp_path / "sweep", tmp_path, "beta=0.05")]
+    _, training_args, _ = parse_config(rl.dataclass_types(), [*args, "--beta", "0.05"])  # a reference model
+    tokenizer = load_tokenizer(str(tiny_assets["sft_model"]), "model_name_or_path")
+    prompts = training_prompts(str(pairs_dir / "pairs.jsonl"), tokenizer, 8)
+    trainer = rl_trainer(method, training_args, str(tiny_assets["sft_model"]), lambda completions, **_: [0.0] *
+                         len(completions), prompts, tokenizer)
+    completion = [41, 42, 43, 44]
+    rows = [[11, 12] + completion, [21, 22, 23, 24, 25] + completion, [31, 32, 33, 34, 35, 36, 37] + completion]
+    ids, mask = left_pad(rows, tokenizer.pad_token_id)
+    with torch.no_grad():
+        policy, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, len(completion),
+                                                                  compute_entropy=True)
+        reference, _, _ = trainer._get_per_token_logps_and_entropies(trainer.ref_model, ids, mask, len(completion),
+                                                                     batch_size=2)
+        for model, padded in ((trainer.model, policy), (trainer.ref_model, reference)):
+            for row, logps in zip(rows, padded):
+                alone = torch.tensor([row])
+                logits = model(input_ids=alone).logits[0, -len(completion) - 1 : -1]
+                expected = logits.log_softmax(-1).gather(-1, alone[0, -len(completion) :, None])[:, 0]
+                torch.testing.assert_close(logps, expected, rtol=0, atol=1e-5)

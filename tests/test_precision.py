@@ -140,3 +140,94 @@ def test_eval_measures_in_float32_whatever_it_samples_in(sampled):
             p = torch.distributions.Categorical(logits=policy(ids).logits[0, width - 1 : -1].double())
             r = torch.distributions.Categorical(logits=reference(ids).logits[0, width - 1 : -1].double())
         assert sample["kl"] == pytest.approx(torch.distributions.kl_divergence(p, r).sum().item(), abs=1e-4)
+
+
+def float64_head_logps(model, input_ids, attention_mask, position_ids=None):
+    """[B, L - 1] log-probabilities of each next token: the model's body as it runs (under the caller's autocast),
+    its head's weights applied in float64. What a float32 head should give, to float32 rounding."""
+    hidden = model.transformer(input_ids=input_ids, attention_mask=attention_mask,
+                               position_ids=position_ids).last_hidden_state
+    logits = hidden.double() @ model.lm_head.weight.double().T
+    return logits[:, :-1].log_softmax(-1).gather(-1, input_ids[:, 1:, None])[..., 0]
+
+
+@pytest.mark.parametrize("weights", [torch.float32, torch.bfloat16])
+def test_dpo_training_log_probs_are_float32_under_bf16_autocast(weights, tmp_path):
+    """DPO under bf16 autocast (`bf16=True`, as every gpt2-large and paper config trains) with the reference
+    log-probs precomputed, on this GPT-2 with GPT-2 Large's logit magnitudes (at -65 bfloat16 values are 0.25 to 0.5
+    apart; a randomly initialised GPT-2's logits lie near 0, where bfloat16 rounding would hide). Per pair, at step 0
+    (the policy is the reference): the per-token log-probs TRL's loss computes equal the float64 head's on the same
+    hidden states to 1e-5 relative, the precomputed reference log-probs are their sums, and the margin
+    (chosen log-ratio minus rejected log-ratio) is 0 to 1e-6: both passes compute the same float32 numbers on the CPU.
+    Also with the weights in bfloat16 (a model loaded so): the head is read as it is, still tied to the embeddings.
+
+    Measured with TRL's bfloat16 head instead: per-token log-probs off by up to 0.29 nats, sequence log-probs by up to
+    0.38 (the margin stays 0 here only because both passes round alike on the CPU, where the kernels do not depend on
+    the batch's shape); with the float32 head added after __init__ (on the policy, not on the precomputed pass),
+    margins of up to 0.58 nats, 2.9 in beta x margin."""
+    from datasets import Dataset
+    from trl import DPOConfig
+
+    from dpo_pipeline.trainers import DPOTrainer
+    from tools.loss_differences import PAIRS, tiny_tokenizer
+
+    beta = 5.0
+    model = large_logit_gpt2().to(weights)
+    pairs = Dataset.from_dict({"prompt_ids": [p for p, _, _ in PAIRS], "chosen_ids": [c for _, c, _ in PAIRS],
+                               "rejected_ids": [r for _, _, r in PAIRS]})
+    # All 4 pairs in one precomputed batch (padded to the longest), one pair per training batch (unpadded): training
+    # batches differ from the precomputed ones, as they do once the sampler shuffles.
+    args = DPOConfig(output_dir=str(tmp_path), beta=beta, bf16=True, use_cpu=True, precompute_ref_log_probs=True,
+                     precompute_ref_batch_size=len(PAIRS), per_device_train_batch_size=1, report_to="none",
+                     activation_checkpointing=False, max_length=None)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=pairs, processing_class=tiny_tokenizer())
+    assert trainer.ref_model is None and model.lm_head.weight is model.transformer.wte.weight
+    assert model.lm_head.weight.dtype == weights
+    trainer.model.train()
+    seen = []
+    hook = trainer.model.register_forward_hook(lambda module, args, output: seen.append(output.log_probs))
+    for index in range(len(PAIRS)):
+        pair = trainer.train_dataset[index]
+        batch = trainer.data_collator([pair])  # [chosen; rejected]
+        with torch.no_grad(), trainer.accelerator.autocast():
+            trainer.compute_loss(trainer.model, batch)
+            expected = float64_head_logps(model, batch["input_ids"], batch["attention_mask"])
+        completion = batch["completion_mask"][:, 1:].bool()
+        torch.testing.assert_close(seen[-1][completion].double(), expected[completion], rtol=1e-5, atol=1e-6)
+        sums = (expected * completion).sum(1)
+        torch.testing.assert_close(torch.tensor([pair["ref_chosen_logps"], pair["ref_rejected_logps"]],
+                                                dtype=torch.float64), sums, rtol=1e-5, atol=0)
+        assert trainer._metrics["train"]["rewards/margins"][-1] / beta == pytest.approx(0, abs=1e-6)
+    hook.remove()
+
+
+@pytest.mark.parametrize("method", ["rloo", "grpo"])
+def test_rl_training_log_probs_are_float32_under_bf16_autocast(method, tmp_path):
+    """The pipeline's RLOO and GRPO trainers under bf16 autocast, on the GPT-2 with GPT-2 Large's logit magnitudes:
+    the per-token completion log-probs of the policy (as the loss calls it) and of the reference (as scoring does) on
+    left-padded rows equal the float64 head's on the same hidden states (at the sampled positions) to 1e-5 relative.
+    With TRL's bfloat16 head they were off by up to 0.27 nats."""
+    from datasets import Dataset
+    from trl import GRPOConfig, RLOOConfig
+
+    from dpo_pipeline.generation import left_pad, position_ids_from_mask
+    from dpo_pipeline.trainers import GRPOTrainer, RLOOTrainer
+    from tools.loss_differences import tiny_tokenizer
+
+    large_logit_gpt2().save_pretrained(tmp_path / "model")
+    config_class, trainer_class = (RLOOConfig, RLOOTrainer) if method == "rloo" else (GRPOConfig, GRPOTrainer)
+    args = config_class(output_dir=str(tmp_path / "out"), beta=0.05, bf16=True, use_cpu=True, num_generations=2,
+                        per_device_train_batch_size=2, report_to="none")
+    trainer = trainer_class(model=str(tmp_path / "model"), reward_funcs=lambda completions, **_: [0.0] *
+                            len(completions), args=args, train_dataset=Dataset.from_dict({"prompt": ["t5 t6"] * 2}),
+                            processing_class=tiny_tokenizer())
+    completion = [41, 42, 43, 44, 45, 46]
+    ids, mask = left_pad([[11, 12] + completion, [21, 22, 23, 24, 25] + completion], pad_token_id=0)
+    with torch.no_grad(), trainer.accelerator.autocast():
+        policy, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, len(completion),
+                                                                  compute_entropy=True)
+        reference, _, _ = trainer._get_per_token_logps_and_entropies(trainer.ref_model, ids, mask, len(completion),
+                                                                     batch_size=1)
+        for model, logps in ((trainer.model, policy), (trainer.ref_model, reference)):
+            expected = float64_head_logps(model, ids, mask, position_ids_from_mask(mask))[:, -len(completion) :]
+            torch.testing.assert_close(logps.double(), expected, rtol=1e-5, atol=1e-6)

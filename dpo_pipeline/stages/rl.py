@@ -141,6 +141,9 @@ def rl_config(args, method: str):
     where a GRPO-only setting was changed: RLOO would not read it)."""
     from trl import GRPOConfig, RLOOConfig
 
+    if args.cast_lm_head_to_fp32:
+        raise PipelineError("cast_lm_head_to_fp32: the pipeline's RL trainers compute every log-prob in float32 "
+                            "already (trainers.fused_heads_in_float32), and TRL's own cast fails on GPT-2; drop it")
     if method == "grpo":
         return args
     defaults = {field.name: field.default for field in dataclasses.fields(GRPOConfig)}
@@ -157,8 +160,9 @@ def rl_config(args, method: str):
 def rl_trainer(method: str, args, model_name_or_path: str, reward, prompts, tokenizer, peft_config=None,
                callbacks=None):
     """TRL's RLOO or GRPO trainer of one run, as the stage builds it: dropout is off in the policy and the
-    reference (the config refuses otherwise), so that rollouts and the KL penalty's log-probs are the policy's."""
-    from trl import GRPOTrainer, RLOOTrainer
+    reference (the config refuses otherwise), so that rollouts and the KL penalty's log-probs are the policy's; its
+    log-probs are taken at the positions the completions were sampled at, in float32 (`trainers.RLOOTrainer`)."""
+    from ..trainers import GRPOTrainer, RLOOTrainer
 
     config = rl_config(args, method)
     if not config.disable_dropout:  # the config refuses it; a config built in code must not slip through either
