@@ -386,6 +386,7 @@ def test_a_model_of_the_wrong_kind_is_refused_before_any_weights_load(script, co
     ("beta=-1", [], ["beta must be a positive number", "-1"]),
     ("beta=0.1", ["--disable_dropout", "false"], ["disable_dropout: false is refused", "online RL"]),
     ("beta=0.1,disable_dropout=false", [], ["disable_dropout: false is refused"]),
+    ("method=grpo,beta=0.1", ["--cast_lm_head_to_fp32", "true"], ["cast_lm_head_to_fp32", "float32 already"]),
     ("reward=reward_model,beta=0.1", ["--reward_model_path", "no-such-folder"],
      ["reward_model_path", "no finished reward model"]),
 ])
