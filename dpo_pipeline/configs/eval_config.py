@@ -40,7 +40,9 @@ class EvalArguments(SamplingArguments):
         metadata={"help": "Best-of-N sampling from the SFT model as a reference curve, e.g. 1 4 16 64."},
     )
     best_of_n_prompts: int | None = field(
-        default=None, metadata={"help": "Use only the first this many prompts for best-of-N (it samples max N each)."}
+        default=None, metadata={"help": "Use only the first this many prompts for best-of-N (it samples max N each): "
+                                        "its curve is then measured on other prompts than the models' (the report "
+                                        "says so); the default is all of them."}
     )
     win_rate_tie_tolerance: float = field(
         default=0.0,
