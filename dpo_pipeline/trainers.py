@@ -7,6 +7,10 @@ and the online RL trainers compute them at the positions they sampled at (`LogPr
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import trl
@@ -16,6 +20,8 @@ import trl.trainer.rloo_trainer
 
 from .generation import position_ids_from_mask
 from .pairs import TOKENIZED_COLUMNS
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -58,14 +64,82 @@ class DPOTrainer(trl.DPOTrainer):
     float32 whatever the autocast dtype (`fused_heads_in_float32`).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, reference_cache: str | Path | None = None, **kwargs):
+        self.reference_cache = None if reference_cache is None else Path(reference_cache)
         with fused_heads_in_float32(trl.trainer.dpo_trainer):
             super().__init__(*args, **kwargs)
+
+    def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+        """TRL's precomputed reference log-probs (`precompute_ref_log_probs`), kept on disk in `reference_cache` (the
+        sweep folder's `.reference_logps/`) under a key of everything they depend on (`reference_logps_key`): the
+        reference's weights, the pairs, the settings that shape the batches and the precision. Every run of a sweep
+        on the same pairs and every resumed run reads them back: one reference pass over the pairs per sweep, not
+        one per run (TRL caches only datasets backed by files; the pipeline's pairs are built in memory, so TRL's
+        cache lives in a temporary folder of one process). Written atomically by the main process; a file of
+        another length than the pairs is computed again."""
+        if self.reference_cache is None:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        from safetensors.torch import load_file, save_file
+
+        path = self.reference_cache / f"{name}-{reference_logps_key(self, dataset, batch_size)}.safetensors"
+        if path.is_file():
+            cached = load_file(path)
+            if all(len(cached[column]) == len(dataset) for column in REFERENCE_COLUMNS):
+                logger.info("Reference log-probs of the %s pairs read from %s", name, path)
+                for column in REFERENCE_COLUMNS:
+                    dataset = dataset.add_column(column, cached[column].tolist())
+                return dataset
+        dataset = super()._precompute_ref_logps(dataset, name, batch_size)
+        if self.accelerator.is_main_process:
+            import torch
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.tmp")
+            save_file({column: torch.tensor(dataset[column], dtype=torch.float32) for column in REFERENCE_COLUMNS},
+                      temporary)
+            os.replace(temporary, path)
+        self.accelerator.wait_for_everyone()
+        return dataset
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         if all(column in dataset.column_names for column in TOKENIZED_COLUMNS):
             return dataset
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+
+REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+# Changes whenever the way the reference log-probs are computed changes (float32 head, positions, ...): a cache
+# written before is then not read.
+REFERENCE_LOGPS_VERSION = 1
+
+
+def reference_logps_key(trainer, dataset, batch_size: int) -> str:
+    """What precomputed reference log-probs depend on, hashed: the reference model's weights (the policy's at the
+    start, LoRA adapters left out: with them disabled it is the base model), the pairs (the dataset's content
+    fingerprint), the settings that shape its batches (max_length, truncation, padding-free, the batch size and
+    the padding token) and the precision (autocast dtype, the model's dtype), and the versions of TRL and of this
+    computation."""
+    import hashlib
+
+    import torch
+
+    args = trainer.args
+    reference = trainer.ref_model or trainer.model
+    digest = hashlib.sha256()
+    for key, tensor in sorted(reference.state_dict().items()):
+        if "lora_" in key:
+            continue
+        tensor = tensor.detach().cpu()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update((tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor).numpy().tobytes())
+    settings = {"version": REFERENCE_LOGPS_VERSION, "trl": trl.__version__, "dataset": dataset._fingerprint,
+                "max_length": args.max_length, "truncation_mode": args.truncation_mode,
+                "padding_free": args.padding_free, "batch_size": batch_size,
+                "pad_token_id": getattr(trainer.data_collator, "pad_token_id", None), "bf16": args.bf16,
+                "fp16": args.fp16,
+                "dtype": str(next(reference.parameters()).dtype)}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
 
 
 def tokenize_preference_pairs(dataset, tokenizer):

@@ -225,9 +225,55 @@ def test_the_gpu_speed_settings_train_as_the_plain_ones_and_resume(dpo_dir, tiny
         with pytest.raises(SystemExit):
             run(dpo, *dpo_args(tiny_assets, pairs_dir, resumed, "--sweep", "beta=1.0", *speed_settings))
     run(dpo, *dpo_args(tiny_assets, pairs_dir, resumed, "--sweep", "beta=1.0", *speed_settings))
-    assert calls["reference pass"] == 3  # the interrupted and the resumed run each made their own
+    # the interrupted run made its own pass; the resumed one read it back (the reference is the SFT model, not the
+    # checkpoint it resumes: a pass of another model would have another key, and be made again)
+    assert calls["reference pass"] == 2
     for name, tensor in load_file(resumed / "beta-1.0" / "model.safetensors").items():  # compiled kernels: 1e-5
         torch.testing.assert_close(tensor, precomputed[name], rtol=0, atol=1e-5 if compiled else 1e-6)
+
+
+def test_a_sweep_makes_one_reference_pass_over_the_pairs_and_a_new_entry_or_a_resume_none(dpo_dir, tiny_assets,
+                                                                                           pairs_dir, tmp_path,
+                                                                                           monkeypatch):
+    """precompute_ref_log_probs in a 4-entry sweep: the reference forward runs over the pairs once (one batch of
+    precompute_ref_batch_size pairs at a time: ceil(pairs / 8) batches), not once per entry; an entry added later
+    and a resumed run read the pass back from the sweep folder's .reference_logps/. The runs that read it train to
+    the weights of a run with a live reference model."""
+    import math
+
+    import torch
+    import trl
+    from safetensors.torch import load_file
+
+    from dpo_pipeline.stages.dpo import REFERENCE_CACHE
+    from tests.conftest import interrupt_after_checkpoint
+
+    batches = []
+    compute = trl.DPOTrainer.compute_ref_log_probs
+
+    def counting(self, model, inputs):
+        batches.append(len(inputs["input_ids"]) // 2)  # [chosen; rejected] in one batch
+        return compute(self, model, inputs)
+
+    monkeypatch.setattr(trl.DPOTrainer, "compute_ref_log_probs", counting)
+    pairs = len((pairs_dir / "pairs.jsonl").read_text().splitlines())
+    out = tmp_path / "sweep"
+    fast = ["--precompute_ref_log_probs", "true", "--precompute_ref_batch_size", 8]
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, out, "--sweep", "beta=0.1", "beta=1.0", "beta=0.2", "beta=0.5",
+                       *fast))
+    assert len(batches) == math.ceil(pairs / 8) and sum(batches) == pairs  # one pass over the pairs
+    assert len(list((out / REFERENCE_CACHE).glob("train-*.safetensors"))) == 1
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, out, "--sweep", "beta=0.1", "beta=1.0", "beta=0.2", "beta=0.5",
+                       "beta=2.0", *fast))
+    with monkeypatch.context() as patch:
+        interrupt_after_checkpoint(patch, 3)
+        with pytest.raises(SystemExit):
+            run(dpo, *dpo_args(tiny_assets, pairs_dir, out, "--sweep", "beta=3.0", *fast))
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, out, "--sweep", "beta=3.0", *fast))
+    assert sum(batches) == pairs  # the new entry and the interrupted and resumed one read it back
+    live = load_file(dpo_dir / "beta-1.0" / "model.safetensors")
+    for name, tensor in load_file(out / "beta-1.0" / "model.safetensors").items():
+        torch.testing.assert_close(tensor, live[name], rtol=0, atol=1e-5)
 
 
 def test_eval_writes_the_frontier_for_sft_and_every_checkpoint(dpo_dir, tiny_assets, tmp_path):

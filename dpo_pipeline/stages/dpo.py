@@ -38,6 +38,9 @@ from ..trainers import DPOTrainer, UnlikelihoodTrainer
 
 logger = logging.getLogger(__name__)
 
+# The sweep folder's cache of precomputed reference log-probs (`trainers.DPOTrainer._precompute_ref_logps`): one
+# reference pass over the pairs per sweep, read back by every other run and by a resumed one.
+REFERENCE_CACHE = ".reference_logps"
 # Sweep keys that choose the run's data rather than a DPOConfig field.
 DATA_SWEEP_KEYS = ("label_noise",)
 # Sweep keys that choose the run's loss rather than a DPOConfig field: `method=unlikelihood,alpha=0.1`.
@@ -257,7 +260,7 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
     def trainer(run, inputs, callbacks):
         tokenizer, pairs, eval_pairs = inputs
         kind, extra = ((UnlikelihoodTrainer, {"alpha": run.info["alpha"]}) if run.info["method"] == "unlikelihood"
-                       else (DPOTrainer, {}))
+                       else (DPOTrainer, {"reference_cache": Path(training_args.output_dir) / REFERENCE_CACHE}))
         return kind(model=model_args.model_name_or_path, ref_model=None, args=run.args,
                     train_dataset=pairs[run.data], eval_dataset=eval_pairs, processing_class=tokenizer,
                     quantization_config=get_quantization_config(model_args), peft_config=peft_config,
