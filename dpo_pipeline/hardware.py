@@ -37,6 +37,33 @@ def require_the_gpu_asked_for(training_args) -> None:
         raise PipelineError(f"bf16 is set (TRL's default) but {gpu_problem()}")
 
 
+def run_precision(training_args) -> str:
+    """The mixed precision a run's own config asks for: "bf16", "fp16" or "no" (float32)."""
+    return "fp16" if training_args.fp16 else "bf16" if training_args.bf16 else "no"
+
+
+def launcher_precision() -> str | None:
+    """The mixed precision `accelerate launch` imposes (its config's `mixed_precision`, or --mixed_precision), or
+    None when there is no such launcher or it leaves the choice to the run ("no")."""
+    imposed = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    return None if imposed == "no" else imposed
+
+
+def require_the_precision_asked_for(training_args) -> None:
+    """The precision a launcher imposes and the run's own agree, or the run stops before anything is written.
+    transformers takes `accelerate launch`'s mixed_precision whenever the run's bf16 and fp16 are both false: a run
+    whose config (and run_config.json) says float32 would train in bfloat16 under `configs/accelerate/*.yaml`'s
+    `mixed_precision: bf16`, and one that says bf16 under a launcher's fp16 would train in bf16 while the launcher
+    said otherwise. (The shipped ddp.yaml leaves the choice to the run.)"""
+    imposed, asked = launcher_precision(), run_precision(training_args)
+    if imposed is not None and imposed != asked:
+        flag = {"no": "--bf16 false --fp16 false", "bf16": "--bf16 true", "fp16": "--fp16 true"}
+        raise PipelineError(f"the launcher imposes mixed precision {imposed} (its config's mixed_precision) and the "
+                            f"run's config asks for {asked}: launch with --mixed_precision {asked} (or "
+                            f"mixed_precision: \"{asked}\" in the launcher's config), or pass {flag[imposed]} to the "
+                            "script, so that what trains is what run_config.json records")
+
+
 def gpu_problem() -> str | None:
     """Why torch can train in bfloat16 on no GPU here, in one sentence; None when it can."""
     import shutil

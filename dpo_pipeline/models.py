@@ -279,12 +279,29 @@ def check_model_flags(model_args, from_scratch: bool = False) -> None:
                             f"{package} package (pip install flash-attn); sdpa needs neither")
 
 
-def model_init_kwargs(model_args, trust_remote_code: bool) -> dict:
+def model_init_kwargs(model_args, trust_remote_code: bool, given: dict | str | None = None) -> dict:
     """How TRL's trainers load the policy (and the reference) from model_name_or_path, as TRL's own scripts do:
     revision, attention implementation, dtype (transformers' meaning: `auto` is the checkpoint's own) and whether
-    to run remote code."""
-    return {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
-            "dtype": model_args.dtype, "trust_remote_code": trust_remote_code}
+    to run remote code, merged with the config's own `model_init_kwargs` (`given`, a dict or its JSON), whose keys
+    win: `{"use_kernels": true}` (the Hub kernels TRL 1.16 names in place of use_liger_kernel) or an
+    `attn_implementation` reach the model. A key given there that replaces one of the model settings is said in one
+    line."""
+    import json
+
+    settings = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
+                "dtype": model_args.dtype, "trust_remote_code": trust_remote_code}
+    if isinstance(given, str):
+        try:
+            given = json.loads(given)
+        except json.JSONDecodeError:
+            raise PipelineError(f"model_init_kwargs: {given!r} is not a JSON object") from None
+    if given is not None and not isinstance(given, dict):
+        raise PipelineError(f"model_init_kwargs: {given!r} is not a mapping of from_pretrained arguments")
+    given = given or {}
+    for key in sorted(settings.keys() & given.keys()):
+        if given[key] != settings[key]:
+            logger.info("model_init_kwargs: %s=%r replaces %r of the model settings", key, given[key], settings[key])
+    return {**settings, **given}
 
 
 # A classifier's P(POSITIVE) as a task's reward (`tasks.Task`), read from a config's classifier_* fields: the sentiment

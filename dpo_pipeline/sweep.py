@@ -29,10 +29,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoints import check_free_disk, checkpoint_step, last_complete_checkpoint, training_steps
+from .checkpoints import (
+    check_free_disk,
+    checkpoint_step,
+    is_complete_checkpoint,
+    last_complete_checkpoint,
+    training_steps,
+)
 from .distributed import on_main, process_state
 from .errors import PipelineError
-from .hardware import launched_processes, require_the_gpu_asked_for
+from .hardware import launched_processes, require_the_gpu_asked_for, require_the_precision_asked_for, run_precision
 from .runs import RunFolder, atomic_write_json, config_dict, config_fingerprint
 from .tracking import start_wandb_run, wants_wandb
 from .training_run import TrainingRun, disk_needed, model_dtype
@@ -174,6 +180,31 @@ def require_the_sharding_asked_for(training_args) -> None:
                             "training); FSDP needs GPUs that torch sees")
 
 
+def resume_checkpoints(runs: list[SweepRun], trainings: list[TrainingRun], finished: list[bool]) -> dict[str, str]:
+    """A `resume_from_checkpoint` the user gave, checked before anything is written: {run name: checkpoint}.
+
+    Every run resumes from its own last complete checkpoint without being told (`TrainingRun.resume_from`); a user's
+    `resume_from_checkpoint: true` says the same. A path names one checkpoint, so it is honoured for a sweep of one
+    unfinished run (a complete checkpoint: its trainer state written last) and refused otherwise: in a sweep of
+    several runs it would start each of them from the same weights."""
+    given = runs[0].args.resume_from_checkpoint
+    if given is None or str(given).lower() in ("true", "1", "yes"):
+        return {}
+    if str(given).lower() in ("false", "0", "no"):
+        return {}
+    unfinished = [run for run, done in zip(runs, finished) if not done]
+    if len(runs) > 1:
+        raise PipelineError(f"resume_from_checkpoint: {given} names one checkpoint, and this sweep has {len(runs)} "
+                            "runs: each resumes from its own last checkpoint by itself (run the same command again); "
+                            "drop resume_from_checkpoint, or give a sweep of one entry")
+    if not unfinished:
+        return {}
+    if not is_complete_checkpoint(Path(given)):
+        raise PipelineError(f"resume_from_checkpoint: {given} is not a complete checkpoint (a checkpoint-<step> folder "
+                            "with its trainer_state.json)")
+    return {unfinished[0].name: str(given)}
+
+
 def ignore_bias_buffers(trainer, script_args) -> None:
     """TRL's `ignore_bias_buffers`: DDP skips the model's boolean buffers (a fix for some LM bias/mask buffers)."""
     if getattr(script_args, "ignore_bias_buffers", False):
@@ -270,8 +301,11 @@ def run_sweep(recipe: StageRecipe, runs: list[SweepRun], script_args, model_args
 
     inputs = recipe.load_inputs()
     require_the_gpu_asked_for(runs[0].args)
+    for run in runs:
+        require_the_precision_asked_for(run.args)
     require_data_parallel(runs[0].args)
     require_the_sharding_asked_for(runs[0].args)
+    resume_from = resume_checkpoints(runs, trainings, finished)
 
     def check_disk():
         needed = 0
@@ -292,7 +326,9 @@ def run_sweep(recipe: StageRecipe, runs: list[SweepRun], script_args, model_args
     for run, training, done in zip(runs, trainings, finished):
         if done:
             continue
-        configs = {"script": script_args, "training": run.args, "model": model_args}
+        # the precision that trains (require_the_precision_asked_for: the launcher's agrees or imposes none)
+        configs = {"script": script_args, "training": run.args, "model": model_args,
+                   "precision": {"mixed_precision": run_precision(run.args)}}
         if run.overrides:
             configs["overrides"] = run.overrides
 
@@ -307,7 +343,7 @@ def run_sweep(recipe: StageRecipe, runs: list[SweepRun], script_args, model_args
         logger.info(recipe.describe(run, inputs))
         trainer = recipe.trainer(run, inputs, training.callbacks(recipe.progress(run)))
         ignore_bias_buffers(trainer, script_args)
-        result = trainer.train(resume_from_checkpoint=training.resume_from())
+        result = trainer.train(resume_from_checkpoint=resume_from.get(run.name) or training.resume_from())
         training.finish(trainer, recipe.summary(run, trainer, result), model_args.model_name_or_path,
                         model_dtype(model_args))
         logger.info("[%s] saved to %s", run.name or recipe.kind, run.path)

@@ -241,6 +241,21 @@ CASES = [
     ("held-out split that does not exist", preference_pairs,
      lambda w, a: pairs_args(w, a, "--heldout_prompts", "2", "--heldout_split", "unsupervised"),
      ["dataset_name", "unsupervised"]),
+    # settings TRL would drop or that would name something else than what trains
+    ("padding_free, which TRL's DPOTrainer turns off", dpo,
+     lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--padding_free", "true"), ["padding_free", "pads anyway"]),
+    ("resume_from_checkpoint in a sweep of several runs", dpo,
+     lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--sweep", "beta=0.1", "beta=1.0", "--resume_from_checkpoint",
+                           w / "other-run"), ["resume_from_checkpoint", "names one checkpoint", "2 runs"]),
+    ("resume_from_checkpoint that is no checkpoint", dpo,
+     lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--resume_from_checkpoint", w / "other-run"),
+     ["resume_from_checkpoint", "is not a complete checkpoint"]),
+    ("model_init_kwargs that is not JSON", dpo,
+     lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--model_init_kwargs", "{dtype: float32"),
+     ["model_init_kwargs"]),
+    ("reference model that does not exist", dpo,
+     lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--ref_model_name_or_path", w / "no-reference"),
+     ["ref_model_name_or_path", "no-reference", "does not exist"]),
 ]
 
 
@@ -489,3 +504,16 @@ def test_bad_config_key_and_bad_value_fail_with_one_line(tmp_path, capsys):
     assert_one_line_error(run_in_process("dpo", "--config", config, capsys=capsys), "betta")
     assert_one_line_error(run_in_process("preference_pairs", "--config", REPO / "configs/tiny/pairs.yaml",
                                          "--completions_per_prompt", "1", capsys=capsys), "completions_per_prompt")
+
+
+def test_a_launcher_imposing_another_precision_is_one_line_and_writes_nothing(workspace, tiny_assets, capsys,
+                                                                              monkeypatch):
+    """`accelerate launch` with a config's `mixed_precision: bf16` (the environment it sets for the script) and a run
+    whose config says float32 (bf16 false, as on a CPU): transformers would train in bfloat16 while run_config.json
+    said float32. Refused with the two ways out, nothing written."""
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    before = snapshot(workspace, tiny_assets["root"])
+    result = run_in_process("dpo", *dpo_args(workspace, tiny_assets, workspace / "pairs.jsonl"), capsys=capsys)
+    assert_one_line_error(result, "the launcher imposes mixed precision bf16", "asks for no",
+                          "--mixed_precision no")
+    assert snapshot(workspace, tiny_assets["root"]) == before

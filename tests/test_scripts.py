@@ -338,3 +338,55 @@ def test_overwrite_true_replaces_a_folder_of_another_run(tiny_assets, pairs_dir,
     config = json.loads((run_dir / "run_config.json").read_text())
     assert config["configs"]["training"]["learning_rate"] == 5e-4
     assert json.loads((run_dir / "stage_complete.json").read_text())["config_hash"] == config["config_hash"]
+
+
+def test_the_users_settings_reach_trl_and_the_record_says_what_trained(tiny_assets, pairs_dir, dpo_dir, tmp_path,
+                                                                       monkeypatch, capfd):
+    """model_init_kwargs are merged with the model settings (the user's keys win, a replaced one is said in one line):
+    attn_implementation and TRL 1.16's use_kernels reach the model's loading; ref_model_name_or_path is the loss's
+    reference (here the finished beta-1.0 model of another sweep, loaded as the policy is); a user's
+    resume_from_checkpoint is the checkpoint a one-entry sweep resumes from; run_config.json records the precision
+    that trained."""
+    import transformers
+    import trl.trainer.utils
+
+    from tests.conftest import interrupt_after_checkpoint
+
+    loaded = []
+    create = trl.trainer.utils.create_model_from_path
+
+    def recording(path, *args, **kwargs):
+        loaded.append((str(path), dict(kwargs)))
+        kwargs.pop("use_kernels", None)  # the Hub kernels are not installed offline: recorded, then loaded without
+        return create(path, *args, **kwargs)
+
+    for module in (trl.trainer.utils, trl.trainer.dpo_trainer):
+        monkeypatch.setattr(module, "create_model_from_path", recording)
+    import dpo_pipeline.stages.dpo  # noqa: F401 (its reference loader imports create_model_from_path when called)
+
+    out = tmp_path / "sweep"
+    reference = dpo_dir / "beta-1.0"
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, out, "--sweep", "beta=0.1", "--attn_implementation", "sdpa",
+                       "--model_init_kwargs", '{"attn_implementation": "eager", "use_kernels": true}',
+                       "--ref_model_name_or_path", reference))
+    policy = [kwargs for path, kwargs in loaded if path == str(tiny_assets["sft_model"])]
+    assert policy and policy[0]["attn_implementation"] == "eager" and policy[0]["use_kernels"] is True
+    assert "model_init_kwargs: attn_implementation='eager' replaces 'sdpa'" in capfd.readouterr().err
+    assert [path for path, _ in loaded if path == str(reference)]  # the reference, loaded as the policy was
+    info = json.loads((out / "beta-0.1" / "sweep_run.json").read_text())
+    assert info["reference_model"] == str(reference)
+    recorded = json.loads((out / "beta-0.1" / "run_config.json").read_text())
+    assert recorded["configs"]["precision"] == {"mixed_precision": "no"}
+
+    resumed = tmp_path / "resumed"
+    with monkeypatch.context() as patch:
+        interrupt_after_checkpoint(patch, 3)
+        with pytest.raises(SystemExit):
+            run(dpo, *dpo_args(tiny_assets, pairs_dir, resumed, "--sweep", "beta=1.0"))
+    starts = []
+    train = transformers.Trainer.train
+    monkeypatch.setattr(transformers.Trainer, "train",
+                        lambda self, *a, **k: starts.append(k.get("resume_from_checkpoint")) or train(self, *a, **k))
+    checkpoint = resumed / "beta-1.0" / "checkpoint-3"
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, resumed, "--sweep", "beta=1.0", "--resume_from_checkpoint", checkpoint))
+    assert starts == [str(checkpoint)]

@@ -150,6 +150,7 @@ class PipelineTrainingArguments:
     DROPOUT_OFF_BECAUSE = None
 
     def __post_init__(self):
+        check_json_fields(self)
         check_can_train(self)
         require_dropout_off(self)
         check_live_eval(self)
@@ -166,6 +167,21 @@ class PipelineTrainingArguments:
             # (`sweep.require_data_parallel`).
             self.use_cpu = True
         super().__post_init__()
+
+
+def check_json_fields(config) -> None:
+    """The settings transformers and TRL read as JSON when they are given as text on the command line
+    (`model_init_kwargs`, `accelerator_config`, ...): text that is no JSON object is one line naming the setting, not
+    the JSON parser's message alone."""
+    import json
+
+    for name in getattr(config, "_VALID_DICT_FIELDS", ()):
+        value = getattr(config, name, None)
+        if isinstance(value, str) and value.strip().startswith("{"):
+            try:
+                json.loads(value)
+            except json.JSONDecodeError as error:
+                raise PipelineError(f"{name}: {value!r} is not a JSON object ({error})") from None
 
 
 def require_dropout_off(config) -> None:

@@ -54,6 +54,12 @@ class DPOScriptArguments(ScriptArguments, TrackingArguments):
                           "measures every final model and checkpoint on all of them)."},
     )
     max_train_pairs: int | None = field(default=None, metadata={"help": "Use only this many pairs (quick runs)."})
+    ref_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "The reference model of the DPO loss, when it is not the model the policy starts from "
+                          "(model_name_or_path, the default): a local folder or a hub id, loaded with the policy's "
+                          "model_init_kwargs. eval.py still measures KL to its sft_model_path."},
+    )
 
     def __post_init__(self):
         refuse_streaming(self)

@@ -103,6 +103,9 @@ def check_dpo_settings(args, where: str) -> None:
                             f"{', '.join(F_DIVERGENCE_LOSS_TYPES)} only, not {','.join(args.loss_type)}")
     if "robust" in args.loss_type and not 0.0 <= args.label_smoothing < 0.5:
         raise PipelineError(f"{where}: the robust loss needs 0 <= label_smoothing < 0.5, got {args.label_smoothing}")
+    if args.padding_free:
+        raise PipelineError(f"{where}: padding_free: TRL {trl_version()}'s DPOTrainer turns it off and pads anyway (its "
+                            "warning says it is disabled for now); drop it, or set padding_free false")
     if "exo_pair" in args.loss_type and args.label_smoothing == 0.0:
         raise PipelineError(f"{where}: the exo_pair loss needs label_smoothing above 0 (TRL suggests 1e-3)")
     from trl import DPOConfig
@@ -127,6 +130,12 @@ def check_dpo_settings(args, where: str) -> None:
 DPO_ONLY_OPTIONS = ("beta", "loss_type", "loss_weights", "label_smoothing", "f_divergence_type",
                     "f_alpha_divergence_coef", "discopop_tau", "ld_alpha", "use_weighting", "sync_ref_model",
                     "ref_model_mixup_alpha", "ref_model_sync_steps")
+
+
+def trl_version() -> str:
+    import trl
+
+    return trl.__version__
 
 
 def sweep_method(overrides: dict[str, str], where: str) -> tuple[str, float | None]:
@@ -212,6 +221,8 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
 
 
     require_source(model_args.model_name_or_path, "model", "model_name_or_path")
+    if script_args.ref_model_name_or_path:
+        require_source(script_args.ref_model_name_or_path, "reference model", "ref_model_name_or_path")
     check_model_flags(model_args)
     keep_hub_token_out_of_checkpoints(training_args)
     check_beta(training_args.beta)  # every entry sets its own beta, but a base beta that cannot train is a mistake
@@ -221,13 +232,15 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
     runs = []
     planned = plan_sweep(training_args, script_args.sweep, sweep_name, data_keys=DATA_SWEEP_KEYS + METHOD_SWEEP_KEYS,
                          check=check_dpo_settings,
-                         run_fields={"model_init_kwargs": model_init_kwargs(model_args, trust)})
+                         run_fields={"model_init_kwargs": model_init_kwargs(model_args, trust,
+                                                                            training_args.model_init_kwargs)})
     for name, overrides, args in planned:
         where = f"sweep entry {','.join(f'{key}={value}' for key, value in overrides.items())!r}"
         method, alpha = sweep_method(overrides, where)
         pairs_source = sweep_pairs_file(source, overrides, field_name)
         common = dict(label_noise=float(overrides.get("label_noise", 0)), pairs_file=str(pairs_source),
-                      reference_model=model_args.model_name_or_path, sweep=sweep_name, overrides=overrides)
+                      reference_model=script_args.ref_model_name_or_path or model_args.model_name_or_path,
+                      sweep=sweep_name, overrides=overrides)
         if method == "unlikelihood":
             check_unlikelihood_settings(args, where)
             # No reference model (nothing precomputed either: `UnlikelihoodTrainer`), and no dropout.
@@ -238,6 +251,8 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
             info = run_info(method=method, beta=args.beta, loss_type=args.loss_type,
                             label_smoothing=args.label_smoothing, **common)
         extra = {"pairs": source_fingerprint(pairs_source, split, config_name)}
+        if script_args.ref_model_name_or_path:
+            extra["reference_model"] = script_args.ref_model_name_or_path
         if method == "unlikelihood":  # its loss and weight are no DPOConfig field: they mark its result here
             extra.update(method=method, alpha=alpha)
         runs.append(SweepRun(name, args, overrides, extra, info, data=pairs_source))
@@ -248,6 +263,8 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
         tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust,
                                    model_args.model_revision)
         check_causal_lm(model_args.model_name_or_path, "model_name_or_path", trust, tokenizer)
+        if script_args.ref_model_name_or_path:
+            check_causal_lm(script_args.ref_model_name_or_path, "ref_model_name_or_path", trust, tokenizer)
         for path, dataset in pairs.items():
             check_pairs_match_tokenizer(dataset, tokenizer, path, field_name)
             check_prompt_lengths(dataset, tokenizer, training_args.max_length, field_name, path)
@@ -261,10 +278,19 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
         tokenizer, pairs, eval_pairs = inputs
         kind, extra = ((UnlikelihoodTrainer, {"alpha": run.info["alpha"]}) if run.info["method"] == "unlikelihood"
                        else (DPOTrainer, {"reference_cache": Path(training_args.output_dir) / REFERENCE_CACHE}))
-        return kind(model=model_args.model_name_or_path, ref_model=None, args=run.args,
+        return kind(model=model_args.model_name_or_path, ref_model=reference_model(run), args=run.args,
                     train_dataset=pairs[run.data], eval_dataset=eval_pairs, processing_class=tokenizer,
                     quantization_config=get_quantization_config(model_args), peft_config=peft_config,
                     callbacks=callbacks, **extra)
+
+    def reference_model(run):
+        """The reference of ref_model_name_or_path, loaded as TRL loads the policy; None: TRL's own (the starting
+        policy, or with LoRA the policy with its adapters disabled)."""
+        if not script_args.ref_model_name_or_path or run.info["method"] == "unlikelihood":
+            return None
+        from trl.trainer.utils import create_model_from_path
+
+        return create_model_from_path(script_args.ref_model_name_or_path, **dict(run.args.model_init_kwargs or {}))
 
     def summary(run, trainer, result):
         # DPO logs its implicit rewards; the unlikelihood loss, which has none, its sequence log-probabilities.

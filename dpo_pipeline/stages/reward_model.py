@@ -105,6 +105,7 @@ def run_reward_model(script_args: RewardModelScriptArguments, training_args, mod
             raise PipelineError(f"{name}: {path} does not exist")
     run = SweepRun("", training_args, fingerprint_extra={"pairs": [file_sha256(path) for path in sources]})
     trust = training_args.trust_remote_code
+    given_init_kwargs = training_args.model_init_kwargs  # the user's own, merged with the model settings
 
     def load_inputs():
         tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust,
@@ -124,7 +125,7 @@ def run_reward_model(script_args: RewardModelScriptArguments, training_args, mod
 
     def trainer(run, inputs, callbacks):
         tokenizer, train, validation, heldout = inputs
-        kwargs = {**model_init_kwargs(model_args, trust), "num_labels": 1}
+        kwargs = {**model_init_kwargs(model_args, trust, given_init_kwargs), "num_labels": 1}
         if training_args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
             kwargs["device_map"] = None  # as TRL loads it: data-parallel training places the model itself
         model = create_model_from_path(model_args.model_name_or_path, AutoModelForSequenceClassification, **kwargs)

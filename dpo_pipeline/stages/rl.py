@@ -189,7 +189,8 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
         setattr(base, name, value)
     planned = plan_sweep(training_args, script_args.sweep, sweep_name, data_keys=RL_SWEEP_KEYS, base_args=base,
                          check=lambda args, where: check_beta(args.beta),
-                         run_fields={"model_init_kwargs": model_init_kwargs(model_args, trust),
+                         run_fields={"model_init_kwargs": model_init_kwargs(model_args, trust,
+                                                                            training_args.model_init_kwargs),
                                      **training_args.given_generation_settings})
     choices = []
     for (name, overrides, args), entry in zip(planned, script_args.sweep):

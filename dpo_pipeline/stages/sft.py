@@ -103,6 +103,7 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
                         reference_model=model_args.model_name_or_path)
     run = SweepRun("", training_args, fingerprint_extra=extra, info=info)
     trust = training_args.trust_remote_code
+    given_init_kwargs = training_args.model_init_kwargs  # the user's own; the trainer factory merges the model settings in
     what = "Judge fine-tuning" if judge else "Preferred-FT" if preferred_ft else "SFT"
 
     def load_inputs():
@@ -143,7 +144,7 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
     def trainer(run, inputs, callbacks):
         tokenizer, train, evaluation = inputs
         model = model_args.model_name_or_path  # TRL loads it (model_init_kwargs, quantization) as its own scripts do
-        training_args.model_init_kwargs = model_init_kwargs(model_args, trust)
+        training_args.model_init_kwargs = model_init_kwargs(model_args, trust, given_init_kwargs)
         if script_args.from_scratch:
             set_seed(training_args.seed)
             config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=trust)
