@@ -141,3 +141,20 @@ def test_claims_against_the_dpo_curve_say_only_what_survives_every_error_worked_
                                      ("t_lower", t_lower, 5e-3), ("t_upper", t_upper, 5e-3)):
             assert printed[key] == pytest.approx(value, abs=DELTA_METHOD * abs(value) + rounding), (label, key)
         assert printed["t_crit"] == pytest.approx({2: 4.303, 1: 12.706}[df], abs=5e-3)
+
+
+def test_the_demo_spread_across_machines_worked_by_hand(tmp_path):
+    """KL of one model on 4 CPU configurations: 1, 2, 3, 6. Mean 3, sd sqrt((4 + 1 + 0 + 9) / 3) = 2.1602; the 95%
+    prediction interval of a 5th run: 3 ± t(3) sd sqrt(1 + 1/4) = 3 ± 3.182 x 2.1602 x 1.1180 = 3 ± 7.685. Quoted to
+    the first significant digit of the sd: 0 decimals for 2.16, 2 for 0.016, 3 for 0.0076, and at most 3."""
+    from tools.results import demo_spread, supported_decimals
+
+    assert [supported_decimals(sd) for sd in (5.9, 2.16, 0.28, 0.016, 0.0076, 0.00001)] == [0, 0, 1, 2, 3, 3]
+    path = tmp_path / "demo_spread.csv"
+    path.write_text("# a comment\nconfiguration,commit,pairs,name,reward,kl,heldout_accuracy,win_rate,"
+                    "mean_response_tokens\n" + "".join(f"c{i},x,10,beta-0.1,0.8,{kl},,0.9,20\n"
+                                                       for i, kl in enumerate((1, 2, 3, 6))))
+    kl = demo_spread(path)["beta-0.1"]["kl"]
+    assert kl["mean"] == pytest.approx(3) and kl["sd"] == pytest.approx(2.1602, abs=1e-4)
+    assert (kl["low"], kl["high"]) == pytest.approx((3 - 7.685, 3 + 7.685), abs=2e-3)
+    assert kl["decimals"] == 0

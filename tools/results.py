@@ -66,11 +66,14 @@ def number(value, digits: int = 3) -> str:
 
 def with_sem(row: dict, key: str, digits: int) -> str:
     """The figure ± its standard error: `_sem` (reward, KL: analytic) or `_se` (the rates: a bootstrap over
-    prompts), where frontier.csv has one."""
+    prompts), where frontier.csv has one. The figure to `digits` decimals; the error to as many, or more where it
+    would round to 0 (it keeps one significant digit)."""
     if row.get(key) is None:
         return "—"
     sem = row.get(f"{key}_sem", row.get(f"{key}_se"))
-    return f"{row[key]:.{digits}f}" + (f" ± {sem:.{digits}f}" if sem else "")
+    if not sem:
+        return f"{row[key]:.{digits}f}"
+    return f"{row[key]:.{digits}f} ± {sem:.{max(digits, supported_decimals(sem, most=4))}f}"
 
 
 def timing_lines(steps, folder: Path, venv: Path, with_install: bool) -> tuple[list[str], int | None]:
@@ -89,7 +92,9 @@ def timing_lines(steps, folder: Path, venv: Path, with_install: bool) -> tuple[l
     return parts, total
 
 
-def sentiment_table(rows: list[dict], names: list[str] | None = None) -> list[str]:
+def sentiment_table(rows: list[dict], names: list[str] | None = None, digits: dict | None = None) -> list[str]:
+    """The final models' figures; `digits` ({run: {figure: decimals}}, from `demo_spread`) rounds a run's figures to
+    what their spread across machines supports (default: 3 decimals, 2 for KL)."""
     from dpo_pipeline.report import series_label
 
     lines = ["| model | reward: mean P(POSITIVE) | KL(π ‖ π_SFT), nats | held-out accuracy | win rate vs SFT | "
@@ -97,9 +102,11 @@ def sentiment_table(rows: list[dict], names: list[str] | None = None) -> list[st
     finals = [row for row in rows if row["is_final"] and row["method"] != "best_of_n"
               and (names is None or row["run"] in names)]
     for row in sorted(finals, key=lambda r: (r["method"] != "sft", r["kl"] or 0)):
-        lines.append(f"| {series_label(row)} (step {int(row['step'])}) | {with_sem(row, 'reward', 3)} | "
-                     f"{with_sem(row, 'kl', 2)} | {with_sem(row, 'heldout_accuracy', 3)} | "
-                     f"{with_sem(row, 'win_rate', 3)} | {number(row.get('mean_response_tokens'), 1)} |"
+        places = {"reward": 3, "kl": 2, "heldout_accuracy": 3, "win_rate": 3, **(digits or {}).get(row["run"], {})}
+        lines.append(f"| {series_label(row)} (step {int(row['step'])}) | {with_sem(row, 'reward', places['reward'])} | "
+                     f"{with_sem(row, 'kl', places['kl'])} | "
+                     f"{with_sem(row, 'heldout_accuracy', places['heldout_accuracy'])} | "
+                     f"{with_sem(row, 'win_rate', places['win_rate'])} | {number(row.get('mean_response_tokens'), 1)} |"
                      .replace(" (step 0)", ""))
     best = [row for row in rows if row["method"] == "best_of_n" and row["step"] > 1]
     if best:
@@ -125,6 +132,67 @@ def chat_table(rows: list[dict]) -> list[str]:
 
 
 BEFORE_SAMPLED_IDS = "demo_before_sampled_ids.csv"
+DEMO_SPREAD = "demo_spread.csv"
+SPREAD_FIGURES = (("reward", "reward"), ("kl", "KL, nats"), ("win_rate", "win rate vs SFT"))
+
+
+def supported_decimals(sd: float, most: int = 3) -> int:
+    """The decimals a figure is quoted to when runs on other machines spread it by `sd`: down to the first
+    significant digit of sd (sd 5.9 -> 0 decimals, 0.28 -> 1, 0.016 -> 2, 0.0076 -> 3), at most `most`."""
+    import math
+
+    return most if sd <= 0 else max(0, min(most, -math.floor(math.log10(sd))))
+
+
+def demo_spread(path: Path) -> dict[str, dict]:
+    """{run: {figure: {"values", "mean", "sd", "low", "high", "decimals"}}} of the demo's final models over the CPU
+    configurations of docs/demo_spread.csv (`tools.demo_spread`), with the 95% prediction interval of one more
+    run (another machine's), mean ± t_{0.975}(n - 1) sd sqrt(1 + 1/n), n the configurations."""
+    from dpo_pipeline.metrics import spread_over_seeds, t_quantile_975
+
+    if not path.is_file():
+        return {}
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    values: dict[str, dict[str, list[float]]] = {}
+    for row in csv.DictReader(lines):
+        for figure, _ in SPREAD_FIGURES:
+            if row.get(figure) not in ("", None):
+                values.setdefault(row["name"], {}).setdefault(figure, []).append(float(row[figure]))
+    spread = {}
+    for name, figures in values.items():
+        for figure, numbers in figures.items():
+            if len(numbers) < 2:
+                continue
+            stats = spread_over_seeds(numbers)
+            half = t_quantile_975(len(numbers) - 1) * stats["sd"] * (1 + 1 / len(numbers)) ** 0.5
+            spread.setdefault(name, {})[figure] = {
+                "values": numbers, "mean": stats["mean"], "sd": stats["sd"], "low": stats["mean"] - half,
+                "high": stats["mean"] + half, "decimals": supported_decimals(stats["sd"])}
+    return spread
+
+
+def spread_table(spread: dict[str, dict], rows: list[dict], configurations: int) -> list[str]:
+    """The demo's final models over the CPU configurations: each figure's mean, its range over them, and the 95%
+    prediction interval of another machine's run, each quoted to the decimals its spread supports."""
+    from dpo_pipeline.report import series_label
+
+    names = {row["run"]: series_label(row) for row in rows if row["is_final"]}
+    header = " | ".join(f"{label}: mean (range) [another machine, 95%]" for _, label in SPREAD_FIGURES)
+    lines = [f"| model | {header} |", "|---|" + "---|" * len(SPREAD_FIGURES)]
+    for name, figures in sorted(spread.items(), key=lambda item: item[1].get("kl", {}).get("mean", 0.0)):
+        cells = []
+        for figure, _ in SPREAD_FIGURES:
+            stats = figures.get(figure)
+            if stats is None or stats["sd"] == 0:
+                cells.append("—" if stats is None else f"{stats['mean']:g}")
+                continue
+            d = stats["decimals"]
+            low = max(stats["low"], 0.0)
+            high = min(stats["high"], 1.0) if figure != "kl" else stats["high"]
+            cells.append(f"{stats['mean']:.{d}f} ({min(stats['values']):.{d}f}–{max(stats['values']):.{d}f}) "
+                         f"[{low:.{d}f}–{high:.{d}f}]")
+        lines.append(f"| {names.get(name, name)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def seeds_table(path: Path) -> list[str]:
@@ -275,13 +343,28 @@ def demo_section(root: Path, venv: Path) -> tuple[list[str], list[str]]:
     sft = next(row for row in rows if row["method"] == "sft")
     facts.append(f"evaluation on {int(sft['num_prompts'])} held-out test prompts x "
                  f"{int(sft['num_samples'] // sft['num_prompts'])} samples; ± is the prompt-clustered standard error")
-    demo_table = sentiment_table(rows, ["sft", *demo_runs])
+    spread = demo_spread(root / "docs" / DEMO_SPREAD)
+    digits = {name: {figure: stats["decimals"] for figure, stats in figures.items()} for name, figures in spread.items()}
+    demo_table = sentiment_table(rows, ["sft", *demo_runs], digits)
     before = before_and_after(root / "docs" / BEFORE_SAMPLED_IDS, rows)
-    docs = ["## make demo", "", timing + ".", "", *[f"- {fact}" for fact in facts], "", *demo_table, "", *before]
     seeds_in_demo = sorted({int(row.get("seed") or 0) for row in rows if row["run"] in demo_runs})
     one_seed = (f"One training seed of each β (seed {seeds_in_demo[0]}): a single run, not a result; `make study` "
                 "gives the spread over 3 seeds." if len(seeds_in_demo) == 1 else "")
-    readme = [timing + ".", "", *demo_table, "", *([one_seed, ""] if one_seed else [])]
+    machines = []
+    if spread:
+        lines = [line for line in (root / "docs" / DEMO_SPREAD).read_text().splitlines() if not line.startswith("#")]
+        configurations = sorted({row["configuration"] for row in csv.DictReader(lines)})
+        machines = [f"On another machine the same commit gives other figures: floating-point sums in another order "
+                    "change the last digits of the embedded classifier and the SFT model, sampling turns some of "
+                    "them into other tokens, and the pairs are another draw; DPO on one set of pairs is the same on "
+                    f"every machine, DPO on another draw is not. `make demo` on {len(configurations)} CPU "
+                    f"configurations of one machine ({'; '.join(configurations)}: `{DEMO_SPREAD}`, written by "
+                    "`python -m tools.demo_spread`): the mean, the range, and the 95% prediction interval of one more "
+                    "run, mean ± t(n−1)·sd·√(1+1/n). The figures above are quoted to the decimals this spread "
+                    "supports.", "", *spread_table(spread, rows, len(configurations)), ""]
+    docs = ["## make demo", "", timing + ".", "", *[f"- {fact}" for fact in facts], "", *demo_table, "",
+            *machines, *before]
+    readme = [timing + ".", "", *demo_table, "", *([one_seed, ""] if one_seed else []), *machines]
     study_steps, study_total = timing_lines(STUDY_STEPS, root / "runs/tiny/timings", venv, with_install=False)
     figures = root / "runs/tiny/eval"
     if any(row["run"] not in ("sft", "best-of-n", *demo_runs) for row in rows):
