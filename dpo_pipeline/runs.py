@@ -41,6 +41,9 @@ NOT_IN_FINGERPRINT = frozenset({
     # eval.py: which extra measurements and report items; each has a cache key of its own
     "heldout_pairs_file", "best_of_n", "best_of_n_prompts", "win_rate_tie_tolerance", "judge_model_path",
     "judge_template", "judge_max_new_tokens", "judge_batch_size", "judge_prompts", "report_prompts",
+    # dpo.py: a reference other than the starting policy goes into the run's fingerprint as its `extra` where it is
+    # set, so that runs made before the setting existed keep their fingerprint
+    "ref_model_name_or_path",
 })
 
 

@@ -39,6 +39,7 @@ from .checkpoints import (
 from .distributed import on_main, process_state
 from .errors import PipelineError
 from .hardware import launched_processes, require_the_gpu_asked_for, require_the_precision_asked_for, run_precision
+from .publish import published_model_files, publish_run, require_the_hub_for_publishing, trainer_args
 from .runs import RunFolder, atomic_write_json, config_dict, config_fingerprint
 from .tracking import start_wandb_run, wants_wandb
 from .training_run import TrainingRun, disk_needed, model_dtype
@@ -305,6 +306,7 @@ def run_sweep(recipe: StageRecipe, runs: list[SweepRun], script_args, model_args
         require_the_precision_asked_for(run.args)
     require_data_parallel(runs[0].args)
     require_the_sharding_asked_for(runs[0].args)
+    require_the_hub_for_publishing(runs[0].args)
     resume_from = resume_checkpoints(runs, trainings, finished)
 
     def check_disk():
@@ -341,12 +343,16 @@ def run_sweep(recipe: StageRecipe, runs: list[SweepRun], script_args, model_args
 
         training.take_folder(configs, then=write_run_files)
         logger.info(recipe.describe(run, inputs))
-        trainer = recipe.trainer(run, inputs, training.callbacks(recipe.progress(run)))
+        # the Trainer never pushes (it would push the whole folder, at every save): the finished run is published
+        trainer = recipe.trainer(SweepRun(run.name, trainer_args(run.args), run.overrides, run.fingerprint_extra,
+                                          run.info, run.data), inputs, training.callbacks(recipe.progress(run)))
         ignore_bias_buffers(trainer, script_args)
         result = trainer.train(resume_from_checkpoint=resume_from.get(run.name) or training.resume_from())
-        training.finish(trainer, recipe.summary(run, trainer, result), model_args.model_name_or_path,
-                        model_dtype(model_args))
+        model_files = training.finish(trainer, recipe.summary(run, trainer, result), model_args.model_name_or_path,
+                                      model_dtype(model_args))
         logger.info("[%s] saved to %s", run.name or recipe.kind, run.path)
+        if run.args.push_to_hub:
+            on_main(lambda: publish_run(trainer, run.args, run.path, published_model_files(model_files)))
         del trainer
     state.wait_for_everyone()
     return [run.path for run in runs]

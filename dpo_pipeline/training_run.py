@@ -150,10 +150,11 @@ class TrainingRun:
             callbacks.append(ProgressLogCallback(desc))
         return callbacks
 
-    def finish(self, trainer, summary: dict, base_model: str, base_dtype) -> None:
+    def finish(self, trainer, summary: dict, base_model: str, base_dtype) -> list[str]:
         """The end of the run: final weights saved (gathered from every process under ZeRO-3 or FSDP, LoRA adapters
         merged into the base model, checked finite, staged and moved into place), the folder marked complete, its
-        checkpoints cut down to weights (nothing will resume from them), tracking closed."""
+        checkpoints cut down to weights (nothing will resume from them), tracking closed. Returns the names of the
+        files the final save put in place (on the main process; empty on the others)."""
         staging = self.path / STAGING_FOLDER
         if self.is_main:
             shutil.rmtree(staging, ignore_errors=True)
@@ -161,6 +162,8 @@ class TrainingRun:
         trainer.save_model(str(staging))  # on every process: it gathers sharded weights; the main process writes
         # No process moves the staging folder while another may still be saving into it.
         self.state.wait_for_everyone()
+
+        moved = []
 
         def put_in_place():
             if (staging / "adapter_config.json").is_file():
@@ -170,12 +173,14 @@ class TrainingRun:
                                        "saved in place (the checkpoints are kept)")
             for path in staging.iterdir():
                 os.replace(path, self.path / path.name)
+                moved.append(path.name)
             staging.rmdir()
             self.folder.complete(summary)
             drop_resume_state_of_older_checkpoints(self.path, keep=None)
 
         on_main(put_in_place)
         finish_wandb_run()
+        return moved
 
 
 def merge_adapters(base_model: str, adapter_folder: Path, dtype, trust_remote_code: bool) -> None:

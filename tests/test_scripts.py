@@ -390,3 +390,39 @@ def test_the_users_settings_reach_trl_and_the_record_says_what_trained(tiny_asse
     checkpoint = resumed / "beta-1.0" / "checkpoint-3"
     run(dpo, *dpo_args(tiny_assets, pairs_dir, resumed, "--sweep", "beta=1.0", "--resume_from_checkpoint", checkpoint))
     assert starts == [str(checkpoint)]
+
+
+def test_push_to_hub_uploads_the_merged_final_model_and_its_card_once(tiny_assets, pairs_dir, tmp_path, monkeypatch):
+    """push_to_hub: true on a LoRA run, the Hub client recorded instead of reached: one upload, after the run is
+    complete, of the final model's files (the adapters merged in: a plain model) and a model card holding TRL's card,
+    the run's settings and its last live figures where there are some; never the checkpoints, the staging folder,
+    wandb's files or the run's records. The Trainer itself pushes nothing."""
+    import fnmatch
+    from pathlib import Path
+
+    import huggingface_hub
+    import transformers
+
+    uploads, repos = [], []
+
+    def record_upload(self, *, repo_id, folder_path, allow_patterns=None, **kwargs):
+        folder = Path(folder_path)
+        files = sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()
+                       and any(fnmatch.fnmatch(str(path.relative_to(folder)), pattern) for pattern in allow_patterns))
+        uploads.append({"repo_id": repo_id, "files": files, "complete": (folder / "stage_complete.json").is_file()})
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", record_upload)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kwargs: repos.append(repo_id))
+    for method in ("push_to_hub", "init_hf_repo", "_push_from_checkpoint"):
+        monkeypatch.setattr(transformers.Trainer, method, lambda *a, **k: pytest.fail("the Trainer pushed"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    out = tmp_path / "sweep"
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, out, "--sweep", "beta=0.1", "--use_peft", "true", "--lora_r", "4",
+                       "--push_to_hub", "true", "--hub_model_id", "someone/tiny-dpo"))
+    assert repos == ["someone/tiny-dpo"] and len(uploads) == 1
+    upload = uploads[0]
+    assert upload["complete"] and "README.md" in upload["files"] and "model.safetensors" in upload["files"]
+    assert not [name for name in upload["files"] if name.startswith(("checkpoint-", "wandb", ".")) or "adapter" in name
+                or name in ("run_config.json", "stage_complete.json", "sweep_run.json", "metrics.jsonl")]
+    card = (out / "beta-0.1" / "README.md").read_text()
+    assert "someone/tiny-dpo" in card and "## Training run" in card and "`beta`: 0.1" in card

@@ -129,7 +129,7 @@ def run_reward_model(script_args: RewardModelScriptArguments, training_args, mod
         if training_args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
             kwargs["device_map"] = None  # as TRL loads it: data-parallel training places the model itself
         model = create_model_from_path(model_args.model_name_or_path, AutoModelForSequenceClassification, **kwargs)
-        return RewardTrainer(model=fit_embeddings_to_tokenizer(model, tokenizer), args=training_args,
+        return RewardTrainer(model=fit_embeddings_to_tokenizer(model, tokenizer), args=run.args,
                              train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
                              peft_config=peft_config, callbacks=callbacks)
 

@@ -143,18 +143,19 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
 
     def trainer(run, inputs, callbacks):
         tokenizer, train, evaluation = inputs
+        args = run.args  # the training config (with push_to_hub off: the sweep publishes the finished run)
         model = model_args.model_name_or_path  # TRL loads it (model_init_kwargs, quantization) as its own scripts do
-        training_args.model_init_kwargs = model_init_kwargs(model_args, trust, given_init_kwargs)
+        args.model_init_kwargs = model_init_kwargs(model_args, trust, given_init_kwargs)
         if script_args.from_scratch:
-            set_seed(training_args.seed)
+            set_seed(args.seed)
             config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=trust)
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust)
             model.generation_config.pad_token_id = tokenizer.pad_token_id
-            training_args.model_init_kwargs = None
+            args.model_init_kwargs = None
             logger.info("Training %s from scratch (%.1fM parameters)", config.model_type,
                         model.num_parameters() / 1e6)
         return SFTTrainer(
-            model=model, args=training_args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
+            model=model, args=args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
             quantization_config=None if script_args.from_scratch else get_quantization_config(model_args),
             peft_config=peft_config, callbacks=callbacks,
         )
