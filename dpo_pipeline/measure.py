@@ -39,7 +39,7 @@ from .metrics import (
     sequence_kl,
     win_counts,
 )
-from .models import default_device, load_causal_lm, load_tokenizer, resolve_dtype
+from .models import check_weight_files, default_device, load_causal_lm, load_tokenizer, resolve_dtype
 from .pairs import TOKENIZED_COLUMNS
 from .preferences import check_pairs_match_tokenizer, load_preferences, source_fingerprint
 from .progress import progress
@@ -118,6 +118,8 @@ def discover_models(sft_model_path: str, dpo_output_dir: str | None,
         runs.append(sorted(entries, key=lambda entry: entry.step))
     if not runs:
         raise PipelineError(f"dpo_output_dir: {root} holds no finished run")
+    for entry in (entry for entries in runs for entry in entries):
+        check_weight_files(entry.path, "dpo_output_dir")
     # DPO by beta first, then the other losses, then the baselines; label-noise runs last
     runs.sort(key=lambda entries: (entries[0].label_noise, entries[0].method != "dpo",
                                    entries[0].loss_type != "sigmoid", entries[0].loss_type, entries[0].beta or 0.0,

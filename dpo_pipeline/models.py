@@ -130,11 +130,50 @@ NOT_GENERATIVE_HEADS = ("ForSequenceClassification", "ForTokenClassification", "
                         "ForMaskedLM", "ForMultipleChoice")
 
 
+def check_weight_files(name_or_path: str, field_name: str) -> None:
+    """The weight files of a local model folder are whole, read without loading a tensor: each safetensors file's
+    header (8 bytes of length, then JSON) parses and the file is as long as the header's last tensor ends (a copy or
+    download cut short is shorter), each PyTorch .bin is a whole zip archive. A corrupt or partial file is one line
+    naming it, where transformers would end in a traceback of safetensors' or torch's."""
+    import json
+    import struct
+    import zipfile
+
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        return
+    for weights in sorted(folder.glob("*.safetensors")):
+        size = weights.stat().st_size
+        try:
+            with weights.open("rb") as handle:
+                (header_length,) = struct.unpack("<Q", handle.read(8))
+                if not 0 < header_length <= size - 8:
+                    raise ValueError(f"a header of {header_length} bytes in a file of {size}")
+                header = json.loads(handle.read(header_length))
+            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+            if size < 8 + header_length + end:
+                raise ValueError(f"{size:,} bytes where its tensors end at byte {8 + header_length + end:,}: cut short")
+        except (struct.error, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as error:
+            raise PipelineError(f"{field_name}: {weights} is not a whole safetensors file ({_one_line(error)}); copy or "
+                                "save the model again") from None
+    for weights in sorted(folder.glob("*.bin")):
+        try:
+            with zipfile.ZipFile(weights) as archive:
+                broken = archive.testzip()
+        except (zipfile.BadZipFile, OSError) as error:
+            raise PipelineError(f"{field_name}: {weights} is not a whole PyTorch weights file ({_one_line(error)}); "
+                                "copy or save the model again") from None
+        if broken is not None:
+            raise PipelineError(f"{field_name}: {weights} is corrupt ({broken} fails its checksum)")
+
+
 def _config(name_or_path: str, field_name: str, what: str, trust_remote_code: bool):
-    """The model's config alone (config.json: no weights), with a one-line error if it cannot be read."""
+    """The model's config alone (config.json: no weights), with a one-line error if it cannot be read, and its weight
+    files checked whole (`check_weight_files`)."""
     from transformers import AutoConfig
 
     require_source(name_or_path, what, field_name)
+    check_weight_files(name_or_path, field_name)
     try:
         return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -374,6 +413,7 @@ class LearnedRewardModel:
         from .runs import COMPLETE_FILE
 
         summary = read_json(Path(path) / COMPLETE_FILE, "reward_model_path").get("summary") or {}
+        check_weight_files(path, "reward_model_path")
         if "reward_mean" not in summary or "reward_sd" not in summary:
             raise PipelineError(f"reward_model_path: {path} has no standardisation (reward_mean, reward_sd) in its "
                                 "summary: train it again with this version of reward_model.py")

@@ -307,6 +307,9 @@ def run_sweep(recipe: StageRecipe, runs: list[SweepRun], script_args, model_args
     require_data_parallel(runs[0].args)
     require_the_sharding_asked_for(runs[0].args)
     require_the_hub_for_publishing(runs[0].args)
+    for training, done in zip(trainings, finished):
+        if not done:
+            training.check_inputs()
     resume_from = resume_checkpoints(runs, trainings, finished)
 
     def check_disk():

@@ -23,7 +23,7 @@ from .checkpoints import (
 )
 from .distributed import on_main, process_state
 from .errors import TrainingDiverged
-from .live_eval import LiveEvaluation, live_eval_asked_for
+from .live_eval import LiveEvaluation, live_eval_asked_for, load_eval_arguments
 from .progress import ProgressLogCallback, on_a_terminal
 from .runs import RunFolder
 from .tracking import MetricsFileCallback, finish_wandb_run
@@ -136,6 +136,12 @@ class TrainingRun:
         self.state.wait_for_everyone()
         latest = last_complete_checkpoint(self.path)
         return str(latest) if latest else None
+
+    def check_inputs(self) -> None:
+        """The files the run reads besides its data, checked before its folder is claimed: the eval.py config of the
+        live evaluation parses (a file that is no config would otherwise be found after the claim)."""
+        if live_eval_asked_for(self.args):
+            load_eval_arguments(self.args.live_eval_config)
 
     def callbacks(self, desc: str) -> list:
         """What every training run of the pipeline adds to the Trainer's callbacks: metrics.jsonl, a stop at the

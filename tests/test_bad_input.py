@@ -93,6 +93,28 @@ def eval_args(workspace, assets, *extra):
             "--output_dir", workspace / "eval-out", "--report_to", "none", *extra]
 
 
+def truncated_model(assets, workspace, name="truncated-model"):
+    """A copy of the tiny SFT model whose model.safetensors was cut short (a copy or download stopped half-way)."""
+    folder = workspace / name
+    shutil.copytree(assets["sft_model"], folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return folder
+
+
+def sweep_with_a_truncated_model(assets, workspace):
+    """A sweep folder holding one finished-looking run whose final weights are cut short."""
+    run_dir = truncated_model(assets, workspace, "sweep-of-a-truncated-run/beta-0.1")
+    (run_dir / "sweep_run.json").write_text(json.dumps({"name": "beta-0.1", "method": "dpo", "beta": 0.1}))
+    (run_dir / "stage_complete.json").write_text(json.dumps({"summary": {"global_step": 1}}))
+    return run_dir.parent
+
+
+def not_a_config(workspace):
+    (workspace / "not-a-config.yaml").write_text("- just\n- a list\n")
+    return workspace / "not-a-config.yaml"
+
+
 # (id, script, arguments made from (workspace, assets), fragments the one-line message must hold)
 CASES = [
     ("missing dataset", sft, lambda w, a: sft_args(w, a, w / "no-such-data"), ["dataset_name", "does not exist"]),
@@ -253,6 +275,15 @@ CASES = [
     ("model_init_kwargs that is not JSON", dpo,
      lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--model_init_kwargs", "{dtype: float32"),
      ["model_init_kwargs"]),
+    ("model weights cut short (training)", dpo,
+     lambda w, a: [*dpo_args(w, a, w / "pairs.jsonl"), "--model_name_or_path", str(truncated_model(a, w))],
+     ["model_name_or_path", "truncated-model/model.safetensors", "cut short"]),
+    ("model weights cut short (evaluation)", eval_script,
+     lambda w, a: eval_args(w, a, "--dpo_output_dir", sweep_with_a_truncated_model(a, w)),
+     ["dpo_output_dir", "beta-0.1/model.safetensors", "cut short"]),
+    ("live_eval_config that is no config", dpo,
+     lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--live_eval_config", not_a_config(w)),
+     ["not-a-config.yaml"]),
     ("reference model that does not exist", dpo,
      lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--ref_model_name_or_path", w / "no-reference"),
      ["ref_model_name_or_path", "no-reference", "does not exist"]),
