@@ -89,7 +89,7 @@ class Mode:
 
 FULL = Mode(
     name="full", bench_config="bench/configs/gpu-check.yaml", large_batch=64, small_batch=8, total_s=530,
-    limits={"install": 60, "environment": 45, "hub-cache": 200, "bench-dpo-64": 130, "bench-dpo-8": 110,
+    limits={"install": 60, "environment": 45, "hub-cache": 200, "bench-dpo-64": 160, "bench-dpo-8": 130,
             "bench-inference": 90, "bench-sft": 70, "stage-sft": 60, "stage-pairs": 50, "stage-dpo": 90,
             "stage-eval": 70, "stage-reward-model": 50, "stage-rl": 60, "stage-preferred-ft": 50},
     bench_overrides=[], stage_overrides=[], hub_cache_flags=[])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-HEADER = ["| stage | throughput | model TFLOP/s | MFU | peak memory (reserved) | vs plain TRL |",
-          "|---|---|---|---|---|---|"]
+# "first steps": the wall time of the untimed warm-up steps before the timed ones, where torch_compile compiles (and
+# the allocator warms up): against the steady throughput beside it, it says after how many steps compiling pays.
+HEADER = ["| stage | throughput | first steps, s | model TFLOP/s | MFU | peak memory (reserved) | vs plain TRL |",
+          "|---|---|---|---|---|---|---|"]
 
 
 def merge_stages(into: dict, stages: dict) -> dict:
@@ -22,15 +24,18 @@ def stage_rows(stage: str, result: dict) -> list[tuple[str, ...]]:
         rows = []
         for label, value in result.items():
             speedup = value.get("speedup_vs_plain_trl")
+            first = value.get("warmup_seconds")
             rows.append((f"{stage} {label}", f"{value[f'{unit}_per_s']:.{digits}f} {unit}/s",
+                         "" if first is None else f"{first:.1f}",
                          f"{value['model_tflops_per_s']:.1f}", f"{value['mfu']:.1%}", memory_cell(value),
                          "" if speedup is None else f"{speedup:.2f}x"))
         return rows
     if stage == "sample":
-        return [(f"sample ({label})", f"{value['completions_per_s']:.1f} completions/s", "", "", memory_cell(value), "")
-                for label, value in result.items()]
+        return [(f"sample ({label})", f"{value['completions_per_s']:.1f} completions/s",
+                 "" if value.get("warmup_seconds") is None else f"{value['warmup_seconds']:.1f}", "", "",
+                 memory_cell(value), "") for label, value in result.items()]
     key = next(k for k in result if k.endswith("_per_s"))
-    return [(stage, f"{result[key]:.1f} {key[:-6].replace('_', ' ')}/s", "", "", memory_cell(result), "")]
+    return [(stage, f"{result[key]:.1f} {key[:-6].replace('_', ' ')}/s", "", "", "", memory_cell(result), "")]
 
 
 def summary_table(results: dict) -> str:
