@@ -8,6 +8,7 @@ tracking with wandb. The other processes wait where they need its result.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -62,3 +63,10 @@ def gather_lists(items: list) -> list:
 
     state = process_state()
     return list(items) if state.num_processes == 1 else gather_object(list(items))
+
+
+def asks_for_fsdp(training_args) -> bool:
+    """Whether this run asks for FSDP: an `accelerate launch` whose config (or --use_fsdp) says FSDP, or
+    transformers' own `fsdp` setting."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or bool(getattr(training_args, "fsdp",
+                                                                                          None))

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from .distributed import on_main
+from .distributed import asks_for_fsdp, on_main
 from .errors import PipelineError
 from .tracking import MetricsFileCallback
 
@@ -67,8 +67,6 @@ def load_eval_arguments(path: str):
 
 def weights_are_sharded(training_args) -> bool:
     from transformers.integrations import is_deepspeed_zero3_enabled
-
-    from .sweep import asks_for_fsdp
 
     return is_deepspeed_zero3_enabled() or asks_for_fsdp(training_args)
 

@@ -43,9 +43,8 @@ from .models import check_weight_files, default_device, load_causal_lm, load_tok
 from .pairs import TOKENIZED_COLUMNS
 from .preferences import check_pairs_match_tokenizer, load_preferences, source_fingerprint
 from .progress import progress
-from .runs import COMPLETE_FILE
+from .runs import COMPLETE_FILE, SWEEP_RUN_FILE, sweep_run_name
 from .samples import EvalStore, model_signature, short_hash
-from .sweep import SWEEP_RUN_FILE, sweep_run_name
 from .tasks import Reward, Task
 from .trainers import tokenize_preference_pairs
 

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "run_config.json"
 COMPLETE_FILE = "stage_complete.json"
+# Written into every trained policy's folder (DPO runs and baselines): what eval.py needs to place it on the plots.
+SWEEP_RUN_FILE = "sweep_run.json"
 
 # Settings that change where or how a run is reported or saved, not what it computes. (generation_batch_size is not
 # among them: each sampling batch is seeded from its first item, so the batch size decides the samples.)
@@ -224,3 +226,16 @@ class RunFolder:
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "summary": summary or {},
         })
+
+
+def sweep_run_name(overrides: dict[str, str]) -> str:
+    """Folder and wandb name of a sweep run: `beta-0.1`, `beta-0.1_loss_type-ipo`."""
+    name = "_".join(f"{key}-{value}" for key, value in overrides.items())
+    return re.sub(r"[^A-Za-z0-9_.+-]", "-", name)
+
+
+def run_info(*, method: str, beta: float | None, loss_type: list[str], label_smoothing: float | None,
+             label_noise: float, pairs_file: str, reference_model: str, **extra) -> dict:
+    """sweep_run.json of a trained policy (a DPO sweep run or a baseline): what eval.py needs to place it."""
+    return {"method": method, "beta": beta, "loss_type": loss_type, "label_smoothing": label_smoothing,
+            "label_noise": label_noise, "pairs_file": pairs_file, "reference_model": reference_model, **extra}

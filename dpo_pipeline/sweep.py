@@ -24,7 +24,6 @@ import hashlib
 import logging
 import math
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,18 +35,16 @@ from .checkpoints import (
     last_complete_checkpoint,
     training_steps,
 )
-from .distributed import on_main, process_state
+from .distributed import asks_for_fsdp, on_main, process_state
 from .errors import PipelineError
 from .hardware import launched_processes, require_the_gpu_asked_for, require_the_precision_asked_for, run_precision
 from .publish import published_model_files, publish_run, require_the_hub_for_publishing, trainer_args
-from .runs import RunFolder, atomic_write_json, config_dict, config_fingerprint
+from .runs import SWEEP_RUN_FILE, RunFolder, atomic_write_json, config_dict, config_fingerprint, sweep_run_name
 from .tracking import start_wandb_run, wants_wandb
 from .training_run import TrainingRun, disk_needed, model_dtype
 
 logger = logging.getLogger(__name__)
 
-# Written into every trained policy's folder (DPO runs and baselines): what eval.py needs to place it on the plots.
-SWEEP_RUN_FILE = "sweep_run.json"
 
 
 def parse_sweep_entry(entry: str) -> dict[str, str]:
@@ -61,12 +58,6 @@ def parse_sweep_entry(entry: str) -> dict[str, str]:
     if not overrides:
         raise PipelineError(f"sweep entry {entry!r} is empty")
     return overrides
-
-
-def sweep_run_name(overrides: dict[str, str]) -> str:
-    """Folder and wandb name of a sweep run: `beta-0.1`, `beta-0.1_loss_type-ipo`."""
-    name = "_".join(f"{key}-{value}" for key, value in overrides.items())
-    return re.sub(r"[^A-Za-z0-9_.+-]", "-", name)
 
 
 def apply_overrides(training_args, overrides: dict[str, str]):
@@ -117,13 +108,6 @@ def check_beta(beta) -> None:
         raise PipelineError(f"beta must be a positive number, got {beta!r}")
 
 
-def run_info(*, method: str, beta: float | None, loss_type: list[str], label_smoothing: float | None,
-             label_noise: float, pairs_file: str, reference_model: str, **extra) -> dict:
-    """sweep_run.json of a trained policy (a DPO sweep run or a baseline): what eval.py needs to place it."""
-    return {"method": method, "beta": beta, "loss_type": loss_type, "label_smoothing": label_smoothing,
-            "label_noise": label_noise, "pairs_file": pairs_file, "reference_model": reference_model, **extra}
-
-
 def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -155,13 +139,6 @@ def require_data_parallel(training_args) -> None:
                             f"(parallel mode {training_args.parallel_mode.value}): each would train alone. Launch "
                             "with torchrun or accelerate launch on a machine whose devices torch sees, or pass "
                             "--use_cpu true to train data-parallel on the CPU")
-
-
-def asks_for_fsdp(training_args) -> bool:
-    """Whether this run asks for FSDP: an `accelerate launch` whose config (or --use_fsdp) says FSDP, or
-    transformers' own `fsdp` setting."""
-    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or bool(getattr(training_args, "fsdp",
-                                                                                          None))
 
 
 def require_the_sharding_asked_for(training_args) -> None:
@@ -355,7 +332,8 @@ def run_sweep(recipe: StageRecipe, runs: list[SweepRun], script_args, model_args
                                       model_dtype(model_args))
         logger.info("[%s] saved to %s", run.name or recipe.kind, run.path)
         if run.args.push_to_hub:
-            on_main(lambda: publish_run(trainer, run.args, run.path, published_model_files(model_files)))
+            on_main(lambda trainer=trainer, run=run: publish_run(trainer, run.args, run.path,
+                                                                 published_model_files(model_files)))
         del trainer
     state.wait_for_everyone()
     return [run.path for run in runs]

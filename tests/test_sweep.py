@@ -5,7 +5,8 @@ import pytest
 from dpo_pipeline.errors import PipelineError
 from dpo_pipeline.configs import DPOTrainingConfig
 from dpo_pipeline.stages.dpo import check_dpo_settings
-from dpo_pipeline.sweep import apply_overrides, parse_sweep_entry, plan_sweep, sweep_run_name
+from dpo_pipeline.runs import sweep_run_name
+from dpo_pipeline.sweep import apply_overrides, parse_sweep_entry, plan_sweep
 
 
 @pytest.fixture

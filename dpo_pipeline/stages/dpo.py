@@ -17,6 +17,7 @@ from ..errors import PipelineError
 from ..hub import require_source
 from ..models import check_causal_lm, check_model_flags, load_tokenizer, model_init_kwargs
 from ..pairs import noisy_pairs_file
+from ..runs import run_info
 from ..preferences import (
     check_pairs_match_tokenizer,
     check_prompt_lengths,
@@ -31,7 +32,6 @@ from ..sweep import (
     keep_hub_token_out_of_checkpoints,
     plan_sweep,
     replace_config,
-    run_info,
     run_sweep,
 )
 from ..trainers import DPOTrainer, UnlikelihoodTrainer

@@ -34,7 +34,7 @@ from ..models import (
     model_init_kwargs,
 )
 from ..preferences import check_pairs_match_tokenizer, is_tokenized, load_preferences
-from ..runs import COMPLETE_FILE
+from ..runs import COMPLETE_FILE, run_info
 from ..sweep import (
     StageRecipe,
     SweepRun,
@@ -42,7 +42,6 @@ from ..sweep import (
     file_sha256,
     keep_hub_token_out_of_checkpoints,
     plan_sweep,
-    run_info,
     run_sweep,
 )
 
