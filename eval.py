@@ -19,7 +19,7 @@ def main(args):
 
 
 def dataclass_types():
-    from dpo_pipeline.configs import EvalArguments
+    from dpo_pipeline.arguments import EvalArguments
 
     return (EvalArguments,)
 

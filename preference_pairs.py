@@ -14,13 +14,13 @@ from dpo_pipeline.cli import run_script
 
 
 def main(args):
-    from dpo_pipeline.stages.pairs import make_preference_pairs
+    from dpo_pipeline.stages.preference_pairs import make_preference_pairs
 
     make_preference_pairs(args)
 
 
 def dataclass_types():
-    from dpo_pipeline.configs import PairsArguments
+    from dpo_pipeline.arguments import PairsArguments
 
     return (PairsArguments,)
 

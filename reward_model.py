@@ -19,7 +19,7 @@ def main(script_args, training_args, model_args):
 def dataclass_types():
     from trl import ModelConfig
 
-    from dpo_pipeline.configs import RewardModelScriptArguments, RewardModelTrainingConfig
+    from dpo_pipeline.arguments import RewardModelScriptArguments, RewardModelTrainingConfig
 
     return (RewardModelScriptArguments, RewardModelTrainingConfig, ModelConfig)
 

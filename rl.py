@@ -21,7 +21,7 @@ def main(script_args, training_args, model_args):
 def dataclass_types():
     from trl import ModelConfig
 
-    from dpo_pipeline.configs import RLScriptArguments, RLTrainingConfig
+    from dpo_pipeline.arguments import RLScriptArguments, RLTrainingConfig
 
     return (RLScriptArguments, RLTrainingConfig, ModelConfig)
 

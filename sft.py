@@ -20,7 +20,7 @@ def main(script_args, training_args, model_args):
 def dataclass_types():
     from trl import ModelConfig
 
-    from dpo_pipeline.configs import SFTScriptArguments, SFTTrainingConfig
+    from dpo_pipeline.arguments import SFTScriptArguments, SFTTrainingConfig
 
     return (SFTScriptArguments, SFTTrainingConfig, ModelConfig)
 

@@ -31,7 +31,7 @@ class PipelineWorkload:
 
 def pipeline_workload(sft_args, pairs_args, dpo_script_args, dpo_args, eval_args, sft_examples: int,
                       sft_mean_tokens: float) -> PipelineWorkload:
-    from dpo_pipeline.pairs import max_pairs_per_prompt
+    from dpo_pipeline.pair_building import max_pairs_per_prompt
 
     pairs_per_prompt = max_pairs_per_prompt(pairs_args.completions_per_prompt, pairs_args.pair_mode)
     train_pairs = pairs_args.num_prompts * pairs_per_prompt

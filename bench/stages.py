@@ -224,7 +224,7 @@ def time_scoring(context: BenchContext) -> dict:
 def time_kl(context: BenchContext) -> dict:
     """The evaluation's exact sequence KL of sampled completions: policy and reference forward, in measure_dtype."""
     from dpo_pipeline.generation import completion_logits
-    from dpo_pipeline.metrics import sequence_kl
+    from dpo_pipeline.estimators import sequence_kl
     from dpo_pipeline.models import with_float32_head
 
     args = context.args

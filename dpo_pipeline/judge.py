@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .errors import PipelineError
-from .metrics import cluster_bootstrap
+from .estimators import cluster_bootstrap
 
 # The letter must be a capital A or B; the words around it may be in any case. "the answer is a good one" is not
 # a verdict, "Answer: a" is not either (a lower-case article is too common to trust).

@@ -59,7 +59,7 @@ def resolve_eval_config(path: str) -> Path:
 
 def load_eval_arguments(path: str):
     from .cli import parse_config
-    from .configs import EvalArguments
+    from .arguments import EvalArguments
 
     (args,) = parse_config([EvalArguments], ["--config", str(resolve_eval_config(path)), "--report_to", "none"])
     return args

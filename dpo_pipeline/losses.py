@@ -1,6 +1,6 @@
 """Training losses that TRL does not have, as pure functions of per-token log-probabilities.
 
-Notation as in `metrics.py` (DPO paper, Rafailov et al. 2023, arXiv 2305.18290): x a prompt, y_w the chosen and y_l
+Notation as in `estimators.py` (DPO paper, Rafailov et al. 2023, arXiv 2305.18290): x a prompt, y_w the chosen and y_l
 the rejected completion of a pair, p = pi_theta the policy being trained.
 """
 

@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 
 from .checkpoints import is_complete_checkpoint
-from .configs import EvalArguments
+from .arguments import EvalArguments
 from .data import decode_tokens
 from .errors import PipelineError
 from .generation import completion_logits, completion_logps, iter_samples, stop_token_ids, tokens_before_stop
 from .hub import require_source
 from .inputs import read_json
 from .judge import JudgeItem, greedy_generate_fn, judge
-from .metrics import (
+from .estimators import (
     best_of_n_expected_reward,
     best_of_n_kl,
     clustered_mean_and_standard_error,
@@ -40,8 +40,8 @@ from .metrics import (
     win_counts,
 )
 from .models import check_weight_files, default_device, load_causal_lm, load_tokenizer, resolve_dtype
-from .pairs import TOKENIZED_COLUMNS
-from .preferences import check_pairs_match_tokenizer, load_preferences, source_fingerprint
+from .pair_building import TOKENIZED_COLUMNS
+from .preference_data import check_pairs_match_tokenizer, load_preferences, source_fingerprint
 from .progress import progress
 from .runs import COMPLETE_FILE, SWEEP_RUN_FILE, sweep_run_name
 from .samples import EvalStore, model_signature, short_hash
@@ -429,7 +429,7 @@ def measure_best_of_n(evaluator: Evaluator, prompts, store: EvalStore, settings_
 
 def best_of_n_rows(evaluator: Evaluator, prompts, store: EvalStore, settings_hash: str) -> list[dict]:
     """Each N's row from the stored rewards: the unbiased estimate of the expected best reward among N samples
-    (`metrics.best_of_n_expected_reward`) and the analytic KL."""
+    (`estimators.best_of_n_expected_reward`) and the analytic KL."""
     args = evaluator.args
     if not args.best_of_n:
         return []

@@ -10,7 +10,7 @@ import torch
 
 from .errors import PipelineError
 from .hub import require_source
-from .metrics import positive_label_index, positive_probability
+from .estimators import positive_label_index, positive_probability
 from .progress import progress
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, cluster_bootstrap, spread_over_seeds
+from .estimators import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, cluster_bootstrap, spread_over_seeds
 from .runs import atomic_write_text, git_commit
 from .samples import EvalStore
 from .tracking import METRICS_FILE
@@ -25,7 +25,7 @@ NOISE_PNG = "label_noise.png"
 REPORT_MD = "report.md"
 FRONTIER_SEEDS_CSV = "frontier_seeds.csv"
 # `_sem` (reward, KL): the analytic standard error clustered by prompt; `_se`: a bootstrap over prompts
-# (`metrics.cluster_bootstrap`).
+# (`estimators.cluster_bootstrap`).
 FRONTIER_COLUMNS = [
     "name", "run", "method", "beta", "alpha", "loss_type", "label_smoothing", "label_noise", "seed", "setting", "step",
     "is_final", "reward", "reward_sem", "kl", "kl_sem", "num_samples", "num_prompts",
@@ -83,7 +83,7 @@ def write_frontier_csv(rows: list[dict], path: Path, columns: list[str] = FRONTI
 def seed_groups(final_rows: list[dict]) -> list[dict]:
     """The final models grouped by setting (`measure.run_setting`: the sweep_run.json without name and seed), one
     record per setting trained with 2 or more seeds: for each of `SEED_FIGURES` its mean, sd and standard error
-    over the seeds (`metrics.spread_over_seeds`), the number of seeds, the seeds and the runs."""
+    over the seeds (`estimators.spread_over_seeds`), the number of seeds, the seeds and the runs."""
     groups: dict[str, list[dict]] = {}
     for row in final_rows:
         if row.get("setting") and row["run"] not in ("sft", "best-of-n"):
@@ -364,7 +364,7 @@ def final_models_table(final_rows: list[dict], with_judge: bool) -> str:
 
 def paired_accuracy_difference(better: list[dict], worse: list[dict]) -> dict | None:
     """The held-out accuracy of one model minus another's, on the same pairs, with its 95% interval from a paired
-    bootstrap over prompts (`metrics.cluster_bootstrap` of the per-pair differences of correctness, 1 where the
+    bootstrap over prompts (`estimators.cluster_bootstrap` of the per-pair differences of correctness, 1 where the
     log-ratio margin is > 0); None when the two were not measured on the same pairs."""
     if [r["prompt"] for r in better] != [r["prompt"] for r in worse]:
         return None

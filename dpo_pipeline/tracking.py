@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .configs.common import DEFAULT_WANDB_PROJECT
+from .arguments.common import DEFAULT_WANDB_PROJECT
 from .runs import atomic_write_text, redact_secrets
 
 logger = logging.getLogger(__name__)

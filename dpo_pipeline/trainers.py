@@ -19,7 +19,7 @@ import trl.trainer.grpo_trainer
 import trl.trainer.rloo_trainer
 
 from .generation import position_ids_from_mask
-from .pairs import TOKENIZED_COLUMNS
+from .pair_building import TOKENIZED_COLUMNS
 
 logger = logging.getLogger(__name__)
 

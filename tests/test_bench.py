@@ -50,7 +50,7 @@ def test_the_harness_times_every_stage_at_tiny_scale(tmp_path):
         # plain TRL is TRL's own config and trainer, not the pipeline's subclasses with their checks
         assert (plain["config_class"], plain["trainer_class"]) == ("trl.trainer.dpo_config.DPOConfig",
                                                                    "trl.trainer.dpo_trainer.DPOTrainer")
-        assert ours["config_class"] == "dpo_pipeline.configs.dpo_config.DPOTrainingConfig"
+        assert ours["config_class"] == "dpo_pipeline.arguments.dpo_config.DPOTrainingConfig"
         for result in (plain, ours, precomputed):
             assert result["pairs_per_s"] > 0 and result["batch"] == batch
             # the optimizer sees the batch asked for, not the config's own global_batch_size of 32

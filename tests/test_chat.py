@@ -67,7 +67,7 @@ def test_conversations_are_tokenized_by_the_chat_template_whole_history_included
     beside whole conversations) becomes the same ids."""
     from transformers import AutoTokenizer
 
-    from dpo_pipeline.preferences import load_preferences
+    from dpo_pipeline.preference_data import load_preferences
     from dpo_pipeline.trainers import tokenize_preference_pairs
 
     tokenizer = AutoTokenizer.from_pretrained(chat / "runs/sft")

@@ -92,7 +92,7 @@ def test_preferred_ft_trains_on_chosen_completions_only(study):
     info = json.loads((run_dir / "sweep_run.json").read_text())
     assert info["method"] == "preferred_ft" and info["beta"] is None
     assert (run_dir / "model.safetensors").is_file() and (run_dir / "checkpoint-2").is_dir()
-    from dpo_pipeline.preferences import load_preferences
+    from dpo_pipeline.preference_data import load_preferences
     from dpo_pipeline.stages.sft import preferred_completions
 
     data = preferred_completions(load_preferences(str(study["pairs"] / "pairs.jsonl")))
@@ -135,7 +135,7 @@ def test_every_rate_has_a_bootstrap_standard_error_and_the_ranking_marks_what_is
     """Held-out accuracy, margins and win rates carry their `_se` (a bootstrap over prompts, from the per-pair margins
     kept in heldout/); the standard error of the accuracy recomputed from those margins is the one in the csv; the
     ranking gives each model's paired difference to the next with its 95% interval."""
-    from dpo_pipeline.metrics import cluster_bootstrap
+    from dpo_pipeline.estimators import cluster_bootstrap
 
     row = study["rows"]["beta-0.1/step-4"]
     for key in ("heldout_accuracy_se", "heldout_logratio_margin_se", "heldout_reward_margin_se", "win_rate_se"):
@@ -157,7 +157,7 @@ def test_settings_trained_with_several_seeds_get_their_mean_and_spread(study):
     """beta-0.1 (the config's seed) and beta-0.1_seed-1 differ only by seed: one setting of two seeds in
     frontier_seeds.csv, with the mean and sd over seeds of reward and KL worked from their two rows; the report's
     table names both runs; runs of one seed are not grouped."""
-    from dpo_pipeline.metrics import spread_over_seeds
+    from dpo_pipeline.estimators import spread_over_seeds
 
     with (study["eval"] / "frontier_seeds.csv").open() as handle:
         groups = list(csv.DictReader(handle))

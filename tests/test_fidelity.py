@@ -86,8 +86,8 @@ def test_a_dpo_training_batch_holds_exactly_the_sampled_ids(sampled_pairs, tiny_
     covers the completion's ids (its EOS only where one was sampled) and nothing of the prompt."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dpo_pipeline.configs import DPOTrainingConfig
-    from dpo_pipeline.preferences import load_preferences
+    from dpo_pipeline.arguments import DPOTrainingConfig
+    from dpo_pipeline.preference_data import load_preferences
     from dpo_pipeline.trainers import DPOTrainer
 
     pairs_file = sampled_pairs / "pairs.jsonl"

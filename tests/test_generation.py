@@ -13,7 +13,7 @@ from dpo_pipeline.generation import (
     position_ids_from_mask,
     pure_sampling_config,
 )
-from dpo_pipeline.metrics import sequence_kl
+from dpo_pipeline.estimators import sequence_kl
 
 PROMPTS = ["The film is", "This movie", "The ending of the story is"]
 

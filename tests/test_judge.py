@@ -103,7 +103,7 @@ def test_sft_py_fine_tunes_a_judge_whose_verdicts_parse(tiny_assets, pairs_dir, 
 
     from dpo_pipeline.judge import greedy_generate_fn, judge_prompts
     from dpo_pipeline.models import load_tokenizer
-    from dpo_pipeline.preferences import load_preferences
+    from dpo_pipeline.preference_data import load_preferences
     from tests.conftest import TRAINING_ON_CPU
     from tests.helpers import run_command
 

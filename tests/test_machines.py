@@ -90,7 +90,7 @@ def test_wandb_runs_are_named_and_grouped_by_scale_and_stage(tmp_path):
 
 
 def test_a_users_wandb_project_wins_over_the_default_but_not_over_the_config(monkeypatch):
-    from dpo_pipeline.configs.common import DEFAULT_WANDB_PROJECT
+    from dpo_pipeline.arguments.common import DEFAULT_WANDB_PROJECT
     from dpo_pipeline.tracking import configure_wandb
 
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -13,7 +13,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from dpo_pipeline.generation import completion_logits, completion_logps, iter_samples
-from dpo_pipeline.metrics import sequence_kl
+from dpo_pipeline.estimators import sequence_kl
 from dpo_pipeline.models import Float32Head, with_float32_head
 
 VOCAB, WIDTH = 1000, 64

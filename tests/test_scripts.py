@@ -12,7 +12,7 @@ import preference_pairs
 import sft
 from dpo_pipeline.cli import run_script
 from dpo_pipeline.models import SentimentClassifier
-from dpo_pipeline.pairs import make_pairs
+from dpo_pipeline.pair_building import make_pairs
 from tests.conftest import TRAINING_ON_CPU as _CPU
 
 TRAINING_ON_CPU = [*_CPU, "--report_to", "none"]

@@ -3,7 +3,7 @@
 import pytest
 
 from dpo_pipeline.errors import PipelineError
-from dpo_pipeline.configs import DPOTrainingConfig
+from dpo_pipeline.arguments import DPOTrainingConfig
 from dpo_pipeline.stages.dpo import check_dpo_settings
 from dpo_pipeline.runs import sweep_run_name
 from dpo_pipeline.sweep import apply_overrides, parse_sweep_entry, plan_sweep
@@ -57,7 +57,7 @@ def test_compilation_can_be_turned_off_by_an_override(base_config):
 
 
 def test_overrides_apply_to_sft_configs_too(tmp_path):
-    from dpo_pipeline.configs import SFTTrainingConfig
+    from dpo_pipeline.arguments import SFTTrainingConfig
 
     sft_config = SFTTrainingConfig(output_dir=str(tmp_path), bf16=False, report_to="none")
     assert apply_overrides(sft_config, {"per_device_train_batch_size": "4"}).per_device_train_batch_size == 4

@@ -148,7 +148,7 @@ def demo_spread(path: Path) -> dict[str, dict]:
     """{run: {figure: {"values", "mean", "sd", "low", "high", "decimals"}}} of the demo's final models over the CPU
     configurations of docs/demo_spread.csv (`tools.demo_spread`), with the 95% prediction interval of one more
     run (another machine's), mean ± t_{0.975}(n - 1) sd sqrt(1 + 1/n), n the configurations."""
-    from dpo_pipeline.metrics import spread_over_seeds, t_quantile_975
+    from dpo_pipeline.estimators import spread_over_seeds, t_quantile_975
 
     if not path.is_file():
         return {}
@@ -220,7 +220,7 @@ def seeds_table(path: Path) -> list[str]:
 
 def claims_against_the_dpo_curve(seeds_file: Path, rows: list[dict]) -> list[str]:
     """Sentences comparing each other method with DPO at the same KL, which state only what survives every error that
-    goes into the comparison (`metrics.compare_with_concave_curve`). The DPO curve passes through the SFT model at KL
+    goes into the comparison (`estimators.compare_with_concave_curve`). The DPO curve passes through the SFT model at KL
     0 (its reward's error over prompts: it has no training seed; its KL exactly 0) and each DPO β's means over its
     seeds (final models, no label noise; their KL and reward errors over seeds). Taken as concave and
     non-decreasing, at a method's mean KL it lies between the chord of the neighbouring points and an upper bound
@@ -229,7 +229,7 @@ def claims_against_the_dpo_curve(seeds_file: Path, rows: list[dict]) -> list[str
     the difference (n the fewest seeds among the method and the DPO settings); the sentence prints both
     differences, their t and the critical value. A setting past DPO's largest mean KL, or of one seed, is named and
     not compared."""
-    from dpo_pipeline.metrics import CURVE_DRAWS, CURVE_SEED, SeedMean, compare_with_concave_curve
+    from dpo_pipeline.estimators import CURVE_DRAWS, CURVE_SEED, SeedMean, compare_with_concave_curve
     from dpo_pipeline.report import series_label
 
     if not seeds_file.is_file():
@@ -281,7 +281,7 @@ def claims_against_the_dpo_curve(seeds_file: Path, rows: list[dict]) -> list[str
 
 
 def verdict_words(found: dict) -> str:
-    """The verdict of `metrics.compare_with_concave_curve` in words, naming the bound that decided it."""
+    """The verdict of `estimators.compare_with_concave_curve` in words, naming the bound that decided it."""
     if found["verdict"] == "above":
         return "above the DPO curve (clears its upper bound)"
     if found["verdict"] == "below":

@@ -12,13 +12,13 @@ import logging
 import math
 from pathlib import Path
 
-from ..configs import DPOScriptArguments
+from ..arguments import DPOScriptArguments
 from ..errors import PipelineError
 from ..hub import require_source
 from ..models import check_causal_lm, check_model_flags, load_tokenizer, model_init_kwargs
-from ..pairs import noisy_pairs_file
+from ..pair_building import noisy_pairs_file
 from ..runs import run_info
-from ..preferences import (
+from ..preference_data import (
     check_pairs_match_tokenizer,
     check_prompt_lengths,
     load_preferences,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..configs import EvalArguments
+from ..arguments import EvalArguments
 from ..distributed import on_main, process_state
 from ..errors import PipelineError
 from ..hub import require_source

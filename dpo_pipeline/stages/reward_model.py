@@ -11,7 +11,7 @@ import random
 import statistics
 from pathlib import Path
 
-from ..configs import RewardModelScriptArguments
+from ..arguments import RewardModelScriptArguments
 from ..errors import PipelineError
 from ..hub import require_source
 from ..models import (
@@ -22,7 +22,7 @@ from ..models import (
     model_init_kwargs,
     reward_model_tokenizer,
 )
-from ..preferences import check_pairs_match_tokenizer, is_tokenized, load_preferences
+from ..preference_data import check_pairs_match_tokenizer, is_tokenized, load_preferences
 from ..sweep import StageRecipe, SweepRun, file_sha256, keep_hub_token_out_of_checkpoints, run_sweep
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from ..configs import RL_METHODS, RL_REWARDS, RLScriptArguments
+from ..arguments import RL_METHODS, RL_REWARDS, RLScriptArguments
 from ..distributed import process_state
 from ..errors import PipelineError
 from ..hub import require_source
@@ -33,7 +33,7 @@ from ..models import (
     load_tokenizer,
     model_init_kwargs,
 )
-from ..preferences import check_pairs_match_tokenizer, is_tokenized, load_preferences
+from ..preference_data import check_pairs_match_tokenizer, is_tokenized, load_preferences
 from ..runs import COMPLETE_FILE, run_info
 from ..sweep import (
     StageRecipe,

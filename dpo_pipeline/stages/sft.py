@@ -8,13 +8,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..configs import SFTScriptArguments
+from ..arguments import SFTScriptArguments
 from ..data import load_split, load_texts
 from ..errors import PipelineError
 from ..hub import require_source
 from ..judge import judge_training_examples
 from ..models import check_causal_lm, check_model_flags, context_length, load_tokenizer, model_init_kwargs
-from ..preferences import check_pairs_match_tokenizer, check_prompt_lengths, is_tokenized, load_preferences
+from ..preference_data import check_pairs_match_tokenizer, check_prompt_lengths, is_tokenized, load_preferences
 from ..runs import run_info
 from ..sweep import StageRecipe, SweepRun, file_sha256, keep_hub_token_out_of_checkpoints, run_sweep
 from ..tasks import get_task

@@ -7,7 +7,7 @@ import numpy as np
 
 from ...errors import PipelineError
 from ...data import Prompt, chat_token_ids, conversation_text, decode_tokens
-from ...preferences import is_tokenized, load_preferences
+from ...preference_data import is_tokenized, load_preferences
 
 
 def conversation_of(record: dict):

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from ..errors import PipelineError
 from ..hub import require_source
-from ..configs import PairsArguments
+from ..arguments import PairsArguments
 from ..data import decode_tokens
 from ..distributed import gather_lists, on_main, process_state
 from ..generation import iter_samples, stop_token_ids
-from ..metrics import clustered_mean_and_standard_error
+from ..estimators import clustered_mean_and_standard_error
 from ..models import load_causal_lm, load_tokenizer, resolve_dtype
-from ..pairs import flip_labels, max_pairs_per_prompt, noisy_pairs_file, pair_records
+from ..pair_building import flip_labels, max_pairs_per_prompt, noisy_pairs_file, pair_records
 from ..progress import progress
 from ..runs import RunFolder, atomic_write_text, config_dict, config_fingerprint, write_jsonl
 from ..tracking import finish_wandb_run, start_wandb_run

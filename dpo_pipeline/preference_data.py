@@ -20,7 +20,7 @@ from pathlib import Path
 from .data import chat_token_ids, decode_tokens, load_split
 from .errors import PipelineError
 from .inputs import dataset_from_records, read_jsonl
-from .pairs import TEXT_COLUMNS, TOKENIZED_COLUMNS
+from .pair_building import TEXT_COLUMNS, TOKENIZED_COLUMNS
 
 logger = logging.getLogger(__name__)
 

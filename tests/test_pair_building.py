@@ -2,7 +2,7 @@
 
 import pytest
 
-from dpo_pipeline.pairs import make_pairs, pair_records
+from dpo_pipeline.pair_building import make_pairs, pair_records
 
 
 def test_all_pairs_of_four_distinct_rewards_are_six():
@@ -52,7 +52,7 @@ def test_pair_records_carry_the_sampled_ids_and_keep_completions_that_ended_at_o
 
 
 def test_label_noise_flips_the_asked_share_seeded_and_nested():
-    from dpo_pipeline.pairs import flip_labels
+    from dpo_pipeline.pair_building import flip_labels
 
     pairs = [{"prompt": "p", "chosen": f"good {i}", "rejected": f"bad {i}", "chosen_ids": [1, i],
               "rejected_ids": [2, i], "chosen_reward": 0.9, "rejected_reward": 0.1} for i in range(50)]
@@ -73,7 +73,7 @@ def test_label_noise_flips_the_asked_share_seeded_and_nested():
 def test_noisy_pairs_file_sits_beside_the_clean_one():
     from pathlib import Path
 
-    from dpo_pipeline.pairs import noisy_pairs_file
+    from dpo_pipeline.pair_building import noisy_pairs_file
 
     assert noisy_pairs_file("generations/tiny/pairs.jsonl", 0.2) == Path("generations/tiny/pairs_noise-0.2.jsonl")
     assert noisy_pairs_file("generations/tiny/pairs.jsonl", 0) == Path("generations/tiny/pairs.jsonl")

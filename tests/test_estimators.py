@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from dpo_pipeline.metrics import (
+from dpo_pipeline.estimators import (
     clustered_mean_and_standard_error,
     mean_and_standard_error,
     positive_label_index,
@@ -79,7 +79,7 @@ def test_mean_and_standard_error_by_hand():
 
 
 def test_implicit_reward_accuracy_and_margins_worked_by_hand():
-    from dpo_pipeline.metrics import implicit_reward_accuracy
+    from dpo_pipeline.estimators import implicit_reward_accuracy
 
     policy_chosen = torch.tensor([-10.0, -12.0, -8.0, -5.0])
     policy_rejected = torch.tensor([-11.0, -10.5, -9.0, -5.0])
@@ -95,7 +95,7 @@ def test_implicit_reward_accuracy_and_margins_worked_by_hand():
 
 
 def test_the_reference_model_ties_every_pair():
-    from dpo_pipeline.metrics import implicit_reward_accuracy
+    from dpo_pipeline.estimators import implicit_reward_accuracy
 
     logps = torch.tensor([-3.0, -7.0])
     result = implicit_reward_accuracy(logps, logps.flip(0), logps, logps.flip(0), beta=1.0)
@@ -103,7 +103,7 @@ def test_the_reference_model_ties_every_pair():
 
 
 def test_win_counts_with_ties_worked_by_hand():
-    from dpo_pipeline.metrics import win_counts
+    from dpo_pipeline.estimators import win_counts
 
     model, baseline = [0.9, 0.5, 0.2, 0.7], [0.8, 0.5, 0.3, 0.7]
     assert win_counts(model, baseline) == {"wins": 1, "losses": 1, "ties": 2, "win_rate": 0.5}
@@ -116,7 +116,7 @@ def test_win_counts_with_ties_worked_by_hand():
 
 
 def test_best_of_n_kl_is_the_analytic_value():
-    from dpo_pipeline.metrics import best_of_n_kl
+    from dpo_pipeline.estimators import best_of_n_kl
 
     assert best_of_n_kl(1) == 0.0
     assert best_of_n_kl(4) == pytest.approx(1.3862944 - 0.75)  # log 4 - 3/4
@@ -129,7 +129,7 @@ def test_best_of_n_expected_reward_worked_by_hand_and_by_enumeration():
     import itertools
     import random
 
-    from dpo_pipeline.metrics import best_of_n_expected_reward
+    from dpo_pipeline.estimators import best_of_n_expected_reward
 
     rewards = [0.3, 0.1, 0.2]
     assert best_of_n_expected_reward(rewards, 1) == pytest.approx(0.2)  # the mean
@@ -166,7 +166,7 @@ def test_cluster_bootstrap_of_two_prompts_worked_by_hand():
     is 0.5 and their variance 1/4 * 0.25 + 1/2 * 0 + 1/4 * 0.25 = 1/8, so se -> sqrt(1/8) = 0.3536; the analytic
     clustered SE is 0.5 (sqrt(s^2 / G), s^2 = 0.5), times sqrt((G - 1) / G) = sqrt(1/2) gives the same 0.3536.
     The 95% interval spans [0, 1]."""
-    from dpo_pipeline.metrics import cluster_bootstrap
+    from dpo_pipeline.estimators import cluster_bootstrap
 
     values, clusters = [0.0, 0.0, 1.0, 1.0], ["p", "p", "q", "q"]
     result = cluster_bootstrap(values, clusters, resamples=20000, seed=1)
@@ -187,7 +187,7 @@ def test_cluster_bootstrap_approaches_the_analytic_clustered_error_and_exceeds_t
     well above the SE that treats the 200 samples as independent."""
     import random
 
-    from dpo_pipeline.metrics import cluster_bootstrap
+    from dpo_pipeline.estimators import cluster_bootstrap
 
     rng = random.Random(0)
     values, clusters = [], []
@@ -205,7 +205,7 @@ def test_standard_errors_of_accuracy_margin_and_win_rate_come_from_the_bootstrap
     """The same pairs as above, pairs 0-1 of prompt "a" and 2-3 of prompt "b": correctness [1, 0 | 1, 0], the two
     prompts' accuracies 0.5 and 0.5, so the accuracy has no spread over prompts (se 0). Win scores [1, 1 | 0, 0]:
     prompt means 1 and 0, se -> sqrt(1/8) as in the two-prompt case."""
-    from dpo_pipeline.metrics import cluster_bootstrap, implicit_reward_accuracy, win_counts
+    from dpo_pipeline.estimators import cluster_bootstrap, implicit_reward_accuracy, win_counts
 
     policy_chosen = torch.tensor([-10.0, -12.0, -8.0, -5.0])
     policy_rejected = torch.tensor([-11.0, -10.5, -9.0, -5.0])
@@ -223,7 +223,7 @@ def test_standard_errors_of_accuracy_margin_and_win_rate_come_from_the_bootstrap
 
 def test_spread_over_seeds_by_hand():
     """Rewards 0.6, 0.7, 0.8 over three seeds: mean 0.7, sd sqrt((0.01 + 0 + 0.01) / 2) = 0.1, se 0.1 / sqrt(3)."""
-    from dpo_pipeline.metrics import spread_over_seeds
+    from dpo_pipeline.estimators import spread_over_seeds
 
     assert spread_over_seeds([0.6, 0.7, 0.8]) == pytest.approx({"mean": 0.7, "sd": 0.1, "se": 0.1 / math.sqrt(3),
                                                                 "n": 3})
@@ -235,7 +235,7 @@ def test_t_quantile_for_3_seeds_is_4_30_not_2_worked_by_hand():
     0.975 gives t / sqrt(2 + t^2) = 0.95, t^2 = 2 * 0.9025 / 0.0975 = 18.513, t = 4.3027. With 1 (Cauchy):
     tan(0.475 pi) = 12.7062. Between the table's entries the next smaller df's (35 -> 30's 2.042, conservative);
     one seed (0 df) has no error estimate."""
-    from dpo_pipeline.metrics import t_quantile_975
+    from dpo_pipeline.estimators import t_quantile_975
 
     assert t_quantile_975(2) == pytest.approx(math.sqrt(2 * 0.95**2 / (1 - 0.95**2)), abs=5e-4)  # table: 3 decimals
     assert t_quantile_975(1) == pytest.approx(math.tan(0.475 * math.pi), abs=5e-4)
@@ -252,7 +252,7 @@ def test_t_quantile_table_matches_the_t_density():
     trapezoid rule on 200,001 points by far less: tolerance 1e-4."""
     import numpy as np
 
-    from dpo_pipeline.metrics import T_QUANTILE_975
+    from dpo_pipeline.estimators import T_QUANTILE_975
 
     for df, q in T_QUANTILE_975.items():
         t = np.linspace(0.0, q, 200_001)
@@ -274,7 +274,7 @@ def test_concave_curve_bracket_worked_by_hand():
     sorted first."""
     import numpy as np
 
-    from dpo_pipeline.metrics import concave_curve_bracket
+    from dpo_pipeline.estimators import concave_curve_bracket
 
     lower, upper = concave_curve_bracket([0.0, 1.0, 4.0, 9.0], [0.0, 1.0, 2.0, 3.0], 2.0)
     assert (lower[0], upper[0]) == pytest.approx((4 / 3, 1.6), abs=1e-12)
@@ -300,7 +300,7 @@ def test_with_exact_kls_the_difference_from_the_chord_has_the_interpolation_erro
     sqrt(0.01^2 + (9/8 * 0.03)^2 + (1/8 * 0.04)^2) = 0.035554; t = 0.025 / 0.035554 = 0.70. Over the chord but not
     clear of the upper bound: a straight line alone would have called it above the curve; within. Reward 0.85:
     t_upper = 0.175 / 0.035554 = 4.92, above; reward 0.5: t_lower = -0.1 / 0.018708 = -5.35, below."""
-    from dpo_pipeline.metrics import SeedMean, compare_with_concave_curve
+    from dpo_pipeline.estimators import SeedMean, compare_with_concave_curve
 
     curve = [SeedMean(0.0, 0.0, 0.5, 0.01), SeedMean(2.0, 0.0, 0.7, 0.03), SeedMean(10.0, 0.0, 0.9, 0.04)]
     found = compare_with_concave_curve(SeedMean(1.0, 0.0, 0.7, 0.01), curve, degrees_of_freedom=2)
@@ -317,7 +317,7 @@ def test_the_methods_kl_error_moves_it_along_the_curve_worked_by_hand():
     """DPO points on the line 0.5 + 0.05 x, all exact: (0, 0.5), (4, 0.7), (8, 0.9); the bracket is the line itself.
     A method at KL 4 with reward 0.72 ± 0.004: +0.02 ± 0.004, t = 5 > 4.303, above. The same with its KL ± 0.4:
     error sqrt(0.004^2 + (0.05 * 0.4)^2) = sqrt(1.6e-5 + 4e-4) = 0.020396, t = 0.98: within."""
-    from dpo_pipeline.metrics import SeedMean, compare_with_concave_curve
+    from dpo_pipeline.estimators import SeedMean, compare_with_concave_curve
 
     curve = [SeedMean(0.0, 0.0, 0.5, 0.0), SeedMean(4.0, 0.0, 0.7, 0.0), SeedMean(8.0, 0.0, 0.9, 0.0)]
     exact = compare_with_concave_curve(SeedMean(4.0, 0.0, 0.72, 0.004), curve, degrees_of_freedom=2)
@@ -333,7 +333,7 @@ def test_a_dpo_points_kl_error_carries_into_both_bounds_worked_by_hand():
     0.5 + 0.2 * 2 / x_1 moves by -0.4 / x_1^2 = -0.025 per nat of x_1: error 0.025 * 0.2 = 0.005. The upper bound,
     the next chord extended back, 0.7 + 0.1 (2 - x_1) / (8 - x_1) = 0.65, moves by 0.1 * (-6) / 16 = -0.0375 per
     nat: error 0.0375 * 0.2 = 0.0075; t_upper = -0.05 / 0.0075 = -6.67: under the upper bound, on the chord."""
-    from dpo_pipeline.metrics import SeedMean, compare_with_concave_curve
+    from dpo_pipeline.estimators import SeedMean, compare_with_concave_curve
 
     curve = [SeedMean(0.0, 0.0, 0.5, 0.0), SeedMean(4.0, 0.2, 0.7, 0.0), SeedMean(8.0, 0.0, 0.8, 0.0)]
     found = compare_with_concave_curve(SeedMean(2.0, 0.0, 0.6, 0.0), curve, degrees_of_freedom=2)
@@ -347,7 +347,7 @@ def test_a_t_of_2_14_with_3_seeds_is_within_noise_worked_by_hand():
     0.715 ± 0.007: with 2 degrees of freedom (3 seeds) the critical value is 4.303: within; with the normal's 1.96
     (infinitely many seeds) it would be above. Same inputs, same draws: the same figures, to the last bit (the
     point: the same study gives the same sentence). Outside the curve's points, no comparison."""
-    from dpo_pipeline.metrics import SeedMean, compare_with_concave_curve
+    from dpo_pipeline.estimators import SeedMean, compare_with_concave_curve
 
     curve = [SeedMean(0.0, 0.0, 0.5, 0.0), SeedMean(4.0, 0.0, 0.7, 0.0), SeedMean(8.0, 0.0, 0.9, 0.0)]
     method = SeedMean(4.0, 0.0, 0.715, 0.007)
