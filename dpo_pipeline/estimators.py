@@ -139,19 +139,29 @@ def implicit_reward_accuracy(
     logratio_margins = (policy_chosen_logps.double() - reference_chosen_logps.double()) - (
         policy_rejected_logps.double() - reference_rejected_logps.double()
     )
-    if logratio_margins.numel() == 0:
+    return margin_accuracy(logratio_margins, beta, clusters)
+
+
+def margin_accuracy(margins: torch.Tensor, beta: float | None = None, clusters: Sequence | None = None) -> dict:
+    """How well a method's implicit reward ranks held-out pairs, from its [P] margins d_p without beta (chosen minus
+    rejected: DPO's log-ratio margins, `implicit_reward_accuracy`; SimPO's length-normalised log-prob margins):
+    accuracy (share of d_p > 0, ties wrong), ties (share of d_p == 0), logratio_margin (mean d_p, nats), reward_margin
+    (beta times it, None without a beta), and with `clusters` each one's standard error from a bootstrap over
+    prompts (accuracy_se, logratio_margin_se, reward_margin_se)."""
+    margins = margins.double()
+    if margins.numel() == 0:
         raise ValueError("no pairs")
-    logratio_margin = logratio_margins.mean().item()
+    mean_margin = margins.mean().item()
     result = {
-        "accuracy": (logratio_margins > 0).double().mean().item(),
-        "ties": (logratio_margins == 0).double().mean().item(),
-        "logratio_margin": logratio_margin,
-        "reward_margin": None if beta is None else beta * logratio_margin,
+        "accuracy": (margins > 0).double().mean().item(),
+        "ties": (margins == 0).double().mean().item(),
+        "logratio_margin": mean_margin,
+        "reward_margin": None if beta is None else beta * mean_margin,
     }
     if clusters is not None:
-        margins = logratio_margins.tolist()
-        result["accuracy_se"] = cluster_bootstrap([float(m > 0) for m in margins], clusters)["se"]
-        result["logratio_margin_se"] = cluster_bootstrap(margins, clusters)["se"]
+        values = margins.tolist()
+        result["accuracy_se"] = cluster_bootstrap([float(m > 0) for m in values], clusters)["se"]
+        result["logratio_margin_se"] = cluster_bootstrap(values, clusters)["se"]
         result["reward_margin_se"] = None if beta is None else beta * result["logratio_margin_se"]
     return result
 

@@ -30,11 +30,12 @@ from .generation import completion_logits, completion_logps, iter_samples, stop_
 from .hub import require_source
 from .inputs import read_json
 from .judge import JudgeItem, greedy_generate_fn, judge
+from .methods import get_method, methods
 from .estimators import (
     best_of_n_expected_reward,
     best_of_n_kl,
     clustered_mean_and_standard_error,
-    implicit_reward_accuracy,
+    margin_accuracy,
     mean_and_standard_error,
     sequence_kl,
     win_counts,
@@ -77,7 +78,15 @@ class ModelToEvaluate:
     is_final: bool
     seed: int | None = None  # the sweep entry's seed override (None: the config's seed)
     setting: str = ""  # the run's sweep_run.json without its name and seed: runs that differ only by seed share it
-    alpha: float | None = None  # the unlikelihood weight (method unlikelihood)
+    # the method's own settings from its sweep_run.json (`methods.Method.sweep_keys`: unlikelihood's alpha, SimPO's
+    # gamma), which its label and the frontier's columns show
+    method_settings: tuple = ()
+
+    def row(self) -> dict:
+        """The model as the start of its frontier row: its fields, the method's own settings each a column."""
+        fields = asdict(self)
+        return {**{key: value for key, value in fields.items() if key != "method_settings"},
+                **dict(self.method_settings)}
 
 
 def discover_models(sft_model_path: str, dpo_output_dir: str | None,
@@ -101,10 +110,12 @@ def discover_models(sft_model_path: str, dpo_output_dir: str | None,
             raise PipelineError(f"dpo_output_dir: {run_dir} holds a {SWEEP_RUN_FILE} or {COMPLETE_FILE} that no "
                                 "pipeline run wrote; move it out of the sweep folder")
         seed, setting = run_setting(info)
-        run = dict(run=info["name"], method=info.get("method", "dpo"), beta=info.get("beta"),
+        method = get_method(info.get("method"))
+        run = dict(run=info["name"], method=method.name, beta=info.get("beta"),
                    loss_type=",".join(info.get("loss_type") or ["sigmoid"]),
                    label_smoothing=info.get("label_smoothing"), label_noise=float(info.get("label_noise") or 0.0),
-                   seed=seed, setting=setting, alpha=info.get("alpha"))
+                   seed=seed, setting=setting,
+                   method_settings=tuple((key, info.get(key)) for key in method.sweep_keys if key in info))
         entries = []
         if include_checkpoints:
             for checkpoint in run_dir.glob("checkpoint-*"):
@@ -119,10 +130,13 @@ def discover_models(sft_model_path: str, dpo_output_dir: str | None,
         raise PipelineError(f"dpo_output_dir: {root} holds no finished run")
     for entry in (entry for entries in runs for entry in entries):
         check_weight_files(entry.path, "dpo_output_dir")
-    # DPO by beta first, then the other losses, then the baselines; label-noise runs last
-    runs.sort(key=lambda entries: (entries[0].label_noise, entries[0].method != "dpo",
-                                   entries[0].loss_type != "sigmoid", entries[0].loss_type, entries[0].beta or 0.0,
-                                   entries[0].alpha or 0.0, entries[0].run))
+    # the methods in the registry's order (DPO first, its sigmoid loss first), each by its loss and settings; the
+    # label-noise runs last
+    order = {method.name: position for position, method in enumerate(methods())}
+    runs.sort(key=lambda entries: (entries[0].label_noise, order.get(entries[0].method, len(order)),
+                                   not get_method(entries[0].method).on_the_dpo_curve(entries[0].row()),
+                                   entries[0].loss_type, entries[0].beta or 0.0,
+                                   [value or 0.0 for _, value in entries[0].method_settings], entries[0].run))
     return models + [entry for entries in runs for entry in entries]
 
 
@@ -215,6 +229,8 @@ class HeldoutPairs:
         self.sha = short_hash(source_fingerprint(path, split, config_name), max_pairs)
         self.pad_token_id = tokenizer.pad_token_id
         self.prompt_ids, self.chosen_ids, self.rejected_ids = (pairs[column] for column in TOKENIZED_COLUMNS)
+        self.chosen_lengths = torch.tensor([max(1, len(ids)) for ids in self.chosen_ids])
+        self.rejected_lengths = torch.tensor([max(1, len(ids)) for ids in self.rejected_ids])
         # The bootstrap's clusters: the pairs of one prompt (several per prompt in the sentiment task) go together.
         self.clusters = [short_hash(ids) for ids in self.prompt_ids]
         self._reference = None
@@ -228,23 +244,24 @@ class HeldoutPairs:
         rejected = completion_logps(model, self.prompt_ids, self.rejected_ids, self.pad_token_id, self.batch_size)
         return chosen, rejected
 
-    def measure(self, policy: Policy, reference: Policy, beta: float | None) -> tuple[dict, list[dict]]:
+    def measure(self, policy: Policy, reference: Policy, beta: float | None,
+                method: str | None = None) -> tuple[dict, list[dict]]:
         """(the row's heldout_* figures with their standard errors over prompts, one record per pair: pair_index,
-        prompt (its cluster), logratio_margin), the records for `EvalStore.write_heldout`."""
+        prompt (its cluster), logratio_margin), the records for `EvalStore.write_heldout`. The margins are the
+        implicit reward's of the model's method (`methods.Method.held_out_margin`: DPO's log-ratio to the reference
+        by default), without beta; the reward margin is beta times them where the run has a beta."""
         if self._reference is None:
             self._reference = self.logps(reference.measurer)
         policy_chosen, policy_rejected = self.logps(policy.measurer)
-        result = implicit_reward_accuracy(policy_chosen, policy_rejected, *self._reference, beta=beta,
-                                          clusters=self.clusters)
-        reference_chosen, reference_rejected = self._reference
-        margins = ((policy_chosen.double() - reference_chosen.double())
-                   - (policy_rejected.double() - reference_rejected.double())).tolist()
+        margins = get_method(method).held_out_margin(policy_chosen, policy_rejected, *self._reference,
+                                                     self.chosen_lengths, self.rejected_lengths)
+        result = margin_accuracy(margins, beta, clusters=self.clusters)
         records = [{"pair_index": i, "prompt": cluster, "logratio_margin": margin}
-                   for i, (cluster, margin) in enumerate(zip(self.clusters, margins))]
+                   for i, (cluster, margin) in enumerate(zip(self.clusters, margins.tolist()))]
         return {f"heldout_{key}": value for key, value in result.items()} | {"heldout_pairs": len(self)}, records
 
-    def metrics(self, policy: Policy, reference: Policy, beta: float | None) -> dict:
-        return self.measure(policy, reference, beta)[0]
+    def metrics(self, policy: Policy, reference: Policy, beta: float | None, method: str | None = None) -> dict:
+        return self.measure(policy, reference, beta, method)[0]
 
 
 class Evaluator:
@@ -312,13 +329,13 @@ def measure_models(models, evaluator: Evaluator, prompts, heldout: HeldoutPairs 
             summary, samples = evaluate_policy(policy, evaluator.reference, evaluator.tokenizer, evaluator.reward,
                                                prompts, args, is_reference=model.run == SFT_RUN, name=model.name)
             store.write_samples(model.name, samples)
-            row = {**asdict(model), **summary, "settings_hash": settings_hash,
+            row = {**model.row(), **summary, "settings_hash": settings_hash,
                    "model_signature": model_signature(model.path)}
             logger.info("[%s] %sKL %.2f ± %.2f, %.1f response tokens", model.name,
                         "" if row["reward"] is None else f"reward {row['reward']:.3f} ± {row['reward_sem']:.3f}, ",
                         row["kl"], row["kl_sem"], row["mean_response_tokens"])
         if heldout_missing:
-            figures, per_pair = heldout.measure(policy, evaluator.reference, model.beta)
+            figures, per_pair = heldout.measure(policy, evaluator.reference, model.beta, model.method)
             store.write_heldout(model.name, per_pair)
             row.update(figures, heldout_pairs_sha=heldout.sha)
             logger.info("[%s] held-out implicit-reward accuracy %.3f ± %.3f on %d pairs", model.name,
@@ -330,7 +347,7 @@ def measure_models(models, evaluator: Evaluator, prompts, heldout: HeldoutPairs 
 
 def read_rows(models, store: EvalStore) -> list[dict]:
     """Every model's stored result row (measured by now), with what the plots need to know of its run."""
-    return [{**store.read_result(model.name), **asdict(model)} for model in models]
+    return [{**store.read_result(model.name), **model.row()} for model in models]
 
 
 def log_live(row: dict) -> None:

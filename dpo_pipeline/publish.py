@@ -29,14 +29,9 @@ CARD_SETTINGS = ("beta", "loss_type", "learning_rate", "num_train_epochs", "max_
 
 def trainer_args(args):
     """The config the Trainer gets: push_to_hub off (the pipeline publishes the run itself, `publish_run`)."""
-    import dataclasses
+    from .arguments.common import replace_config
 
-    if not getattr(args, "push_to_hub", False):
-        return args
-    copy = dataclasses.replace(args, push_to_hub=False)
-    if getattr(args, "bf16_without_gpu", False):
-        copy.bf16_without_gpu = True
-    return copy
+    return replace_config(args, push_to_hub=False) if getattr(args, "push_to_hub", False) else args
 
 
 def repo_id_of(args, run_dir: Path) -> str:

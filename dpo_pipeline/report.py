@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .estimators import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, cluster_bootstrap, spread_over_seeds
+from .methods import get_method, series_label
 from .runs import atomic_write_text, git_commit
 from .samples import EvalStore
 from .tracking import METRICS_FILE
@@ -42,34 +43,6 @@ FRONTIER_SEEDS_COLUMNS = ["setting", "label", "method", "beta", "loss_type", "la
                           "num_seeds", "seeds", "runs"] + [
     f"{figure}_{stat}" for figure in SEED_FIGURES for stat in ("mean", "sd", "se")]
 BEST_OF_N_KL_NOTE = "best-of-N KL is the analytic log N − (N−1)/N, not measured"
-
-
-def series_label(row: dict) -> str:
-    """How a run is named in plots and tables: "DPO β=0.1", "IPO τ=0.1", "robust DPO β=0.1 ε=0.1", ..."""
-    method, loss = row["method"], row["loss_type"]
-    if method == "sft":
-        return "SFT"
-    if method == "preferred_ft":
-        return "Preferred-FT"
-    if method == "unlikelihood":
-        label = f"Unlikelihood α={row['alpha']:g}"
-        return label + (f", {row['label_noise']:.0%} flipped" if row.get("label_noise") else "")
-    if method == "best_of_n":
-        return "best-of-N"
-    if method in ("rloo", "grpo"):  # online RL: loss_type holds the reward it was trained on
-        reward = "true reward" if loss == "classifier" else "reward model"
-        return f"{method.upper()} ({reward}) β={row['beta']:g}"
-    if loss == "sigmoid":
-        label = f"DPO β={row['beta']:g}"
-    elif loss == "ipo":
-        label = f"IPO τ={row['beta']:g}"
-    elif loss == "robust":
-        label = f"robust DPO β={row['beta']:g} ε={row['label_smoothing']:g}"
-    else:
-        label = f"{loss} β={row['beta']:g}"
-    if row.get("label_noise"):
-        label += f", {row['label_noise']:.0%} flipped"
-    return label
 
 
 def write_frontier_csv(rows: list[dict], path: Path, columns: list[str] = FRONTIER_COLUMNS) -> None:
@@ -125,8 +98,11 @@ def _save(figure, path: Path) -> None:
     temporary.replace(path)
 
 
-_LINESTYLES = {"sigmoid": "-", "ipo": "--", "robust": "-.", "preferred_ft": ":", "classifier": "-",
-               "reward_model": "--", "unlikelihood": (0, (5, 1, 1, 1, 1, 1))}
+def plot_style(row: dict) -> tuple[str, object]:
+    """(marker, linestyle) of a run's series: its method's (`methods.Method`)."""
+    method = get_method(row["method"])
+    style = method.linestyle(row) if callable(method.linestyle) else method.linestyle
+    return method.marker, style
 
 
 # What the frontier plots against KL: the reward where there is one (a classifier), else the judge's win rate
@@ -147,10 +123,11 @@ def kl_reach_note(rows: list[dict]) -> str:
     def measured(row):
         return row.get("kl") is not None and not row.get("label_noise")
 
-    dpo = max((row["kl"] for row in rows if row.get("method") == "dpo" and measured(row)), default=None)
+    dpo = max((row["kl"] for row in rows if get_method(row.get("method")).on_the_dpo_curve(row) and measured(row)),
+              default=None)
     series: dict[tuple, list[dict]] = {}
     for row in rows:
-        if row.get("method") in ("rloo", "grpo") and measured(row):
+        if get_method(row.get("method")).family == "online RL" and measured(row):
             series.setdefault((row["method"], row.get("loss_type")), []).append(row)
     notes = []
     for members in series.values():
@@ -180,8 +157,7 @@ def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
     colours = {}
     for run in dict.fromkeys(row["run"] for row in trained):
         points = sorted((row for row in trained if row["run"] == run), key=lambda row: row["step"])
-        style = _LINESTYLES.get(points[0]["loss_type"], (0, (1, 1)))
-        marker = {"preferred_ft": "s", "rloo": "^", "grpo": "v", "unlikelihood": "D"}.get(points[0]["method"], "o")
+        marker, style = plot_style(points[0])
         group = groups.get(points[0].get("setting"))
         if group is not None:
             colour = colours.get(group["setting"])
@@ -254,7 +230,7 @@ def plot_training_curves(final_rows: list[dict], path: Path) -> bool:
     """Loss, reward margin and reward accuracy against step for each preference-trained run (from its logged
     metrics). Returns False when no run logged them."""
     runs = [(series_label(row), read_training_metrics(row["path"])) for row in final_rows
-            if row["method"] == "dpo" and not row.get("label_noise")]
+            if get_method(row["method"]).family in ("reference", "reference-free") and not row.get("label_noise")]
     runs = [(label, [m for m in metrics if "rewards/margins" in m]) for label, metrics in runs]
     runs = [(label, metrics) for label, metrics in runs if metrics]
     if not runs:

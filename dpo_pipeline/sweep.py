@@ -22,12 +22,12 @@ import argparse
 import dataclasses
 import hashlib
 import logging
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .arguments.common import check_beta, replace_config  # noqa: F401 (the stages' imports)
 from .checkpoints import (
     check_free_disk,
     checkpoint_step,
@@ -91,21 +91,6 @@ def apply_overrides(training_args, overrides: dict[str, str]):
     except (TypeError, ValueError) as error:
         raise PipelineError(f"sweep: {' '.join(str(error).split())}") from None
     return run_args
-
-
-def replace_config(training_args, **changes):
-    """`dataclasses.replace` of a training config, keeping what its first parse found of the machine: bf16 asked
-    for without a GPU (`PipelineTrainingArguments`) is said when the run starts, not forgotten by the copy (whose own
-    parse sees bf16 already off)."""
-    copy = dataclasses.replace(training_args, **changes)
-    if getattr(training_args, "bf16_without_gpu", False):
-        copy.bf16_without_gpu = True
-    return copy
-
-
-def check_beta(beta) -> None:
-    if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
-        raise PipelineError(f"beta must be a positive number, got {beta!r}")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -250,3 +250,36 @@ class GRPOTrainer(LogProbsAtSampledPositions, trl.GRPOTrainer):
     def __init__(self, *args, **kwargs):
         with fused_heads_in_float32(trl.trainer.grpo_trainer):
             super().__init__(*args, **kwargs)
+
+
+class OnSampledIds:
+    """For TRL's trainers that tokenize text pairs row by row (`tokenize_row`: the CPO and ORPO trainers of
+    `trl.experimental`): pairs that carry their sampled token ids (`prompt_ids`, `chosen_ids`, `rejected_ids`) are
+    trained on as they are, as `DPOTrainer` trains on them. TRL's own rows re-tokenize the text, prepend BOS to the
+    prompt and append EOS to every completion: other sequences than the policy sampled. The rows keep TRL's layout
+    (prompt ids, then prompt + completion ids with labels -100 on the prompt), each completion cut where prompt +
+    completion would pass max_length, as TRL cuts it. Pairs without ids are TRL's as usual."""
+
+    def tokenize_row(self, feature, model=None) -> dict:
+        if not all(key in feature for key in TOKENIZED_COLUMNS):
+            return super().tokenize_row(feature, model)
+        prompt = list(feature["prompt_ids"])
+        row = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
+        for side in ("chosen", "rejected"):
+            completion = list(feature[f"{side}_ids"])
+            if self.max_length is not None:
+                completion = completion[: max(0, self.max_length - len(prompt))]
+            row[f"{side}_input_ids"] = prompt + completion
+            row[f"{side}_attention_mask"] = [1] * (len(prompt) + len(completion))
+            row[f"{side}_labels"] = [-100] * len(prompt) + completion
+        return row
+
+
+def _cpo_trainer():
+    from trl.experimental.cpo import CPOTrainer
+
+    return CPOTrainer
+
+
+class SampledIdsCPOTrainer(OnSampledIds, _cpo_trainer()):
+    """TRL's CPO trainer (which computes SimPO with `loss_type="simpo"`) on the sampled token ids (`OnSampledIds`)."""

@@ -4,7 +4,7 @@ import pytest
 
 from dpo_pipeline.errors import PipelineError
 from dpo_pipeline.arguments import DPOTrainingConfig
-from dpo_pipeline.stages.dpo import check_dpo_settings
+from dpo_pipeline.methods.dpo import check_dpo_settings
 from dpo_pipeline.runs import sweep_run_name
 from dpo_pipeline.sweep import apply_overrides, parse_sweep_entry, plan_sweep
 
@@ -46,7 +46,7 @@ def test_bad_overrides_are_one_line_errors(base_config, overrides, message):
     """A sweep entry is checked as the same settings given as flags are (`check_dpo_settings`), before any run."""
     entry = ",".join(f"{key}={value}" for key, value in overrides.items())
     with pytest.raises(PipelineError, match=message):
-        plan_sweep(base_config, [entry], "sweep", check=check_dpo_settings)
+        plan_sweep(base_config, [entry], "sweep", check=lambda args, where: check_dpo_settings(args, {}, where))
 
 
 def test_compilation_can_be_turned_off_by_an_override(base_config):

@@ -96,7 +96,7 @@ def test_dpo_py_trains_unlikelihood_without_reference_and_pushes_rejected_down(u
     assert summary["global_step"] == 8 and "logps/margins" in summary and "eval_logps/margins" in summary
     config = json.loads((run_dir / "run_config.json").read_text())["configs"]["training"]
     assert config["disable_dropout"] is True and config["precompute_ref_log_probs"] is True  # no reference model
-    assert "unlikelihood, alpha=1" in started.stderr
+    assert "training Unlikelihood α=1" in started.stderr
     # Each logged loss is the batch's -log p(chosen) + alpha * -sum log(1 - p(rejected)), alpha = 1
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [entry for entry in logged if "unlikelihood/rejected" in entry]
@@ -121,7 +121,7 @@ def test_eval_py_places_unlikelihood_as_its_own_series(unlikelihood_run):
     assert {row["step"] for row in ours} == {"4", "8"}
     assert all(row["method"] == "unlikelihood" and row["alpha"] == "1.0" and row["beta"] == "" for row in ours)
     assert any(row["run"] == "beta-0.1" and row["method"] == "dpo" for row in rows)  # beside the DPO run
-    from dpo_pipeline.report import series_label
+    from dpo_pipeline.methods import series_label
 
     assert series_label({"method": "unlikelihood", "loss_type": "unlikelihood", "alpha": 1.0}) == \
         "Unlikelihood α=1"
@@ -133,9 +133,9 @@ BAD_ENTRIES = [
     ("method=unlikelihood,alpha=much", "alpha='much' is not a number"),
     ("method=unlikelihood,alpha=nan", "alpha must be a finite number >= 0, got 'nan'"),
     ("method=unlikelihood", "method=unlikelihood needs its weight alpha"),
-    ("alpha=0.1", "alpha is the unlikelihood weight; add method=unlikelihood"),
+    ("alpha=0.1", "alpha is a setting of method unlikelihood; add method=unlikelihood"),
     ("method=unlikelihood,alpha=0.1,beta=0.5", "beta is a DPO setting the unlikelihood loss does not read"),
-    ("method=ppo,alpha=0.1", "method=ppo is not one of dpo, unlikelihood"),
+    ("method=ppo,alpha=0.1", "method=ppo is not one dpo.py trains: dpo, simpo, unlikelihood"),
 ]
 
 

@@ -20,6 +20,8 @@ from datetime import date
 from pathlib import Path
 
 from dpo_pipeline.cli import run_script
+from dpo_pipeline.measure import BEST_OF_N_RUN, SFT_RUN
+from dpo_pipeline.methods import get_method
 from dpo_pipeline.errors import PipelineError
 
 DEMO_STEPS = (("install", "create .venv"), ("assets", "build the embedded assets"), ("sft", "SFT"),
@@ -95,20 +97,20 @@ def timing_lines(steps, folder: Path, venv: Path, with_install: bool) -> tuple[l
 def sentiment_table(rows: list[dict], names: list[str] | None = None, digits: dict | None = None) -> list[str]:
     """The final models' figures; `digits` ({run: {figure: decimals}}, from `demo_spread`) rounds a run's figures to
     what their spread across machines supports (default: 3 decimals, 2 for KL)."""
-    from dpo_pipeline.report import series_label
+    from dpo_pipeline.methods import series_label
 
     lines = ["| model | reward: mean P(POSITIVE) | KL(π ‖ π_SFT), nats | held-out accuracy | win rate vs SFT | "
              "mean completion tokens |", "|---|---|---|---|---|---|"]
-    finals = [row for row in rows if row["is_final"] and row["method"] != "best_of_n"
+    finals = [row for row in rows if row["is_final"] and row["run"] != BEST_OF_N_RUN
               and (names is None or row["run"] in names)]
-    for row in sorted(finals, key=lambda r: (r["method"] != "sft", r["kl"] or 0)):
+    for row in sorted(finals, key=lambda r: (r["run"] != SFT_RUN, r["kl"] or 0)):
         places = {"reward": 3, "kl": 2, "heldout_accuracy": 3, "win_rate": 3, **(digits or {}).get(row["run"], {})}
         lines.append(f"| {series_label(row)} (step {int(row['step'])}) | {with_sem(row, 'reward', places['reward'])} | "
                      f"{with_sem(row, 'kl', places['kl'])} | "
                      f"{with_sem(row, 'heldout_accuracy', places['heldout_accuracy'])} | "
                      f"{with_sem(row, 'win_rate', places['win_rate'])} | {number(row.get('mean_response_tokens'), 1)} |"
                      .replace(" (step 0)", ""))
-    best = [row for row in rows if row["method"] == "best_of_n" and row["step"] > 1]
+    best = [row for row in rows if row["run"] == BEST_OF_N_RUN and row["step"] > 1]
     if best:
         lines.append(f"| best-of-{' / '.join(str(int(r['step'])) for r in best)} from SFT "
                      f"({int(best[0]['num_prompts'])} prompts) | {' / '.join(number(r['reward']) for r in best)} | "
@@ -117,12 +119,12 @@ def sentiment_table(rows: list[dict], names: list[str] | None = None, digits: di
 
 
 def chat_table(rows: list[dict]) -> list[str]:
-    from dpo_pipeline.report import series_label
+    from dpo_pipeline.methods import series_label
 
     lines = ["| model | KL(π ‖ π_SFT), nats | held-out accuracy | win rate vs SFT (classifier) | judge win rate: "
              "ties ½ / wins ÷ (wins+losses+ties) | judge unparsable | mean answer tokens |",
              "|---|---|---|---|---|---|---|"]
-    for row in sorted((r for r in rows if r["is_final"]), key=lambda r: (r["method"] != "sft", r["kl"] or 0)):
+    for row in sorted((r for r in rows if r["is_final"]), key=lambda r: (r["run"] != SFT_RUN, r["kl"] or 0)):
         judge = ("—" if row.get("judge_win_rate") is None else
                  f"{with_sem(row, 'judge_win_rate', 3)} / {with_sem(row, 'judge_win_rate_strict', 3)}")
         lines.append(f"| {series_label(row)} | {with_sem(row, 'kl', 2)} | {with_sem(row, 'heldout_accuracy', 3)} | "
@@ -174,7 +176,7 @@ def demo_spread(path: Path) -> dict[str, dict]:
 def spread_table(spread: dict[str, dict], rows: list[dict], configurations: int) -> list[str]:
     """The demo's final models over the CPU configurations: each figure's mean, its range over them, and the 95%
     prediction interval of another machine's run, each quoted to the decimals its spread supports."""
-    from dpo_pipeline.report import series_label
+    from dpo_pipeline.methods import series_label
 
     names = {row["run"]: series_label(row) for row in rows if row["is_final"]}
     header = " | ".join(f"{label}: mean (range) [another machine, 95%]" for _, label in SPREAD_FIGURES)
@@ -218,6 +220,13 @@ def seeds_table(path: Path) -> list[str]:
     return lines
 
 
+def compared(row: dict) -> bool:
+    """Whether a run is one the claims compare with the DPO curve: a trained method's, not the SFT model's or
+    best-of-N's (sampling), nor one of the runs that draw the curve."""
+    method = get_method(row["method"])
+    return method.family != "sampling" and not method.on_the_dpo_curve(row)
+
+
 def claims_against_the_dpo_curve(seeds_file: Path, rows: list[dict]) -> list[str]:
     """Sentences comparing each other method with DPO at the same KL, which state only what survives every error that
     goes into the comparison (`estimators.compare_with_concave_curve`). The DPO curve passes through the SFT model at KL
@@ -230,14 +239,14 @@ def claims_against_the_dpo_curve(seeds_file: Path, rows: list[dict]) -> list[str
     differences, their t and the critical value. A setting past DPO's largest mean KL, or of one seed, is named and
     not compared."""
     from dpo_pipeline.estimators import CURVE_DRAWS, CURVE_SEED, SeedMean, compare_with_concave_curve
-    from dpo_pipeline.report import series_label
+    from dpo_pipeline.methods import series_label
 
     if not seeds_file.is_file():
         return []
     groups = [{key: (float(value) if key.endswith(("_mean", "_se", "_sd")) and value not in ("", None) else value)
                for key, value in group.items()} for group in csv.DictReader(seeds_file.open())]
-    sft = next((row for row in rows if row["method"] == "sft"), None)
-    dpo = [g for g in groups if g["method"] == "dpo" and g["loss_type"] == "sigmoid" and not float(g["label_noise"] or 0)]
+    sft = next((row for row in rows if row["run"] == SFT_RUN), None)
+    dpo = [g for g in groups if get_method(g["method"]).on_the_dpo_curve(g) and not float(g["label_noise"] or 0)]
     if sft is None or len(dpo) < 2:
         return []
     curve = [SeedMean(0.0, 0.0, sft["reward"], sft.get("reward_sem") or 0.0)] + [
@@ -264,7 +273,7 @@ def claims_against_the_dpo_curve(seeds_file: Path, rows: list[dict]) -> list[str
                      f"({seeds - 1} df): {verdict_words(found)}.")
     in_groups = {run for group in groups for run in str(group["runs"]).split()}
     single = sorted({series_label(row) for row in rows if row["is_final"] and row["run"] not in in_groups
-                     and row["method"] not in ("sft", "best_of_n", "dpo") and not row.get("label_noise")})
+                     and compared(row) and not row.get("label_noise")})
     if single:
         lines.append(f"- One training seed, so not compared: {', '.join(single)}.")
     intro = ("Each method against the DPO curve at its own KL (`make study`). The curve passes through the SFT model "
@@ -340,11 +349,12 @@ def demo_section(root: Path, venv: Path) -> tuple[list[str], list[str]]:
                      f"({pairs.get('heldout_pairs', 0)} held-out pairs of {pairs.get('heldout_prompts', 0)} other "
                      f"prompts); {1 - pairs['completions_ended_with_eos']:.0%} of the completions were cut at "
                      "max_new_tokens (no EOS)")
-    sft = next(row for row in rows if row["method"] == "sft")
+    sft = next(row for row in rows if row["run"] == SFT_RUN)
     facts.append(f"evaluation on {int(sft['num_prompts'])} held-out test prompts x "
                  f"{int(sft['num_samples'] // sft['num_prompts'])} samples; ± is the prompt-clustered standard error")
     spread = demo_spread(root / "docs" / DEMO_SPREAD)
-    digits = {name: {figure: stats["decimals"] for figure, stats in figures.items()} for name, figures in spread.items()}
+    digits = {name: {figure: stats["decimals"] for figure, stats in figures.items()}
+              for name, figures in spread.items()}
     demo_table = sentiment_table(rows, ["sft", *demo_runs], digits)
     before = before_and_after(root / "docs" / BEFORE_SAMPLED_IDS, rows)
     seeds_in_demo = sorted({int(row.get("seed") or 0) for row in rows if row["run"] in demo_runs})

@@ -3,6 +3,7 @@ the pipeline adds to TRL's training configs, and the defaults of the full-scale 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,3 +199,18 @@ def refuse_streaming(script_args) -> None:
     if getattr(script_args, "dataset_streaming", False):
         raise PipelineError("dataset_streaming is not supported: the pipeline checks every record and resumes by "
                             "position, so it loads the dataset (the datasets library caches it on disk)")
+
+
+def replace_config(training_args, **changes):
+    """`dataclasses.replace` of a training config, keeping what its first parse found of the machine: bf16 asked
+    for without a GPU (`PipelineTrainingArguments`) is said when the run starts, not forgotten by the copy (whose own
+    parse sees bf16 already off)."""
+    copy = dataclasses.replace(training_args, **changes)
+    if getattr(training_args, "bf16_without_gpu", False):
+        copy.bf16_without_gpu = True
+    return copy
+
+
+def check_beta(beta) -> None:
+    if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
+        raise PipelineError(f"beta must be a positive number, got {beta!r}")
