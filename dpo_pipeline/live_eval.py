@@ -31,12 +31,12 @@ from transformers import TrainerCallback
 
 from .distributed import asks_for_fsdp, on_main
 from .errors import PipelineError
+from .metric_registry import sample_keys
 from .tracking import MetricsFileCallback
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "live/"
-SCALARS = ("reward", "reward_sem", "kl", "kl_sem", "mean_response_tokens", "num_prompts", "num_samples")
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
@@ -225,7 +225,7 @@ class LiveEvaluation(TrainerCallback):
                                                    name=f"live step {state.global_step}")
         finally:
             model.train(was_training)
-        record = {f"{PREFIX}{key}": summary[key] for key in SCALARS if summary.get(key) is not None}
+        record = {f"{PREFIX}{key}": summary[key] for key in sample_keys() if summary.get(key) is not None}
         record[f"{PREFIX}seconds"] = time.perf_counter() - started  # its cost, added to the step's time
         self.metrics_file.on_log(self.args, state, None, logs=record)
         log_to_wandb(record, samples, state.global_step)

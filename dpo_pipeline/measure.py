@@ -26,15 +26,15 @@ from .checkpoints import is_complete_checkpoint
 from .arguments import EvalArguments
 from .data import decode_tokens
 from .errors import PipelineError
-from .generation import completion_logits, completion_logps, iter_samples, stop_token_ids, tokens_before_stop
+from .generation import completion_logits, completion_logps, iter_samples, stop_token_ids
 from .hub import require_source
 from .inputs import read_json
 from .judge import JudgeItem, greedy_generate_fn, judge
 from .methods import get_method, methods
+from .metric_registry import live_keys, measure_samples, missing_sample_metrics
 from .estimators import (
     best_of_n_expected_reward,
     best_of_n_kl,
-    clustered_mean_and_standard_error,
     margin_accuracy,
     mean_and_standard_error,
     sequence_kl,
@@ -166,8 +166,10 @@ def evaluate_policy(policy: Policy, reference: Policy, tokenizer, reward: Reward
                     args: EvalArguments, is_reference: bool, name: str = "policy") -> tuple[dict, list[dict]]:
     """Sample from `policy`, score the samples, and measure their sequence KL to `reference`.
 
-    Returns (summary, samples): summary has reward, reward_sem (None where the task has no reward), kl, kl_sem (standard
-    errors clustered by prompt), num_samples, mean_response_tokens; each sample record has the prompt (text and
+    Returns (summary, samples): summary has every figure of the samples the metric registry declares
+    (`metric_registry.measure_samples`: reward and reward_sem (None where the task has no reward), kl and kl_sem,
+    their standard errors clustered by prompt, num_samples, num_prompts, mean_response_tokens, ...) and the
+    stop_token_ids that ended the completions; each sample record has the prompt (text and
     token ids), the sample's index among the prompt's samples, the completion (text and token ids, EOS included
     where sampled), its KL and its reward.
     """
@@ -195,19 +197,11 @@ def evaluate_policy(policy: Policy, reference: Policy, tokenizer, reward: Reward
                             "prompt": prompt.prompt, "completion": decode_tokens(tokenizer, token_ids),
                             "prompt_token_ids": list(prompt.prompt_token_ids), "completion_token_ids": token_ids,
                             "kl": kl})
-    # The samples of one prompt are not independent of each other: standard errors are clustered by prompt.
-    prompt_of = [s["prompt_index"] for s in samples]
-    kl, kl_sem = clustered_mean_and_standard_error([s["kl"] for s in samples], prompt_of)
-    summary = {"reward": None, "reward_sem": None, "kl": kl, "kl_sem": kl_sem, "num_samples": len(samples),
-               "num_prompts": len(prompts),
-               "mean_response_tokens":  # the answer's tokens: a sampled EOS is not counted
-                   sum(tokens_before_stop(s["completion_token_ids"], stops) for s in samples) / len(samples)}
     if reward is not None:
         for sample, value in zip(samples, reward.score(_scored_texts(samples, args), desc=f"[{name}] scoring")):
             sample["reward"] = value
-        summary["reward"], summary["reward_sem"] = clustered_mean_and_standard_error(
-            [s["reward"] for s in samples], prompt_of)
-    return summary, samples
+    # every registered figure of the samples (`metric_registry`), and what ends a completion, for figures to come
+    return {**measure_samples(samples, {"stop_token_ids": stops}), "stop_token_ids": stops}, samples
 
 
 def _scored_texts(samples: list[dict], args: EvalArguments) -> list[str]:
@@ -321,6 +315,14 @@ def measure_models(models, evaluator: Evaluator, prompts, heldout: HeldoutPairs 
     args = evaluator.args
     for model in models:
         row, heldout_missing = stale_results(model, store, settings_hash, heldout, args.overwrite)
+        if row is not None and missing_sample_metrics(row):  # figures registered since: from the stored samples
+            added = [metric.key for metric in missing_sample_metrics(row)]
+            stops = row.get("stop_token_ids") or stop_token_ids(evaluator.tokenizer)
+            samples = list(store.read_samples(model.name).values())
+            for metric in missing_sample_metrics(row):
+                row.update(metric.from_samples(samples, {"stop_token_ids": stops}))
+            store.write_result(model.name, row)
+            logger.info("[%s] %s measured from its stored samples", model.name, ", ".join(added))
         if row is not None and not heldout_missing:
             logger.info("[%s] evaluated already: KL %.2f", model.name, row["kl"])
             continue
@@ -355,13 +357,8 @@ def log_live(row: dict) -> None:
     import wandb
 
     if wandb.run is not None:
-        wandb.log({f"eval/{key}": row[key] for key in LIVE_KEYS if row.get(key) is not None}
+        wandb.log({f"eval/{key}": row[key] for key in live_keys() if row.get(key) is not None}
                   | {"eval/model": row["name"]})
-
-
-# What eval.py logs to wandb per model as it is measured: each figure with its standard error.
-LIVE_KEYS = ("reward", "reward_sem", "kl", "kl_sem", "heldout_accuracy", "heldout_accuracy_se",
-             "heldout_logratio_margin", "heldout_logratio_margin_se")
 
 
 def sft_comparison_key(evaluator: Evaluator, settings_hash: str) -> str:

@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .estimators import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, cluster_bootstrap, spread_over_seeds
-from .methods import get_method, series_label
+from .methods import get_method, methods, series_label
+from .metric_registry import metric_columns, seed_figures, summary_keys
 from .runs import atomic_write_text, git_commit
 from .samples import EvalStore
 from .tracking import METRICS_FILE
@@ -25,29 +26,31 @@ CURVES_PNG = "training_curves.png"
 NOISE_PNG = "label_noise.png"
 REPORT_MD = "report.md"
 FRONTIER_SEEDS_CSV = "frontier_seeds.csv"
-# `_sem` (reward, KL): the analytic standard error clustered by prompt; `_se`: a bootstrap over prompts
-# (`estimators.cluster_bootstrap`).
-FRONTIER_COLUMNS = [
-    "name", "run", "method", "beta", "alpha", "loss_type", "label_smoothing", "label_noise", "seed", "setting", "step",
-    "is_final", "reward", "reward_sem", "kl", "kl_sem", "num_samples", "num_prompts",
-    "heldout_accuracy", "heldout_accuracy_se", "heldout_ties", "heldout_logratio_margin",
-    "heldout_logratio_margin_se", "heldout_reward_margin", "heldout_reward_margin_se", "heldout_pairs",
-    "wins", "losses", "ties", "win_rate", "win_rate_se",
-    "judge_wins", "judge_losses", "judge_ties", "judge_disagreements", "judge_unparsable", "judge_win_rate",
-    "judge_win_rate_se", "judge_win_rate_strict", "judge_win_rate_strict_se", "judge_consistency",
-    "judge_consistency_se", "judge_unparsable_share", "mean_response_tokens",
-]
-# What frontier_seeds.csv gives of each setting over its training seeds: the mean, sd and standard error over seeds.
-SEED_FIGURES = ("reward", "kl", "heldout_accuracy", "win_rate", "judge_win_rate")
-FRONTIER_SEEDS_COLUMNS = ["setting", "label", "method", "beta", "loss_type", "label_smoothing", "label_noise",
-                          "num_seeds", "seeds", "runs"] + [
-    f"{figure}_{stat}" for figure in SEED_FIGURES for stat in ("mean", "sd", "se")]
+# What identifies a row; the method's own settings (`methods.Method.sweep_keys`: alpha, gamma) follow beta.
+IDENTITY_COLUMNS = ["name", "run", "method", "beta", "loss_type", "label_smoothing", "label_noise", "seed", "setting",
+                    "step", "is_final"]
+
+
+def frontier_columns() -> list[str]:
+    """frontier.csv's columns: the row's identity, its method's own settings, then every registered figure with its
+    errors (`metric_registry`: `_sem` the analytic standard error clustered by prompt, `_se` a bootstrap over
+    prompts)."""
+    settings = list(dict.fromkeys(key for method in methods() for key in method.sweep_keys))
+    return [*IDENTITY_COLUMNS[:4], *settings, *IDENTITY_COLUMNS[4:], *metric_columns()]
+
+
+def frontier_seeds_columns() -> list[str]:
+    return ["setting", "label", "method", "beta", "loss_type", "label_smoothing", "label_noise", "num_seeds", "seeds",
+            "runs"] + [f"{figure}_{stat}" for figure in seed_figures() for stat in ("mean", "sd", "se")]
+
+
 BEST_OF_N_KL_NOTE = "best-of-N KL is the analytic log N − (N−1)/N, not measured"
 
 
-def write_frontier_csv(rows: list[dict], path: Path, columns: list[str] = FRONTIER_COLUMNS) -> None:
+def write_frontier_csv(rows: list[dict], path: Path, columns: list[str] | None = None) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns or frontier_columns(), extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
@@ -55,7 +58,8 @@ def write_frontier_csv(rows: list[dict], path: Path, columns: list[str] = FRONTI
 
 def seed_groups(final_rows: list[dict]) -> list[dict]:
     """The final models grouped by setting (`measure.run_setting`: the sweep_run.json without name and seed), one
-    record per setting trained with 2 or more seeds: for each of `SEED_FIGURES` its mean, sd and standard error
+    record per setting trained with 2 or more seeds: for each figure averaged over seeds (`metric_registry`:
+    reward, KL, held-out accuracy, win rates) its mean, sd and standard error
     over the seeds (`estimators.spread_over_seeds`), the number of seeds, the seeds and the runs."""
     groups: dict[str, list[dict]] = {}
     for row in final_rows:
@@ -70,7 +74,7 @@ def seed_groups(final_rows: list[dict]) -> list[dict]:
                   "seeds": " ".join("default" if m.get("seed") is None else str(m["seed"]) for m in members),
                   "runs": " ".join(m["run"] for m in members),
                   **{key: first.get(key) for key in ("method", "beta", "loss_type", "label_smoothing", "label_noise")}}
-        for figure in SEED_FIGURES:
+        for figure in seed_figures():
             values = [m[figure] for m in members if m.get(figure) is not None]
             if len(values) == len(members):
                 spread = spread_over_seeds(values)
@@ -408,7 +412,7 @@ def write_report(rows: list[dict], store: EvalStore, args, task, num_prompts: in
     write_frontier_csv(rows, out / FRONTIER_CSV)
     groups = seed_groups(final_rows)
     if groups:
-        write_frontier_csv(groups, out / FRONTIER_SEEDS_CSV, FRONTIER_SEEDS_COLUMNS)
+        write_frontier_csv(groups, out / FRONTIER_SEEDS_CSV, frontier_seeds_columns())
     what = task.prompt_noun
     plot_frontier(rows, out / FRONTIER_PNG, f"{frontier_metric(rows)[1].split(':')[0].capitalize()} vs KL on "
                                             f"{num_prompts} held-out {what}")
@@ -517,23 +521,22 @@ def _log_report_to_wandb(rows, final_rows, study, samples, out: Path, args, grou
     def table(records: list[dict], columns: list[str]):
         return wandb.Table(columns=columns, data=[[record.get(c) for c in columns] for record in records])
 
-    logged = {"frontier/table": table(rows, FRONTIER_COLUMNS),
+    logged = {"frontier/table": table(rows, frontier_columns()),
               "frontier/final_models": table([{**r, "label": series_label(r)} for r in final_rows],
-                                             ["label", *FRONTIER_COLUMNS]),
+                                             ["label", *frontier_columns()]),
               "frontier/plot": wandb.Image(str(out / FRONTIER_PNG))}
     if (out / CURVES_PNG).is_file():
         logged["training/curves"] = wandb.Image(str(out / CURVES_PNG))
     if study:
-        logged["label_noise/table"] = table(study, FRONTIER_COLUMNS)
+        logged["label_noise/table"] = table(study, frontier_columns())
         logged["label_noise/plot"] = wandb.Image(str(out / NOISE_PNG))
     if groups:
-        logged["frontier/seeds"] = table(list(groups), FRONTIER_SEEDS_COLUMNS)
+        logged["frontier/seeds"] = table(list(groups), frontier_seeds_columns())
     if samples:
         logged["samples/table"] = table(samples, ["prompt_index", "prompt", "model", "completion", "reward"])
     wandb.log(logged)
     for row in final_rows:
-        for key in ("reward", "reward_sem", "kl", "kl_sem", "heldout_accuracy", "heldout_accuracy_se", "win_rate",
-                    "win_rate_se", "judge_win_rate", "judge_win_rate_se", "judge_consistency", "judge_consistency_se"):
+        for key in summary_keys():
             if row.get(key) is not None:
                 wandb.run.summary[f"{row['run']}/{key}"] = row[key]
     artifact = wandb.Artifact("eval-report", type="report")

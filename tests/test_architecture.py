@@ -81,3 +81,47 @@ def test_the_package_has_no_import_circle():
     graph = {name: imports_of(name, path, known) for name, path in known.items()}
     assert graph["dpo_pipeline.sweep"] and "dpo_pipeline.runs" in graph["dpo_pipeline.sweep"]  # the graph is read
     assert circles(graph) == []
+
+
+# The stage that trains online RL owns its two methods (rl.py chooses between TRL's RLOO and GRPO trainers).
+OWNS_ITS_METHODS = {"dpo_pipeline/stages/rl.py"}
+
+
+def method_name_tests(path: Path, names: set[str]) -> list[int]:
+    """The lines of `path` that compare something called `method` (a variable, an attribute, a row's "method") with
+    a method's name."""
+    def is_method(node) -> bool:
+        return (isinstance(node, ast.Name) and node.id == "method") or \
+            (isinstance(node, ast.Attribute) and node.attr == "method") or \
+            (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
+             and node.slice.value == "method") or \
+            (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "get" and node.args
+             and isinstance(node.args[0], ast.Constant) and node.args[0].value == "method")
+
+    def strings(node) -> set[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value}
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return {element.value for element in node.elts if isinstance(element, ast.Constant)}
+        return set()
+
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(is_method(side) for side in sides) and any(strings(side) & names for side in sides):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_no_shared_module_tests_a_methods_name():
+    """The shared code asks the method registry (its label, family, trainer, held-out margin...); only a method's own
+    module (dpo_pipeline/methods/) names it, and the RL stage its two trainers."""
+    from dpo_pipeline.methods import methods
+
+    names = {method.name for method in methods()}
+    assert {"dpo", "simpo", "unlikelihood", "rloo"} <= names
+    found = {str(path.relative_to(PACKAGE.parent)): method_name_tests(path, names)
+             for path in PACKAGE.rglob("*.py") if "methods" not in path.relative_to(PACKAGE).parts}
+    assert {path: lines for path, lines in found.items() if lines and path not in OWNS_ITS_METHODS} == {}
+    assert method_name_tests(PACKAGE / "stages" / "rl.py", names)  # the check sees such a test where there is one

@@ -23,14 +23,14 @@ FRONTIER = [
 
 
 def test_results_come_from_the_run_files_and_the_recorded_times(tmp_path):
-    from dpo_pipeline.report import FRONTIER_COLUMNS
+    from dpo_pipeline.report import frontier_columns
 
     (tmp_path / "configs/tiny").mkdir(parents=True)
     (tmp_path / "configs/tiny/dpo.yaml").write_text("sweep:\n  - beta=0.1\n")
     eval_dir = tmp_path / "runs/tiny/eval"
     eval_dir.mkdir(parents=True)
     with (eval_dir / "frontier.csv").open("w") as file:
-        writer = csv.DictWriter(file, fieldnames=FRONTIER_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(file, fieldnames=frontier_columns(), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(FRONTIER)
     timings = tmp_path / "runs/tiny/timings"
