@@ -30,7 +30,7 @@ endef
 TIMINGS := runs/tiny/timings
 CHAT_TIMINGS := runs/chat-tiny/timings
 
-.PHONY: install assets sft pairs dpo eval demo preferred-ft unlikelihood reward-model rl judge study losses label-noise test test-durations results clean-demo \
+.PHONY: install assets sft pairs dpo eval demo preferred-ft unlikelihood reward-model rl judge dpo-study study losses label-noise test test-durations results clean-demo \
 	bench \
 	chat-assets chat-sft chat-dpo chat-eval demo-chat hub-standin rehearsal
 
@@ -88,11 +88,25 @@ rl: reward-model
 judge: pairs
 	$(call timed,$(TIMINGS)/judge.seconds,$(PY) sft.py --config $(CONFIGS)/judge.yaml)
 
-# Extends the demo: evaluation is incremental, so the second eval.py measures only the new models (and judges all).
-study: demo preferred-ft unlikelihood rl judge
+# The study's DPO seeds (into the demo's sweep folder; the demo's runs are finished and skipped).
+dpo-study: pairs
 	$(call timed,$(TIMINGS)/dpo-study.seconds,$(PY) dpo.py --config $(CONFIGS)/dpo_study.yaml)
-	$(call timed,$(TIMINGS)/eval-study.seconds,$(PY) eval.py --config $(CONFIGS)/eval.yaml --judge_model_path runs/tiny/judge)
+
+# Extends the demo. Its training steps need only the demo's pairs, not each other: they run STUDY_JOBS at a time,
+# each on its share of the cores (two single-thread runs of a tiny model finish sooner than one after the other on
+# two threads). Then eval.py measures the new models on STUDY_JOBS processes (torchrun: the models are shared out,
+# the frontier is the one-process frontier) and judges every final model; evaluation is incremental.
+CORES := $(shell nproc 2>/dev/null || echo 1)
+STUDY_JOBS ?= $(shell n=$(CORES); echo $$(( n < 2 ? 1 : 2 )))
+STUDY_THREADS ?= $(shell n=$(CORES); echo $$(( n / 2 < 1 ? 1 : n / 2 )))
+STUDY_RUNS := preferred-ft unlikelihood rl judge dpo-study
+study: demo
+	@mkdir -p $(TIMINGS); date +%s > $(TIMINGS)/.study-start
+	OMP_NUM_THREADS=$(STUDY_THREADS) $(MAKE) --no-print-directory -j$(STUDY_JOBS) $(STUDY_RUNS)
+	$(call timed,$(TIMINGS)/eval-study.seconds,OMP_NUM_THREADS=$(STUDY_THREADS) $(STUDY_EVAL))
+	@test -e $(TIMINGS)/study.seconds || echo $$(( $$(date +%s) - $$(cat $(TIMINGS)/.study-start) )) > $(TIMINGS)/study.seconds
 	@echo "Study finished: report in runs/tiny/eval/report.md"
+STUDY_EVAL = $(if $(filter 1,$(STUDY_JOBS)),$(PY),$(PY) -m torch.distributed.run --standalone --nproc_per_node $(STUDY_JOBS)) eval.py --config $(CONFIGS)/eval.yaml --judge_model_path runs/tiny/judge
 
 # Other preference losses (configs/tiny/dpo_losses.yaml: IPO, robust DPO); eval.py measures only the new models.
 losses: demo

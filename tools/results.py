@@ -376,12 +376,17 @@ def demo_section(root: Path, venv: Path) -> tuple[list[str], list[str]]:
             *machines, *before]
     readme = [timing + ".", "", *demo_table, "", *([one_seed, ""] if one_seed else []), *machines]
     study_steps, study_total = timing_lines(STUDY_STEPS, root / "runs/tiny/timings", venv, with_install=False)
+    study_wall = read_seconds(root / "runs/tiny/timings/study.seconds")  # the steps ran two at a time: their wall
     figures = root / "runs/tiny/eval"
     if any(row["run"] not in ("sft", "best-of-n", *demo_runs) for row in rows):
-        docs += ["## make study", "",
-                 (f"After the demo, {minutes(study_total)} more" if study_total is not None else "After the demo") +
-                 (f" ({', '.join(study_steps)})" if study_steps else "") + ". Final models:", "",
-                 *sentiment_table(rows), ""]
+        if study_wall is not None:
+            study_time = (f"After the demo, {minutes(study_wall)} more (the training steps two at a time, one core "
+                          f"each, then the evaluation on two processes; each step's own wall time: "
+                          f"{', '.join(study_steps)})")
+        else:
+            study_time = ((f"After the demo, {minutes(study_total)} more" if study_total is not None
+                           else "After the demo") + (f" ({', '.join(study_steps)})" if study_steps else ""))
+        docs += ["## make study", "", study_time + ". Final models:", "", *sentiment_table(rows), ""]
         seeds = seeds_table(figures / "frontier_seeds.csv")
         if seeds:
             intro = ("Over training seeds (the same pairs; final models; ± is the standard error over seeds, sd their "
