@@ -435,3 +435,63 @@ def compare_with_concave_curve(method: SeedMean, curve: Sequence[SeedMean], degr
     result["verdict"] = ("above" if result["t_upper"] > t_crit else "below" if result["t_lower"] < -t_crit
                          else "within")
     return result
+
+
+def reward_at_kl(curve: Sequence[SeedMean], kl: float, degrees_of_freedom: float, draws: int = CURVE_DRAWS,
+                 seed: int = CURVE_SEED) -> dict | None:
+    """A method's reward at a matched KL, read along its own curve, with every point's KL and reward error carried
+    in; None where the curve's points do not reach that KL (no extrapolation).
+
+    The curve: the method's settings' means over seeds (`SeedMean`: KL, reward and their standard errors over
+    seeds), with the SFT model at KL 0 (its reward's error over prompts, its KL exact) as its first point, joined by
+    straight lines in the order of their KL. At the means:
+
+        r(K) = r_i + (r_j - r_i) (K - k_i) / (k_j - k_i)      k_i <= K <= k_j the neighbouring points
+
+    Its standard error comes from `draws` normal draws of every point's KL and reward (numpy's default_rng(seed):
+    the same inputs give the same figures), each draw's curve read at K (its points sorted again; a draw whose
+    points stop short of K is read at its last point, not extended: two drawn points close in KL would make a steep
+    segment that extended far). The 95% interval is r(K) ± t_{0.975}(df) se,
+    df = n - 1 for the fewest seeds n of the points (`t_quantile_975`).
+
+    Args:
+        curve: the method's points, any order (the SFT point included).
+        kl: the matched KL K, in nats.
+        degrees_of_freedom: of the seed-level standard errors.
+    Returns:
+        {"reward", "se", "low", "high", "t_crit"}, or None where K lies past the largest mean KL.
+    """
+    import numpy as np
+
+    points = sorted(curve, key=lambda point: point.kl)
+    if len(points) < 2 or not points[0].kl <= kl <= points[-1].kl:
+        return None
+
+    def read(kls, rewards, at):
+        """[N, m] curves (their points sorted), read at `at` by the segment holding it (ends extended)."""
+        order = np.argsort(kls, axis=1)
+        kls, rewards = np.take_along_axis(kls, order, axis=1), np.take_along_axis(rewards, order, axis=1)
+        segment = np.clip((kls <= at).sum(axis=1) - 1, 0, kls.shape[1] - 2)
+        rows = np.arange(kls.shape[0])
+        x0, x1 = kls[rows, segment], kls[rows, segment + 1]
+        y0, y1 = rewards[rows, segment], rewards[rows, segment + 1]
+        width = np.where(x1 > x0, x1 - x0, 1.0)
+        weight = np.clip((at - x0) / width, 0.0, 1.0)  # past either end: that end's reward
+        return y0 + (y1 - y0) * weight
+
+    kls = np.array([[point.kl for point in points]])
+    rewards = np.array([[point.reward for point in points]])
+    value = float(read(kls, rewards, kl)[0])
+    noise = np.random.default_rng(seed).standard_normal((draws, 2 * len(points)))
+    drawn = read(kls + np.array([point.kl_se for point in points]) * noise[:, :len(points)],
+                 rewards + np.array([point.reward_se for point in points]) * noise[:, len(points):], kl)
+    error = float(np.std(drawn, ddof=1))
+    t_crit = t_quantile_975(degrees_of_freedom)
+    return {"reward": value, "se": error, "low": value - t_crit * error, "high": value + t_crit * error,
+            "t_crit": t_crit}
+
+
+def separated(upper: dict, lower: dict) -> bool:
+    """Whether two methods' rewards at one matched KL stand apart: their 95% intervals (`reward_at_kl`) do not
+    overlap."""
+    return upper["low"] > lower["high"]

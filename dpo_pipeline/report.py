@@ -35,13 +35,18 @@ def frontier_columns() -> list[str]:
     """frontier.csv's columns: the row's identity, its method's own settings, then every registered figure with its
     errors (`metric_registry`: `_sem` the analytic standard error clustered by prompt, `_se` a bootstrap over
     prompts)."""
-    settings = list(dict.fromkeys(key for method in methods() for key in method.sweep_keys))
-    return [*IDENTITY_COLUMNS[:4], *settings, *IDENTITY_COLUMNS[4:], *metric_columns()]
+    return [*IDENTITY_COLUMNS[:4], *method_setting_columns(), *IDENTITY_COLUMNS[4:], *metric_columns()]
+
+
+def method_setting_columns() -> list[str]:
+    """The methods' own settings (`methods.Method.sweep_keys`), each a column."""
+    return list(dict.fromkeys(key for method in methods() for key in method.sweep_keys))
 
 
 def frontier_seeds_columns() -> list[str]:
-    return ["setting", "label", "method", "beta", "loss_type", "label_smoothing", "label_noise", "num_seeds", "seeds",
-            "runs"] + [f"{figure}_{stat}" for figure in seed_figures() for stat in ("mean", "sd", "se")]
+    return ["setting", "label", "method", "beta", *method_setting_columns(), "loss_type", "label_smoothing",
+            "label_noise", "num_seeds", "seeds", "runs"] + [f"{figure}_{stat}" for figure in seed_figures()
+                                                            for stat in ("mean", "sd", "se")]
 
 
 BEST_OF_N_KL_NOTE = "best-of-N KL is the analytic log N − (N−1)/N, not measured"
@@ -73,7 +78,8 @@ def seed_groups(final_rows: list[dict]) -> list[dict]:
         record = {"setting": setting, "label": series_label(first), "num_seeds": len(members),
                   "seeds": " ".join("default" if m.get("seed") is None else str(m["seed"]) for m in members),
                   "runs": " ".join(m["run"] for m in members),
-                  **{key: first.get(key) for key in ("method", "beta", "loss_type", "label_smoothing", "label_noise")}}
+                  **{key: first.get(key) for key in ("method", "beta", "loss_type", "label_smoothing", "label_noise",
+                                                     *method_setting_columns())}}
         for figure in seed_figures():
             values = [m[figure] for m in members if m.get(figure) is not None]
             if len(values) == len(members):

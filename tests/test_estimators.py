@@ -356,3 +356,27 @@ def test_a_t_of_2_14_with_3_seeds_is_within_noise_worked_by_hand():
     assert compare_with_concave_curve(method, curve, degrees_of_freedom=math.inf)["verdict"] == "above"
     assert compare_with_concave_curve(method, curve, degrees_of_freedom=2) == found
     assert compare_with_concave_curve(SeedMean(8.5, 0.0, 0.9, 0.01), curve, degrees_of_freedom=2) is None
+
+
+def test_reward_at_kl_worked_by_hand():
+    """SFT (0, 0.5), points (2, 0.7) and (10, 0.9), all errors 0: at K = 5 the segment from 2 to 10,
+    0.7 + 0.2 x 3/8 = 0.775; at K = 1, 0.5 + 0.2 / 2 = 0.6; past 10, none. With a reward error of 0.03 on the point at
+    2 alone and K = 2 exactly, se = 0.03 (the draws move that point's reward only): interval 0.7 ± 4.303 x 0.03 with
+    2 df."""
+    from dpo_pipeline.estimators import SeedMean, reward_at_kl, separated
+
+    curve = [SeedMean(0.0, 0.0, 0.5, 0.0), SeedMean(10.0, 0.0, 0.9, 0.0), SeedMean(2.0, 0.0, 0.7, 0.0)]
+    assert reward_at_kl(curve, 5.0, 2)["reward"] == pytest.approx(0.775)
+    assert reward_at_kl(curve, 1.0, 2)["reward"] == pytest.approx(0.6)
+    assert reward_at_kl(curve, 5.0, 2)["se"] == pytest.approx(0.0, abs=1e-12)
+    assert reward_at_kl(curve, 10.5, 2) is None
+    noisy = [SeedMean(0.0, 0.0, 0.5, 0.0), SeedMean(2.0, 0.0, 0.7, 0.03), SeedMean(10.0, 0.0, 0.9, 0.0)]
+    at_two = reward_at_kl(noisy, 2.0, 2)
+    assert at_two["se"] == pytest.approx(0.03, rel=0.02)
+    assert (at_two["low"], at_two["high"]) == pytest.approx((0.7 - 4.303 * 0.03, 0.7 + 4.303 * 0.03), rel=0.02)
+    # a KL error moves the point along the curve: at K = 5, with the point at 2 drawn with KL sd 1, the reading moves
+    # with the slope on either side (0.1 per nat below, 0.025 above): an error above 0 where the exact KL gave 0
+    assert reward_at_kl([SeedMean(0.0, 0.0, 0.5, 0.0), SeedMean(2.0, 1.0, 0.7, 0.0), SeedMean(10.0, 0.0, 0.9, 0.0)],
+                        5.0, 2)["se"] > 0.005
+    assert separated({"low": 0.8, "high": 0.9}, {"low": 0.6, "high": 0.79})
+    assert not separated({"low": 0.78, "high": 0.9}, {"low": 0.6, "high": 0.79})

@@ -158,3 +158,35 @@ def test_the_demo_spread_across_machines_worked_by_hand(tmp_path):
     assert kl["mean"] == pytest.approx(3) and kl["sd"] == pytest.approx(2.1602, abs=1e-4)
     assert (kl["low"], kl["high"]) == pytest.approx((3 - 7.685, 3 + 7.685), abs=2e-3)
     assert kl["decimals"] == 0
+
+
+def test_the_leaderboard_reads_each_method_along_its_own_curve_worked_by_hand(tmp_path):
+    """SFT at (0, 0.5), exact. DPO's two settings (3 seeds): (2, 0.7) and (10, 0.9); RLOO with the true reward (3
+    seeds): (4, 0.72) and (8, 0.8), errors 1e-4 on the rewards and 0 on the KLs so the figures are those of the
+    lines. At KL 2: DPO 0.7, RLOO 0.5 + 0.22 x 2/4 = 0.61. At KL 5: DPO 0.7 + 0.2 x 3/8 = 0.775, RLOO 0.72 + 0.08/4
+    = 0.74. At KL 10: DPO 0.9, RLOO — (its settings stop at 8). Ranked at KL 5: DPO, then RLOO, separated (their
+    intervals, ± 4.303 x ~1e-4, are far apart). With RLOO's reward errors 0.02 it is "≈" DPO at KL 5."""
+    from tools.results import leaderboard
+
+    def write(reward_se):
+        seeds = tmp_path / "frontier_seeds.csv"
+        rows = [("beta-0.1", "DPO β=0.1", "dpo", 0.1, "sigmoid", 2.0, 0.7, 1e-4),
+                ("beta-0.05", "DPO β=0.05", "dpo", 0.05, "sigmoid", 10.0, 0.9, 1e-4),
+                ("rloo-a", "RLOO (true reward) β=0.05", "rloo", 0.05, "classifier", 4.0, 0.72, reward_se),
+                ("rloo-b", "RLOO (true reward) β=0.01", "rloo", 0.01, "classifier", 8.0, 0.8, reward_se)]
+        with seeds.open("w") as handle:
+            handle.write("setting,label,method,beta,loss_type,label_smoothing,label_noise,num_seeds,seeds,runs,"
+                         "reward_mean,reward_sd,reward_se,kl_mean,kl_sd,kl_se\n")
+            for setting, label, method, beta, loss, kl, reward, se in rows:
+                handle.write(f"{setting},{label},{method},{beta},{loss},,0.0,3,0 1 2,{setting},{reward},0,{se},{kl},"
+                             "0,0\n")
+        return seeds
+
+    sft = {"run": "sft", "method": "sft", "reward": 0.5, "reward_sem": 0.0, "kl": 0.0, "is_final": True}
+    lines = leaderboard(write(1e-4), [sft], tmp_path / "sweep")
+    table = [line for line in lines if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert table[0].startswith("| 1 | DPO | 0.700 ± 0.000 | 0.775 ± 0.000 | 0.900 ± 0.000 | DPO β=0.05: 10.0, 0.900")
+    assert table[1].startswith("| 2 | RLOO (true reward) | 0.610 ± 0.000 | 0.740 ± 0.000 | — |")
+    assert "≈" not in "".join(table)
+    close = [line for line in leaderboard(write(0.02), [sft], tmp_path / "sweep") if line.startswith("| 1 ")]
+    assert close[0].split(" | ")[3] == "0.775 ± 0.000 ≈"  # RLOO's interval at KL 5 reaches DPO's

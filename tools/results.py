@@ -12,6 +12,7 @@ README.md.
 from __future__ import annotations
 
 import csv
+import math
 import json
 import re
 import shutil
@@ -305,6 +306,100 @@ def verdict_words(found: dict) -> str:
     return "within noise of the DPO curve"
 
 
+MATCHED_KLS = (2.0, 5.0, 10.0)
+
+
+def read_groups(seeds_file: Path) -> list[dict]:
+    """frontier_seeds.csv's settings, their figures as numbers."""
+    numbers = ("beta", "label_smoothing", "label_noise")
+    return [{key: (float(value) if (key.endswith(("_mean", "_se", "_sd")) or key in numbers)
+                   and value not in ("", None) else value)
+             for key, value in group.items()} for group in csv.DictReader(seeds_file.open())]
+
+
+def training_cost(sweep: Path, runs: list[str]) -> tuple[float | None, int]:
+    """(the mean training seconds of `runs`: the Trainer's train_runtime in their metrics.jsonl, the completions they
+    sampled while training: their summaries' completions_sampled, 0 for a method that trains on the pairs)."""
+    seconds, sampled = [], 0
+    for run in runs:
+        metrics = sweep / run / "metrics.jsonl"
+        if metrics.is_file():
+            records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            seconds += [record["train_runtime"] for record in records if "train_runtime" in record][-1:]
+        sampled += int(summary(sweep / run).get("completions_sampled") or 0)
+    return (sum(seconds) / len(seconds) if seconds else None), sampled // max(1, len(runs))
+
+
+def leaderboard(seeds_file: Path, rows: list[dict], sweep: Path, kls=MATCHED_KLS) -> list[str]:
+    """Which method at what KL: each method's curve (its settings' means over training seeds, the SFT model at KL 0,
+    `methods.series_of`) read at each matched KL (`estimators.reward_at_kl`: every point's KL and reward error
+    carried in, a 95% interval with the t quantile of the fewest seeds), the methods ranked by it, a method whose
+    interval overlaps the next one's marked "≈" (not separated from it); past a method's largest mean KL, "—". Beside
+    it: the method's most rewarded setting, and its cost (training seconds per run, completions sampled per run while
+    training; the pairs' own sampling is shared by every offline method)."""
+    from dpo_pipeline.estimators import SeedMean, reward_at_kl, separated
+    from dpo_pipeline.methods import series_label, series_of
+
+    if not seeds_file.is_file():
+        return []
+    sft = next((row for row in rows if row["run"] == SFT_RUN), None)
+    groups = [g for g in read_groups(seeds_file)
+              if not float(g["label_noise"] or 0) and g.get("reward_mean") is not None]
+    if sft is None or sft.get("reward") is None or not groups:
+        return []
+    series: dict[str, list[dict]] = {}
+    for group in groups:
+        series.setdefault(series_of(group), []).append(group)
+    start = SeedMean(0.0, 0.0, sft["reward"], sft.get("reward_sem") or 0.0)
+    readings: dict[str, dict] = {}
+    for name, members in series.items():
+        curve = [start, *(SeedMean(g["kl_mean"], g["kl_se"], g["reward_mean"], g["reward_se"]) for g in members)]
+        df = min(int(g["num_seeds"]) for g in members) - 1
+        readings[name] = {kl: reward_at_kl(curve, kl, df) for kl in kls}
+    best_of_n = sorted((row for row in rows if row["run"] == BEST_OF_N_RUN and row.get("reward") is not None),
+                       key=lambda row: row["kl"])
+    if len(best_of_n) > 1:  # no training seed: its errors are over prompts, read with the normal quantile
+        name = "best-of-N from SFT (analytic KL)"
+        curve = [SeedMean(row["kl"], 0.0, row["reward"], row.get("reward_sem") or 0.0) for row in best_of_n]
+        readings[name] = {kl: reward_at_kl(curve, kl, math.inf) for kl in kls}
+        series[name] = [{"label": f"best-of-{int(best_of_n[-1]['step'])}", "kl_mean": best_of_n[-1]["kl"],
+                         "reward_mean": best_of_n[-1]["reward"], "reward_se": best_of_n[-1].get("reward_sem") or 0.0,
+                         "runs": ""}]
+    header = " | ".join(f"reward at KL {kl:g} (95%)" for kl in kls)
+    lines = [f"| rank at KL {kls[len(kls) // 2]:g} | method | {header} | most rewarded setting: KL, reward | "
+             "training s / run | sampled / run |", "|---|---|" + "---|" * len(kls) + "---|---|---|"]
+    middle = kls[len(kls) // 2]
+    order = sorted(series, key=lambda name: -(readings[name][middle] or {"reward": -1.0})["reward"])
+    for rank, name in enumerate(order, start=1):
+        cells = []
+        for kl in kls:
+            reading = readings[name][kl]
+            if reading is None:
+                cells.append("—")
+                continue
+            below = next((readings[other][kl] for other in sorted(
+                (other for other in order if readings[other][kl] is not None),
+                key=lambda other: -readings[other][kl]["reward"])
+                if readings[other][kl]["reward"] < reading["reward"]), None)
+            mark = " ≈" if below is not None and not separated(reading, below) else ""
+            cells.append(f"{reading['reward']:.3f} ± {reading['se']:.3f}{mark}")
+        best = max(series[name], key=lambda g: g["reward_mean"])
+        seconds, sampled = training_cost(sweep, [run for g in series[name] for run in str(g["runs"]).split()])
+        lines.append(f"| {rank if readings[name][middle] is not None else '—'} | {name} | {' | '.join(cells)} | "
+                     f"{best['label']}: {best['kl_mean']:.1f}, {best['reward_mean']:.3f} ± {best['reward_se']:.3f} | "
+                     f"{'—' if seconds is None else f'{seconds:.0f}'} | {sampled:,} |")
+    ranked = {run for group in groups for run in str(group["runs"]).split()}
+    single = sorted({series_label(row) for row in rows if row["is_final"] and row["run"] not in ranked
+                     and compared(row) and not row.get("label_noise")})
+    if single:
+        lines += ["", f"Not ranked, one training seed: {', '.join(single)}."]
+    intro = (f"Which method at what KL (`make results` from frontier_seeds.csv: each method's settings over training "
+             f"seeds, read along its own curve from the SFT model at the matched KL, every KL and reward error carried "
+             f"in; ± one standard error, ≈: its 95% interval overlaps the next method's at that KL, so the two are not "
+             f"separated; —: the method's settings do not reach that KL). Ranked at KL {middle:g}:")
+    return [intro, "", *lines, ""]
+
+
 def before_and_after(before_file: Path, rows: list[dict]) -> list[str]:
     """The demo's final models before DPO trained on the sampled token ids (re-tokenized text, EOS on every
     completion; the figures of that commit, in docs/demo_before_sampled_ids.csv) beside today's."""
@@ -398,6 +493,10 @@ def demo_section(root: Path, venv: Path) -> tuple[list[str], list[str]]:
             if claims:
                 docs += [*claims, ""]
                 readme += [*claims, ""]
+            board = leaderboard(figures / "frontier_seeds.csv", rows, root / "runs/tiny/dpo")
+            if board:
+                docs += ["### The method leaderboard", "", *board]
+                readme += [*board]
         reward_model = summary(root / "runs/tiny/reward_model")
         if "heldout_accuracy" in reward_model:
             docs += ["The reward model the RLOO \"reward model\" runs train against (`reward_model.py`, learned "

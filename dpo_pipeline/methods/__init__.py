@@ -56,6 +56,9 @@ class Method:
       reward margin is beta times it where the run has a beta), or SimPO's length-normalised log-probs (no
       reference);
     - `order`: where its series stand in tables and plots (DPO first);
+    - `series(settings) -> str`: the curve a run belongs to, its label without the knob's value ("IPO", "RLOO (true
+      reward)", "SimPO γ=0.5"): the settings of one series differ only by the knob, and the leaderboard reads
+      each series along its knob (default: the title);
     - `on_the_dpo_curve(settings) -> bool`: whether a run of it draws the DPO curve the README's claims compare
       every other setting with (DPO with the sigmoid loss; nothing else).
 
@@ -92,6 +95,7 @@ class Method:
                                              "label_smoothing": args.label_smoothing, **keys}
     logged: str = "rewards/"
     order: int = 100  # where its series stand in tables and plots: DPO first, the sampling baselines last
+    series: Callable[[Mapping], str] | None = None  # the curve a setting belongs to: its label without the knob
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -152,9 +156,20 @@ def series_label(settings: Mapping) -> str:
     """How a run is named in plots and tables: its method's label, with the share of flipped training labels of a
     label-noise run."""
     label = get_method(settings.get("method")).label(settings)
-    if settings.get("label_noise"):
-        label += f", {settings['label_noise']:.0%} flipped"
+    noise = float(settings.get("label_noise") or 0)
+    if noise:
+        label += f", {noise:.0%} flipped"
     return label
+
+
+def series_of(settings: Mapping) -> str:
+    """The curve a run belongs to (`Method.series`), with the share of flipped labels of a label-noise run."""
+    method = get_method(settings.get("method"))
+    name = method.series(settings) if method.series is not None else method.title
+    noise = float(settings.get("label_noise") or 0)
+    if noise:
+        name += f", {noise:.0%} flipped"
+    return name
 
 
 def sweep_entry_method(overrides: Mapping[str, str], where: str) -> tuple[Method, dict]:

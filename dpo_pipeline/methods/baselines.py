@@ -7,6 +7,14 @@ from __future__ import annotations
 from . import Method, register_method
 
 
+def rl_series(title: str):
+    def series(settings) -> str:
+        losses = settings.get("loss_type")
+        reward = losses if isinstance(losses, str) else ",".join(losses or [])
+        return f"{title} ({'true reward' if reward == 'classifier' else 'reward model'})"
+    return series
+
+
 def rl_label(title: str):
     def label(settings) -> str:  # loss_type holds the reward the run was trained on
         losses = settings.get("loss_type")
@@ -30,6 +38,6 @@ def reward_linestyle(settings) -> str:
 
 
 RLOO = register_method(Method(name="rloo", title="RLOO", family="online RL", label=rl_label("RLOO"), marker="^",
-                              linestyle=reward_linestyle, order=40))
+                              linestyle=reward_linestyle, order=40, series=rl_series("RLOO")))
 GRPO = register_method(Method(name="grpo", title="GRPO", family="online RL", label=rl_label("GRPO"), marker="v",
-                              linestyle=reward_linestyle, order=41))
+                              linestyle=reward_linestyle, order=41, series=rl_series("GRPO")))

@@ -96,6 +96,11 @@ def label(settings) -> str:
     return text
 
 
+def series(settings) -> str:
+    name, _ = LOSS_NAMES.get(loss_of(settings), (loss_of(settings), "β"))
+    return name + (f" ε={settings.get('label_smoothing') or 0:g}" if loss_of(settings) == "robust" else "")
+
+
 def loss_of(settings) -> str:
     losses = settings.get("loss_type") or "sigmoid"
     return losses if isinstance(losses, str) else ",".join(losses)
@@ -110,6 +115,6 @@ def trainer(*, keys, reference_cache=None, **kwargs):
 METHOD = register_method(Method(
     name="dpo", order=0, title="DPO", family="reference", label=label, marker="o", knob="beta",
     linestyle=lambda settings: LINESTYLES.get(loss_of(settings), (0, (1, 1))),
-    held_out_margin=log_ratio_margin, on_the_dpo_curve=lambda settings: loss_of(settings) == "sigmoid",
+    held_out_margin=log_ratio_margin, on_the_dpo_curve=lambda settings: loss_of(settings) == "sigmoid", series=series,
     trainer=trainer, check=check_dpo_settings, uses_reference=True, logged="rewards/",
 ))

@@ -70,6 +70,7 @@ METHOD = register_method(Method(
     name="simpo", order=10, title="SimPO", family="reference-free",
     label=lambda settings: f"SimPO β={settings['beta']:g} γ={settings.get('gamma', DEFAULT_GAMMA):g}",
     marker="P", linestyle=(0, (4, 1, 1, 1)), knob="beta", held_out_margin=length_normalised_margin,
+    series=lambda settings: f"SimPO γ={settings.get('gamma', DEFAULT_GAMMA):g}",
     trainer=trainer, sweep_keys={"gamma": parse_gamma}, check=check, prepare=prepare, uses_reference=False,
     settings=lambda args, keys: {"beta": args.beta, "loss_type": ["simpo"], "label_smoothing": None,
                                  "gamma": keys.get("gamma", DEFAULT_GAMMA)},

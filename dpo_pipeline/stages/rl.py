@@ -252,7 +252,11 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
         last = next((entry for entry in reversed(trainer.state.log_history) if "reward" in entry), {})
         reward = trainer.reward_funcs[0]
         scale = {"reward_mean": reward.mean, "reward_sd": reward.sd} if isinstance(reward, ClassifierReward) else {}
+        # each optimizer step trains on global_batch_size completions sampled from the policy at that step
+        sampled = trainer.state.global_step * run.args.per_device_train_batch_size * \
+            run.args.gradient_accumulation_steps * run.args.world_size
         return {"global_step": trainer.state.global_step, "train_loss": result.training_loss, **scale,
+                "completions_sampled": sampled,
                 **{key: value for key, value in last.items() if key in ("reward", "kl")}}
 
     def describe(run, inputs):
