@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .estimators import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, cluster_bootstrap, spread_over_seeds
-from .methods import get_method, methods, series_label
+from .methods import get_method, methods, series_label, series_of
 from .metric_registry import metric_columns, seed_figures, summary_keys
 from .runs import atomic_write_text, git_commit
 from .samples import EvalStore
@@ -153,16 +153,53 @@ def kl_reach_note(rows: list[dict]) -> str:
     return "; ".join(notes)
 
 
+# Past this many series one panel is unreadable: one panel per method family, DPO's curve in each.
+MOST_SERIES_IN_ONE_PANEL = 8
+
+
 def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
     """Reward (`frontier_metric`) against KL: one line per trained run through its checkpoints (in step order, large
     point = final model), best-of-N as a dashed black curve, SFT as a star at KL 0. A setting trained with several
     seeds (`seed_groups`) is drawn as its runs' faint lines and their final models' mean, with error bars of one
-    standard error over the seeds in KL and in the metric. Label-noise runs have a plot of their own."""
+    standard error over the seeds in KL and in the metric. Label-noise runs have a plot of their own. With more than
+    `MOST_SERIES_IN_ONE_PANEL` series, one panel per method family (`methods.Method.family`), on shared axes, each
+    with DPO's seed means as a grey line to compare with."""
     plt = _pyplot()
     metric, metric_label = frontier_metric(rows)
     rows = [row for row in rows if row.get(metric) is not None or row["run"] == "sft"]
-    figure, axes = plt.subplots(figsize=(8, 5), dpi=120)
     trained = [row for row in rows if row["run"] not in ("sft", "best-of-n") and not row.get("label_noise")]
+    families = list(dict.fromkeys(get_method(row["method"]).family for row in sorted(
+        trained, key=lambda row: get_method(row["method"]).order)))
+    if len({series_of(row) for row in trained}) <= MOST_SERIES_IN_ONE_PANEL or len(families) < 2:
+        figure, axes = plt.subplots(figsize=(8, 5), dpi=120)
+        draw_frontier(axes, rows, trained, metric, metric_label, title)
+        _save(figure, path)
+        return
+    columns = min(3, len(families))
+    panels = (len(families) + columns - 1) // columns
+    figure, grid = plt.subplots(panels, columns, figsize=(5.2 * columns, 4.2 * panels), dpi=110, sharex=True,
+                                sharey=True, squeeze=False)
+    dpo = [group for group in seed_groups([row for row in trained if row["is_final"]])
+           if get_method(group["method"]).on_the_dpo_curve(group) and group.get(f"{metric}_mean") is not None]
+    sft = next((row for row in rows if row["run"] == "sft" and row.get(metric) is not None), None)
+    for axes, family in zip(grid.flat, families):
+        if dpo and family != "reference":
+            curve = sorted(dpo, key=lambda group: group["kl_mean"])
+            axes.plot([0.0, *(g["kl_mean"] for g in curve)],
+                      [sft[metric] if sft else curve[0][f"{metric}_mean"], *(g[f"{metric}_mean"] for g in curve)],
+                      color="gray", linewidth=2.5, alpha=0.5, label="DPO (seed means)")
+        members = [row for row in trained if get_method(row["method"]).family == family]
+        draw_frontier(axes, [row for row in rows if row["run"] in ("sft", "best-of-n") or row in members], members,
+                      metric, metric_label, f"{family}", legend_size=6)
+    for axes in list(grid.flat)[len(families):]:
+        axes.axis("off")
+    figure.suptitle(title)
+    _save(figure, path)
+
+
+def draw_frontier(axes, rows: list[dict], trained: list[dict], metric: str, metric_label: str, title: str,
+                  legend_size: float = 7) -> None:
+    """One panel of `plot_frontier`: the `trained` runs, best-of-N and SFT among `rows`."""
     groups = {group["setting"]: group for group in seed_groups([row for row in trained if row["is_final"]])}
     colours = {}
     for run in dict.fromkeys(row["run"] for row in trained):
@@ -212,8 +249,7 @@ def plot_frontier(rows: list[dict], path: Path, title: str) -> None:
         note += "\n" + kl_reach_note(rows)
     axes.text(0.99, 0.02, note, ha="right", va="bottom", fontsize=6.5, color="gray", transform=axes.transAxes)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="center right")
-    _save(figure, path)
+    axes.legend(fontsize=legend_size, loc="center right")
 
 
 def best_of_n_prompts_note(rows: list[dict]) -> str:
