@@ -230,7 +230,8 @@ class LiveEvaluation(TrainerCallback):
         self.metrics_file.on_log(self.args, state, None, logs=record)
         log_to_wandb(record, samples, state.global_step)
         logger.info("[live step %d] %sKL %.2f ± %.2f, %.1f completion tokens (%d prompts x %d)", state.global_step,
-                    "" if summary["reward"] is None else f"reward {summary['reward']:.3f} ± {summary['reward_sem']:.3f}, ",
+                    "" if summary["reward"] is None
+                    else f"reward {summary['reward']:.3f} ± {summary['reward_sem']:.3f}, ",
                     summary["kl"], summary["kl_sem"], summary["mean_response_tokens"], len(prompts),
                     eval_args.samples_per_prompt)
         for warning in warnings_for(summary, self.args.live_eval_kl_warning, self.first_length,

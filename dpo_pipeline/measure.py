@@ -309,6 +309,12 @@ def stale_results(model: ModelToEvaluate, store: EvalStore, settings_hash: str, 
                                    or not store.heldout_file(model.name).is_file())
 
 
+def measured_already(model: ModelToEvaluate, store: EvalStore, settings_hash: str, heldout, overwrite: bool) -> bool:
+    """Whether the model's stored result is complete and current (`stale_results` finds nothing to measure)."""
+    row, heldout_missing = stale_results(model, store, settings_hash, heldout, overwrite)
+    return row is not None and not heldout_missing
+
+
 def measure_models(models, evaluator: Evaluator, prompts, heldout: HeldoutPairs | None, store: EvalStore,
                    settings_hash: str) -> None:
     """Measure every model whose stored result is missing or stale, and store its samples and result row."""

@@ -154,8 +154,8 @@ def check_weight_files(name_or_path: str, field_name: str) -> None:
             if size < 8 + header_length + end:
                 raise ValueError(f"{size:,} bytes where its tensors end at byte {8 + header_length + end:,}: cut short")
         except (struct.error, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as error:
-            raise PipelineError(f"{field_name}: {weights} is not a whole safetensors file ({_one_line(error)}); copy or "
-                                "save the model again") from None
+            raise PipelineError(f"{field_name}: {weights} is not a whole safetensors file ({_one_line(error)}); "
+                                "copy or save the model again") from None
     for weights in sorted(folder.glob("*.bin")):
         try:
             with zipfile.ZipFile(weights) as archive:

@@ -1,7 +1,8 @@
 """Where eval.py keeps what it measured, read back by the report: each model's samples (`samples/<model>.jsonl`:
 prompt, completion, token ids, reward, KL), result row (`models/<model>.json`) and per-pair held-out margins
-(`heldout/<model>.jsonl`, which the report's paired bootstraps read), best-of-N's rewards and the judge's verdicts, each keyed by what it was measured with (settings, weights), so that a later run measures only what
-is new. Measuring writes here; the report only reads."""
+(`heldout/<model>.jsonl`, which the report's paired bootstraps read), best-of-N's rewards and the judge's verdicts,
+each keyed by what it was measured with (settings, weights), so that a later run measures only what is new.
+Measuring writes here; the report only reads."""
 
 from __future__ import annotations
 

@@ -276,6 +276,32 @@ def test_evaluation_is_incremental(study, tiny_assets):
     assert all(after[name] == mtime for name, mtime in before.items())
 
 
+def test_without_checkpoints_only_new_final_models_are_measured_and_earlier_checkpoints_stay(study, tiny_assets,
+                                                                                           tmp_path):
+    """include_checkpoints false (make methods' evaluation): a new run's checkpoint is not measured, its final model
+    is; the checkpoints measured before stay in frontier.csv."""
+    import shutil
+
+    sweep, eval_dir = tmp_path / "dpo", tmp_path / "eval"
+    shutil.copytree(study["sweep"], sweep)
+    shutil.copytree(study["eval"], eval_dir)
+    run(dpo, "--model_name_or_path", tiny_assets["sft_model"], "--pairs_file", study["pairs"] / "pairs.jsonl",
+        "--output_dir", sweep, "--sweep", "beta=0.5", "--max_steps", 4, "--save_steps", 2,
+        "--per_device_train_batch_size", 8, "--learning_rate", 1e-3, "--max_length", 32, *TRAINING_ON_CPU)
+    assert (sweep / "beta-0.5" / "checkpoint-2").is_dir()
+    args = [str(arg) for arg in study["eval_args"]]
+    args[args.index("--dpo_output_dir") + 1] = str(sweep)
+    args[args.index("--output_dir") + 1] = str(eval_dir)
+    before = {path.name for path in (eval_dir / "models").glob("*.json")}
+    run(eval_script, *args, "--include_checkpoints", "false")
+    after = {path.name for path in (eval_dir / "models").glob("*.json")}
+    assert after - before == {"beta-0.5__step-4.json"}
+    with (eval_dir / "frontier.csv").open() as handle:
+        names = {row["name"] for row in csv.DictReader(handle)}
+    assert {"beta-0.1/step-2", "beta-0.1/step-4", "beta-0.5/step-4"} <= names
+    assert "beta-0.5/step-2" not in names
+
+
 def test_a_new_held_out_file_is_measured_without_sampling_again(study, tmp_path):
     """Only the held-out metrics of each model are measured again when only the held-out pairs changed: the samples
     (and so reward, KL and win rates) are kept."""

@@ -23,7 +23,9 @@ class EvalArguments(SamplingArguments):
     num_prompts: int = field(default=500, metadata={"help": "Held-out prefixes, balanced over classes."})
     samples_per_prompt: int = field(default=4, metadata={"help": "Completions sampled per prompt and model."})
     include_checkpoints: bool = field(
-        default=True, metadata={"help": "Evaluate every saved checkpoint, not only each run's final model."}
+        default=True, metadata={"help": "Evaluate every saved checkpoint, not only each run's final model. When false, "
+                                        "no checkpoint is measured; those measured before with these settings stay "
+                                        "in the report."}
     )
     kl_batch_size: int = field(
         default=32, metadata={"help": "Sequences per forward pass of the KL and held-out log-probability passes."}

@@ -4,7 +4,8 @@
    best-of-N from the SFT model, on the task's held-out prompts (`measure.py`); under a launcher with N processes
    the models are shared out, each measured whole by one process with the same prompts and seeds as in a
    one-process run. The SFT model is sampled a second time, from random numbers of its own: the independent SFT
-   samples every model's win rate compares with. What is measured already with these settings and weights is not measured again.
+   samples every model's win rate compares with. What is measured already with these settings and weights is not
+   measured again; with include_checkpoints false no checkpoint is measured (those measured before stay reported).
 2. Store: each model's samples and result row, best-of-N's rewards (`samples.EvalStore`).
 3. Report: the main process reads the stored rows, adds the win rates (from the stored samples) and the judge's
    verdicts, and writes report.md, frontier.csv and the plots (`report.py`).
@@ -31,6 +32,7 @@ from ..measure import (
     discover_models,
     measure_best_of_n,
     measure_models,
+    measured_already,
     measure_sft_comparison,
     read_rows,
 )
@@ -78,12 +80,15 @@ def evaluate_frontier(args: EvalArguments) -> Path:
     state = process_state()
     folder.check(overwrite=args.overwrite)  # never "complete": new checkpoints may come
     state.wait_for_everyone()
-    models = discover_models(args.sft_model_path, args.dpo_output_dir, args.include_checkpoints)
+    models = discover_models(args.sft_model_path, args.dpo_output_dir, include_checkpoints=True)
     evaluator = Evaluator(args, task, state.device)
     check_causal_lm(args.sft_model_path, "sft_model_path", args.trust_remote_code, evaluator.tokenizer)
     heldout = held_out_pairs(args, task, evaluator.tokenizer)
     prompts = task.evaluation_prompts(args, evaluator.tokenizer)
     store = EvalStore(out)
+    if not args.include_checkpoints:  # none is measured now; those measured before with these settings stay reported
+        models = [model for model in models
+                  if model.is_final or measured_already(model, store, settings_hash, heldout, args.overwrite)]
 
     def claim():  # every input is loaded and checked by now
         folder.claim({"eval": args}, overwrite=args.overwrite)

@@ -104,7 +104,8 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args) -> Path:
                         reference_model=model_args.model_name_or_path)
     run = SweepRun("", training_args, fingerprint_extra=extra, info=info)
     trust = training_args.trust_remote_code
-    given_init_kwargs = training_args.model_init_kwargs  # the user's own; the trainer factory merges the model settings in
+    # the user's own; the trainer factory merges the model settings in
+    given_init_kwargs = training_args.model_init_kwargs
     what = "Judge fine-tuning" if judge else "Preferred-FT" if preferred_ft else "SFT"
 
     def load_inputs():
