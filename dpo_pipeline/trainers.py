@@ -1,7 +1,8 @@
 """TRL's trainers, where the pipeline needs them to do one thing more.
 
-Every trainer here computes its training log-probabilities in float32 under bf16 autocast (`fused_heads_in_float32`),
-and the online RL trainers compute them at the positions they sampled at (`LogProbsAtSampledPositions`).
+Every trainer here computes its training log-probabilities in float32 under bf16 autocast (`fused_heads_in_float32`;
+online DPO, which has no fused head: `output_layer_in_float32`), and the online RL trainers (RLOO, GRPO, online DPO)
+compute them at the positions they sampled at (`LogProbsAtSampledPositions`, `OnlineDPOTrainer`).
 """
 
 from __future__ import annotations
@@ -283,3 +284,79 @@ def _cpo_trainer():
 
 class SampledIdsCPOTrainer(OnSampledIds, _cpo_trainer()):
     """TRL's CPO trainer (which computes SimPO with `loss_type="simpo"`) on the sampled token ids (`OnSampledIds`)."""
+
+
+@contextlib.contextmanager
+def output_layer_in_float32(model):
+    """While held, `model`'s output layer (an `nn.Linear`: GPT-2's, tied to its input embeddings) computes its logits
+    in float32, outside autocast: its input cast up, its weights read as stored and cast up, the gradient reaching
+    them as before. For a trainer that takes log-probs from the logits rather than through TRL's fused head (TRL's
+    online DPO): the same float32 log-probs as `fused_heads_in_float32` gives the others, for the reasons given
+    there. The module is the model's own, so nothing is copied or untied; an output layer of another kind is left as
+    it is."""
+    import torch
+
+    head = model.get_output_embeddings()
+    if type(head) is not torch.nn.Linear:
+        yield
+        return
+
+    def forward(hidden_states):
+        with torch.autocast(hidden_states.device.type, enabled=False):
+            bias = None if head.bias is None else head.bias.float()
+            return torch.nn.functional.linear(hidden_states.float(), head.weight.float(), bias)
+
+    head.forward = forward
+    try:
+        yield
+    finally:
+        del head.forward
+
+
+def _online_dpo_trainer():
+    from trl.experimental.online_dpo import OnlineDPOTrainer
+
+    return OnlineDPOTrainer
+
+
+class OnlineDPOTrainer(_online_dpo_trainer()):
+    """TRL's online DPO (Guo et al. 2024, "Direct Language Model Alignment from Online AI Feedback"): at every step two
+    completions per prompt sampled from the policy being trained, ranked by the reward functions, and DPO's loss on
+    that pair against the reference (SFT) model. Here:
+
+    - its log-probs (`_forward`: the policy's and the reference's) are taken at the positions the completions were
+      sampled at: TRL left-pads the prompts for `generate`, which counts positions from each row's first real token,
+      then calls the model with `input_ids` and `attention_mask` only, and GPT-2 counts from the first column,
+      padding included (`LogProbsAtSampledPositions` tells the same of RLOO; the same forward pre-hook fixes it);
+    - the logits they come from are float32 whatever the autocast dtype (`output_layer_in_float32`: TRL's online DPO
+      has no fused head to cast);
+    - the reward functions get each completion as sampled, up to and including its first EOS (TRL hands them the
+      padded row, every position after the EOS a pad token: EOS again for GPT-2, which the learned reward model would
+      score as part of the sequence), and the prompt's ids as it was sampled (`prompt_ids`), as RLOO's reward
+      functions see them.
+    """
+
+    _sampled_prompt_ids = None
+
+    def _forward(self, model, prompt_ids, prompt_mask, completion_ids, completion_mask, vision_inputs=None):
+        hook = model.register_forward_pre_hook(_position_ids_from_attention_mask, with_kwargs=True)
+        try:
+            with output_layer_in_float32(self.accelerator.unwrap_model(model)):
+                return super()._forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                        vision_inputs)
+        finally:
+            hook.remove()
+
+    def _generate(self, model, prompts, images=None):
+        generated = super()._generate(model, prompts, images)
+        prompt_ids, prompt_mask = generated[:2]
+        self._sampled_prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids, prompt_mask)]
+        return generated
+
+    def _calculate_rewards_from_functions(self, prompts, completions, completion_ids_list, **reward_kwargs):
+        sampled = [ids[: next((end + 1 for end, token in enumerate(ids) if token in self.eos_token_ids), len(ids))]
+                   for ids in completion_ids_list]
+        prompt_ids, self._sampled_prompt_ids = self._sampled_prompt_ids, None
+        if prompt_ids is not None and len(prompt_ids) == len(prompts):
+            reward_kwargs["prompt_ids"] = prompt_ids
+        return super()._calculate_rewards_from_functions(prompts, completions, sampled, **reward_kwargs)

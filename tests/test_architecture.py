@@ -83,7 +83,7 @@ def test_the_package_has_no_import_circle():
     assert circles(graph) == []
 
 
-# The stage that trains online RL owns its two methods (rl.py chooses between TRL's RLOO and GRPO trainers).
+# The stage that trains online RL owns its methods (rl.py chooses between TRL's RLOO, GRPO and online DPO trainers).
 OWNS_ITS_METHODS = {"dpo_pipeline/stages/rl.py"}
 
 

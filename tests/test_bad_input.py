@@ -427,8 +427,11 @@ def test_a_model_of_the_wrong_kind_is_refused_before_any_weights_load(script, co
 
 # The online RL settings, on configs/tiny/rl.yaml in a folder holding every step's input.
 @pytest.mark.parametrize("sweep, extra, fragments", [
-    ("method=ppo,beta=0.1", [], ["method=ppo is not one of rloo, grpo"]),
+    ("method=ppo,beta=0.1", [], ["method=ppo is not one of rloo, grpo, online_dpo"]),
     ("beta=0.1", ["--loss_type", "grpo"], ["loss_type has no effect with method rloo"]),
+    ("method=online_dpo,beta=0.1", [], ["num_generations=4 has no effect with method online_dpo", "2 completions"]),
+    ("method=online_dpo,beta=0.1,num_generations=2", ["--num_iterations", "2", "--loss_type", "grpo"],
+     ["loss_type, num_iterations have no effect with method online_dpo"]),
     ("beta=-1", [], ["beta must be a positive number", "-1"]),
     ("beta=0.1", ["--disable_dropout", "false"], ["disable_dropout: false is refused", "online RL"]),
     ("beta=0.1,disable_dropout=false", [], ["disable_dropout: false is refused"]),

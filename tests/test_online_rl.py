@@ -275,3 +275,221 @@ def test_rl_log_probs_of_left_padded_rows_are_those_of_the_row_alone(method, tin
                 logits = model(input_ids=alone).logits[0, -len(completion) - 1 : -1]
                 expected = logits.log_softmax(-1).gather(-1, alone[0, -len(completion) :, None])[:, 0]
                 torch.testing.assert_close(logps, expected, rtol=0, atol=1e-5)
+
+
+# Online DPO (Guo et al. 2024) as a method of rl.py: DPO's loss on a pair sampled from the policy at every step.
+ONLINE_DPO_ENTRIES = ("method=online_dpo,reward=classifier,beta=0.1", "method=online_dpo,reward=reward_model,beta=0.1")
+
+
+def online_dpo_args(assets, pairs, out, reward_model, *sweep):
+    args = rl_args(assets, pairs, out, reward_model, *sweep)
+    args[args.index("--num_generations") + 1] = 2  # a pair per prompt: any other number is refused for online DPO
+    return args
+
+
+def online_dpo_trainer(tiny_assets, pairs_dir, tmp_path, reward, *extra):
+    """The online DPO trainer as the stage builds it, on 8 of the pairs' prompts."""
+    from dpo_pipeline.cli import parse_config
+    from dpo_pipeline.models import load_tokenizer
+    from dpo_pipeline.stages.rl import rl_trainer, training_prompts
+
+    args = [str(arg) for arg in online_dpo_args(tiny_assets, pairs_dir, tmp_path / "sweep", tmp_path, "beta=0.1")]
+    _, training_args, _ = parse_config(rl.dataclass_types(), [*args, "--beta", "0.1", *map(str, extra)])
+    tokenizer = load_tokenizer(str(tiny_assets["sft_model"]), "model_name_or_path")
+    prompts = training_prompts(str(pairs_dir / "pairs.jsonl"), tokenizer, 8)
+    return rl_trainer("online_dpo", training_args, str(tiny_assets["sft_model"]), reward, prompts, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def online_dpo_sweep(tiny_assets, pairs_dir, reward_model, tmp_path_factory):  # noqa: F811
+    """rl.py with both online DPO entries, 4 steps, the live evaluation on (eval.py's settings on the tiny assets)."""
+    out = tmp_path_factory.mktemp("online_dpo") / "sweep"
+    eval_config = out.parent / "eval.yaml"
+    eval_config.write_text(f"sft_model_path: {tiny_assets['sft_model']}\nclassifier_name_or_path: "
+                           f"{tiny_assets['classifier']}\ndataset_name: {tiny_assets['data']}\nnum_prompts: 4\n"
+                           "samples_per_prompt: 2\nmax_new_tokens: 8\nclassifier_max_length: 64\n")
+    run_command("rl.py", *online_dpo_args(tiny_assets, pairs_dir, out, reward_model, *ONLINE_DPO_ENTRIES),
+                "--live_eval_config", eval_config, "--live_eval_prompts", 2, cwd=out.parent)
+    return out
+
+
+def test_online_dpo_trains_with_the_true_and_the_learned_reward_and_eval_puts_both_on_the_frontier(
+        online_dpo_sweep, tiny_assets):
+    """Both entries train 4 steps from the SFT model (the weights move), record their method, reward and beta as the
+    RLOO runs do, keep the reward and KL of their samples in the summary, are measured live at step 0 and each save
+    step (2, 4: RL runs have no evaluation steps), and eval.py puts their checkpoints on the frontier, labelled."""
+    import torch
+    from safetensors.torch import load_file
+
+    sft = load_file(tiny_assets["sft_model"] / "model.safetensors")
+    for entry, reward in zip(ONLINE_DPO_ENTRIES, ("classifier", "reward_model")):
+        run_dir = online_dpo_sweep / f"method-online_dpo_reward-{reward}_beta-0.1"
+        info = json.loads((run_dir / "sweep_run.json").read_text())
+        assert info["method"] == "online_dpo" and info["reward"] == reward and info["beta"] == 0.1
+        assert info["loss_type"] == [reward]
+        summary = json.loads((run_dir / "stage_complete.json").read_text())["summary"]
+        assert summary["global_step"] == 4 and {"reward", "kl"} <= summary.keys()
+        assert ("reward_sd" in summary) == (reward == "classifier")  # the true reward in sd units of the SFT samples
+        trained = load_file(run_dir / "model.safetensors")
+        assert any(not torch.equal(trained[key], sft[key]) for key in sft)
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        live = [record for record in records if "live/reward" in record]
+        assert [record["step"] for record in live] == [0, 2, 4]
+        assert abs(live[0]["live/kl"]) < 1e-5 and live[-1]["live/kl"] > 0
+        assert any("rewards/margins" in record for record in records)  # DPO's implicit reward, logged by TRL
+    out = online_dpo_sweep.parent / "eval"
+    run_command("eval.py", "--sft_model_path", tiny_assets["sft_model"], "--dpo_output_dir", online_dpo_sweep,
+                "--classifier_name_or_path", tiny_assets["classifier"], "--dataset_name", tiny_assets["data"],
+                "--num_prompts", 4, "--samples_per_prompt", 2, "--max_new_tokens", 8, "--classifier_max_length", 64,
+                "--output_dir", out, "--report_to", "none", cwd=online_dpo_sweep.parent)
+    rows = [row for row in csv.DictReader((out / "frontier.csv").open()) if row["method"] == "online_dpo"]
+    assert {row["loss_type"] for row in rows} == {"classifier", "reward_model"}
+    assert len(rows) == 4 and all(float(row["kl"]) > 0 for row in rows)  # checkpoint-2 and final of each
+    report = (out / "report.md").read_text()
+    assert "online DPO (true reward) β=0.1" in report and "online DPO (reward model) β=0.1" in report
+
+
+def test_online_dpo_ranks_pairs_sampled_from_the_weights_of_the_step_that_trains_on_them(tiny_assets, pairs_dir,
+                                                                                         tmp_path, monkeypatch):
+    """Three steps, spied on: every `generate` call (which model's weights sampled, what it sampled), the reward
+    function (what it scored) and the policy's weights at the start of each step. At step k the completions were
+    sampled by a model whose weights are step k's, bit for bit (from step 2 on they differ from the SFT model's and
+    from step k-1's: pairs from the reference or a stale policy would fail here), the reward function scored exactly
+    those completions (each up to its first EOS, with the prompt ids they were sampled from), and the trainer's logged
+    `logps/chosen` and `logps/rejected` at step k are the means over the pairs of the summed log-probs of the
+    completions the reward ranked first and second, recomputed here under step k's weights on each row alone,
+    unpadded."""
+    import copy
+
+    import torch
+    from transformers import GenerationMixin, TrainerCallback
+
+    events = []
+
+    def reward(prompts, completions, completion_ids, prompt_ids=None, **kwargs):
+        scores = [float(len(ids)) + (sum(ids) % 7) / 10 for ids in completion_ids]
+        events.append(("scored", [list(p) for p in prompt_ids], [list(c) for c in completion_ids], scores))
+        return scores
+
+    original_generate = GenerationMixin.generate
+
+    def generate(model, *args, **kwargs):
+        weights = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        output = original_generate(model, *args, **kwargs)
+        events.append(("generated", weights, kwargs["input_ids"].clone(), kwargs["attention_mask"].clone(),
+                       output.clone()))
+        return output
+
+    class StepWeights(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            events.append(("step", state.global_step + 1,
+                           {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}))
+
+    trainer = online_dpo_trainer(tiny_assets, pairs_dir, tmp_path, reward, "--max_steps", 3, "--save_steps", 100)
+    trainer.add_callback(StepWeights())
+    sft = {name: tensor.detach().clone() for name, tensor in trainer.model.state_dict().items()}
+    monkeypatch.setattr(GenerationMixin, "generate", generate)
+    trainer.train()
+    monkeypatch.undo()
+
+    assert [event[0] for event in events] == ["step", "generated", "scored"] * 3
+    logged = {entry["step"]: entry for entry in trainer.state.log_history if "logps/chosen" in entry}
+    eos = trainer.eos_token_ids
+    previous = sft
+    for k in (1, 2, 3):
+        (_, step, weights), (_, sampler, prompt_ids, prompt_mask, output), (_, scored_prompts, scored, scores) = \
+            events[3 * (k - 1): 3 * k]
+        assert step == k
+        assert all(torch.equal(sampler[name], weights[name]) for name in weights)
+        if k > 1:  # the policy has moved: the SFT model's or the last step's weights would not pass the check above
+            assert any(not torch.equal(weights[name], sft[name]) for name in weights)
+            assert any(not torch.equal(weights[name], previous[name]) for name in weights)
+        previous = weights
+        sampled = []
+        for row in output[:, prompt_ids.size(1):].tolist():
+            end = next((i + 1 for i, token in enumerate(row) if token in eos), len(row))
+            sampled.append(row[:end])
+        assert scored == sampled
+        assert scored_prompts == [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids, prompt_mask)]
+
+        model = copy.deepcopy(trainer.model)
+        model.load_state_dict(weights)
+        summed = []
+        with torch.no_grad():
+            for prompt, completion in zip(scored_prompts, scored):
+                ids = torch.tensor([prompt + completion])
+                logps = model(input_ids=ids).logits[0, len(prompt) - 1: -1].log_softmax(-1)
+                summed.append(logps.gather(-1, ids[0, len(prompt):, None]).sum().item())
+        half = len(summed) // 2  # rows i and i + half: the two completions of prompt i
+        first_wins = [scores[i] >= scores[i + half] for i in range(half)]
+        chosen = [summed[i] if wins else summed[i + half] for i, wins in enumerate(first_wins)]
+        rejected = [summed[i + half] if wins else summed[i] for i, wins in enumerate(first_wins)]
+        assert logged[k]["logps/chosen"] == pytest.approx(sum(chosen) / half, abs=1e-4)
+        assert logged[k]["logps/rejected"] == pytest.approx(sum(rejected) / half, abs=1e-4)
+
+
+def test_online_dpo_log_probs_of_left_padded_rows_are_those_of_the_row_alone(tiny_assets, pairs_dir, tmp_path):
+    """As for RLOO and GRPO (`test_rl_log_probs_of_left_padded_rows_are_those_of_the_row_alone`), through online
+    DPO's own log-prob method (`_forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask)`): 3 rows
+    with prompts of 2, 5 and 7 tokens, left-padded to one width as TRL pads them for `generate`, and a completion
+    of 4 tokens (the last row's cut after 2 by the completion mask, as after an EOS); the policy's and the
+    reference's per-token log-probs of the completion tokens equal each row's forward alone, unpadded, to 1e-5
+    (float32 on the CPU). TRL's own `_forward` counts positions from the first column, padding included: there the
+    first row's completion tokens were off by up to 0.14 nats."""
+    import torch
+
+    from dpo_pipeline.generation import left_pad
+    from dpo_pipeline.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_assets["sft_model"]), "model_name_or_path")
+    trainer = online_dpo_trainer(tiny_assets, pairs_dir, tmp_path, lambda completions, **_: [0.0] * len(completions))
+    prompts = [[11, 12], [21, 22, 23, 24, 25], [31, 32, 33, 34, 35, 36, 37]]
+    completion_ids = torch.tensor([[41, 42, 43, 44]] * 3)
+    completion_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0]])
+    prompt_ids, prompt_mask = left_pad(prompts, tokenizer.pad_token_id)
+    with torch.no_grad():
+        for model in (trainer.model, trainer.ref_model):
+            padded = trainer._forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
+            for prompt, logps, mask in zip(prompts, padded, completion_mask):
+                completion = completion_ids[0, : int(mask.sum())].tolist()
+                alone = torch.tensor([prompt + completion])
+                logits = model(input_ids=alone).logits[0, len(prompt) - 1: -1]
+                expected = logits.log_softmax(-1).gather(-1, alone[0, len(prompt):, None])[:, 0]
+                torch.testing.assert_close(logps[: len(completion)], expected, rtol=0, atol=1e-5)
+
+
+def trainer_class_of_trl(trainer):
+    from trl.experimental.online_dpo import OnlineDPOTrainer
+
+    assert isinstance(trainer, OnlineDPOTrainer) and type(trainer) is not OnlineDPOTrainer
+    return OnlineDPOTrainer
+
+
+def test_online_dpo_log_probs_are_float32_under_bf16_autocast(tiny_assets, pairs_dir, tmp_path):
+    """TRL's online DPO takes its log-probs from the model's logits, which bf16 autocast computes in bfloat16. The
+    trainer's `_forward` under bf16 autocast gives the log-softmax of float32 logits: the output layer's input (the
+    body's output, itself under autocast) times its weights, both cast up, computed here, to 1e-5, where TRL's own
+    `_forward` is off by 0.02 nats on the tiny model; the gradient reaches the head's weights (GPT-2's tied input
+    embeddings); afterwards the output layer is as it was (`output_layer_in_float32` is held for the call only)."""
+    import torch
+
+    trainer = online_dpo_trainer(tiny_assets, pairs_dir, tmp_path, lambda completions, **_: [0.0] * len(completions))
+    model, head = trainer.model, trainer.model.get_output_embeddings()
+    seen = []
+    hook = head.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    prompt_ids, prompt_mask = torch.tensor([[5, 17, 33, 41]]), torch.ones(1, 4, dtype=torch.long)
+    completion_ids, completion_mask = torch.tensor([[8, 12, 19, 23]]), torch.ones(1, 4, dtype=torch.long)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logps = trainer._forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
+        with torch.no_grad():  # TRL's own
+            trl_logps = trainer_class_of_trl(trainer)._forward(trainer, model, prompt_ids, prompt_mask, completion_ids,
+                                                               completion_mask)
+    hook.remove()
+    logits = (seen[0].float() @ head.weight.detach().float().T)[0, 3:-1]
+    expected = logits.log_softmax(-1).gather(-1, completion_ids[0, :, None])[:, 0]
+    assert logps.dtype == torch.float32
+    torch.testing.assert_close(logps[0].detach(), expected, rtol=0, atol=1e-5)
+    assert (trl_logps[0] - expected).abs().max() > 1e-3  # 0.02 nats
+    logps.sum().backward()
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+    assert "forward" not in vars(head)

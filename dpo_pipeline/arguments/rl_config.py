@@ -1,5 +1,5 @@
-"""`rl.py`'s configs: TRL's `GRPOConfig` (RLOO's settings are a subset of it) with the pipeline's checks, the
-trainer, the reward and the sweep."""
+"""`rl.py`'s configs: TRL's `GRPOConfig` (RLOO's settings are a subset of it; online DPO's config is made from it,
+`stages.rl.online_dpo_config`) with the pipeline's checks, the trainer, the reward and the sweep."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from trl import GRPOConfig, ScriptArguments
 from ..errors import PipelineError
 from .common import DEFAULT_CLASSIFIER, PipelineTrainingArguments, TrackingArguments, refuse_streaming
 
-RL_METHODS = ("rloo", "grpo")
+RL_METHODS = ("rloo", "grpo", "online_dpo")
 RL_REWARDS = ("classifier", "reward_model")
 
 
@@ -42,11 +42,15 @@ class RLTrainingConfig(PipelineTrainingArguments, GRPOConfig):
 @dataclass
 class RLScriptArguments(ScriptArguments, TrackingArguments):
     """`rl.py`: online RL from the SFT model on the prompts of the preference pairs, KL-regularised to the SFT
-    model (the DPO paper's PPO baselines), with TRL's RLOO or GRPO trainer, one run per sweep entry."""
+    model (the DPO paper's PPO baselines), with TRL's RLOO, GRPO or online DPO trainer, one run per sweep entry."""
 
     pairs_file: str | None = field(
         default=None, metadata={"help": "Pairs whose distinct prompts are the training prompts (pairs.jsonl)."})
-    method: str = field(default="rloo", metadata={"help": "TRL trainer: rloo or grpo.", "choices": list(RL_METHODS)})
+    method: str = field(
+        default="rloo",
+        metadata={"help": "TRL trainer: rloo, grpo, or online_dpo (DPO's loss on pairs the policy samples at every "
+                          "step, ranked by the reward).", "choices": list(RL_METHODS)},
+    )
     reward: str = field(
         default="classifier",
         metadata={"help": "classifier: the true reward, P(POSITIVE) of classifier_name_or_path on prompt + completion "

@@ -1,10 +1,10 @@
 """The frontier's series that dpo.py does not train: the SFT model and best-of-N sampling from it (eval.py),
-Preferred-FT (sft.py on the chosen completions), and online RL with TRL's RLOO and GRPO, with a learned reward model
-or the true reward (rl.py). Registered for their labels, families and plot styles."""
+Preferred-FT (sft.py on the chosen completions), and online RL with TRL's RLOO, GRPO and online DPO, with a learned
+reward model or the true reward (rl.py). Registered for their labels, families and plot styles."""
 
 from __future__ import annotations
 
-from . import Method, register_method
+from . import Method, log_ratio_margin, register_method
 
 
 def rl_series(title: str):
@@ -41,3 +41,8 @@ RLOO = register_method(Method(name="rloo", title="RLOO", family="online RL", lab
                               linestyle=reward_linestyle, order=40, series=rl_series("RLOO")))
 GRPO = register_method(Method(name="grpo", title="GRPO", family="online RL", label=rl_label("GRPO"), marker="v",
                               linestyle=reward_linestyle, order=41, series=rl_series("GRPO")))
+# Online DPO (Guo et al. 2024): DPO's loss on pairs sampled from the policy at every step and ranked by the reward
+# (rl.py); its implicit reward is DPO's, so its held-out margin is the log-ratio one.
+ONLINE_DPO = register_method(Method(name="online_dpo", title="online DPO", family="online RL",
+                                    label=rl_label("online DPO"), marker="h", linestyle=reward_linestyle, order=42,
+                                    knob="beta", held_out_margin=log_ratio_margin, series=rl_series("online DPO")))

@@ -5,7 +5,9 @@ from stages/reward_model.py):
                       scores its samples with it); its pairwise accuracy on the held-out pairs is reported
     rl.py             RLOO or GRPO from the SFT model on the prompts of the pairs, KL-regularised to the SFT model
                       (`beta`), rewarded by the learned reward model or by the true reward, P(POSITIVE) of the
-                      classifier (the paper's "PPO-GT"); one run per sweep entry, into the folder eval.py reads
+                      classifier (the paper's "PPO-GT"); or online DPO (Guo et al. 2024): DPO's loss, against the SFT
+                      model, on pairs the policy samples at every step and either reward ranks; one run per sweep
+                      entry, into the folder eval.py reads
 
 TRL 1.16 no longer has PPO; RLOO is its REINFORCE-style successor for this setting: each prompt's completions
 share a leave-one-out baseline, and beta x (the sampled sequence's log-ratio to the reference) is subtracted from
@@ -24,6 +26,7 @@ from ..distributed import process_state
 from ..errors import PipelineError
 from ..hub import require_source
 from ..inputs import read_json, read_jsonl
+from ..methods import get_method
 from ..models import (
     LearnedRewardModel,
     SentimentClassifier,
@@ -52,6 +55,11 @@ RL_SWEEP_KEYS = ("method", "reward")
 # Settings of GRPOConfig that TRL's RLOO trainer does not read: set with method rloo they would do nothing.
 GRPO_ONLY = ("loss_type", "scale_rewards", "importance_sampling_level", "delta", "entropy_coef", "top_entropy_quantile",
              "use_bias_correction_kl", "cast_lm_head_to_fp32")
+# Online DPO samples this many completions per prompt (TRL's OnlineDPOTrainer: a pair), whatever num_generations says.
+ONLINE_DPO_COMPLETIONS = 2
+# What each trainer logs as the reward of its samples and their KL to the reference, kept in the run's summary.
+LOGGED_REWARD_AND_KL = {"online_dpo": ("objective/scores", "objective/kl")}
+COMPLETIONS_PER_BATCH_ROW = {"online_dpo": ONLINE_DPO_COMPLETIONS}
 
 
 class ClassifierReward:
@@ -108,16 +116,18 @@ def json_key(value):
 class LearnedReward:
     """The learned reward as a TRL reward function over token ids: the reward model of reward_model.py scores
     prompt ids + `completion_ids` as sampled (EOS where the policy sampled it), the sequences it was trained on,
-    standardised on SFT samples (`models.LearnedRewardModel`). The prompt ids are the prompt's text tokenized as
-    TRL's RLOO and GRPO trainers tokenize it for sampling (`processing_class(text=prompts)`)."""
+    standardised on SFT samples (`models.LearnedRewardModel`). The prompt ids are those the trainer sampled from where
+    it gives them (`prompt_ids`: `trainers.OnlineDPOTrainer`), else the prompt's text tokenized as TRL's RLOO and GRPO
+    trainers tokenize it for sampling (`processing_class(text=prompts)`)."""
 
     __name__ = "reward_model"  # TRL names the logged reward column after it
 
     def __init__(self, reward_model: LearnedRewardModel, tokenizer):
         self.reward_model, self.tokenizer = reward_model, tokenizer
 
-    def __call__(self, prompts, completions, completion_ids, **kwargs) -> list[float]:
-        prompt_ids = self.tokenizer(text=list(prompts))["input_ids"]
+    def __call__(self, prompts, completions, completion_ids, prompt_ids=None, **kwargs) -> list[float]:
+        if prompt_ids is None:
+            prompt_ids = self.tokenizer(text=list(prompts))["input_ids"]
         return self.reward_model.score([list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)])
 
 
@@ -137,7 +147,8 @@ def training_prompts(pairs_file: str, tokenizer, max_prompts: int | None):
 
 def rl_config(args, method: str):
     """The trainer's config: GRPOConfig as parsed for grpo; for rloo an RLOOConfig with the same values (refused
-    where a GRPO-only setting was changed: RLOO would not read it)."""
+    where a GRPO-only setting was changed: RLOO would not read it); for online_dpo an OnlineDPOConfig
+    (`online_dpo_config`)."""
     from trl import GRPOConfig, RLOOConfig
 
     if args.cast_lm_head_to_fp32:
@@ -145,6 +156,8 @@ def rl_config(args, method: str):
                             "already (trainers.fused_heads_in_float32), and TRL's own cast fails on GPT-2; drop it")
     if method == "grpo":
         return args
+    if method == "online_dpo":
+        return online_dpo_config(args)
     defaults = {field.name: field.default for field in dataclasses.fields(GRPOConfig)}
     changed = [name for name in GRPO_ONLY if getattr(args, name) != defaults[name]]
     if changed:
@@ -156,17 +169,51 @@ def rl_config(args, method: str):
     return RLOOConfig(**values)  # converted again as dataclasses.replace converts a DPO sweep entry's config
 
 
+def online_dpo_config(args):
+    """TRL's OnlineDPOConfig from rl.py's config: every field the two share, but `loss_type` (GRPO's loss there;
+    online DPO's is DPO's sigmoid loss), with `max_completion_length` as its `max_new_tokens`, and the policy loaded
+    without a `device_map` unless one is given, as RLOO loads it under a launcher (TRL's online DPO asks for "auto",
+    which fails under distributed training; the Trainer places the model). Refused, in one line, where a setting that
+    online DPO would not read was changed: a GRPO or RLOO setting (`loss_type`, `num_iterations`, ...), the generation
+    batch, or `num_generations` other than 2 (it samples a pair per prompt)."""
+    from trl import GRPOConfig
+    from trl.experimental.online_dpo import OnlineDPOConfig
+
+    online = {field.name for field in dataclasses.fields(OnlineDPOConfig) if field.init}
+    defaults = {field.name: field.default if field.default is not dataclasses.MISSING else field.default_factory()
+                for field in dataclasses.fields(GRPOConfig) if field.init}
+    read_otherwise = {"max_completion_length", "num_generations", *args.GENERATION_SETTINGS}
+    ignored = ["loss_type", *(name for name in defaults if name not in online and name not in read_otherwise)]
+    # GRPOConfig resolves its default pad_to_multiple_of, "auto", to None (128 on Neuron)
+    unchanged = {name: (value,) for name, value in defaults.items()} | {"pad_to_multiple_of": ("auto", None, 128)}
+    changed = [name for name in ignored if getattr(args, name) not in unchanged[name]]
+    changed += [name for name, value in args.given_generation_settings.items() if value is not None]
+    if args.num_generations not in (ONLINE_DPO_COMPLETIONS, defaults["num_generations"]):
+        changed.append(f"num_generations={args.num_generations}")
+    if args.normalize_advantages:
+        changed.append("normalize_advantages")
+    if changed:
+        raise PipelineError(f"{', '.join(changed)} {'has' if len(changed) == 1 else 'have'} no effect with method "
+                            f"online_dpo (DPO's loss on {ONLINE_DPO_COMPLETIONS} completions per prompt): drop it, or "
+                            "set it in the entries of the methods that read it")
+    values = {name: getattr(args, name) for name in online if hasattr(args, name) and name != "loss_type"}
+    values["max_new_tokens"] = args.max_completion_length
+    values["model_init_kwargs"] = {"device_map": None, **(args.model_init_kwargs or {})}
+    return OnlineDPOConfig(**values, loss_type="sigmoid")
+
+
 def rl_trainer(method: str, args, model_name_or_path: str, reward, prompts, tokenizer, peft_config=None,
                callbacks=None):
-    """TRL's RLOO or GRPO trainer of one run, as the stage builds it: dropout is off in the policy and the
-    reference (the config refuses otherwise), so that rollouts and the KL penalty's log-probs are the policy's; its
-    log-probs are taken at the positions the completions were sampled at, in float32 (`trainers.RLOOTrainer`)."""
-    from ..trainers import GRPOTrainer, RLOOTrainer
+    """TRL's RLOO, GRPO or online DPO trainer of one run, as the stage builds it: dropout is off in the policy and
+    the reference (the config refuses otherwise), so that rollouts and the KL penalty's log-probs are the policy's;
+    its log-probs are taken at the positions the completions were sampled at, in float32 (`trainers.RLOOTrainer`,
+    `trainers.OnlineDPOTrainer`)."""
+    from ..trainers import GRPOTrainer, OnlineDPOTrainer, RLOOTrainer
 
     config = rl_config(args, method)
     if not config.disable_dropout:  # the config refuses it; a config built in code must not slip through either
         raise PipelineError("disable_dropout must be true for online RL")
-    trainer_class = RLOOTrainer if method == "rloo" else GRPOTrainer
+    trainer_class = {"rloo": RLOOTrainer, "grpo": GRPOTrainer, "online_dpo": OnlineDPOTrainer}[method]
     return trainer_class(model=model_name_or_path, reward_funcs=reward, args=config, train_dataset=prompts,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
 
@@ -249,23 +296,26 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
                           prompts, tokenizer, peft_config, callbacks)
 
     def summary(run, trainer, result):
-        last = next((entry for entry in reversed(trainer.state.log_history) if "reward" in entry), {})
+        logged = LOGGED_REWARD_AND_KL.get(run.data["method"], ("reward", "kl"))
+        last = next((entry for entry in reversed(trainer.state.log_history) if logged[0] in entry), {})
         reward = trainer.reward_funcs[0]
         scale = {"reward_mean": reward.mean, "reward_sd": reward.sd} if isinstance(reward, ClassifierReward) else {}
-        # each optimizer step trains on global_batch_size completions sampled from the policy at that step
+        # each optimizer step trains on global_batch_size batch rows sampled from the policy at that step (a row is a
+        # completion for RLOO/GRPO, a prompt and its two completions for online DPO)
         sampled = trainer.state.global_step * run.args.per_device_train_batch_size * \
-            run.args.gradient_accumulation_steps * run.args.world_size
+            run.args.gradient_accumulation_steps * run.args.world_size * \
+            COMPLETIONS_PER_BATCH_ROW.get(run.data["method"], 1)
         return {"global_step": trainer.state.global_step, "train_loss": result.training_loss, **scale,
                 "completions_sampled": sampled,
-                **{key: value for key, value in last.items() if key in ("reward", "kl")}}
+                **{key: last[name] for key, name in zip(("reward", "kl"), logged) if name in last}}
 
     def describe(run, inputs):
-        return (f"[{run.name}] {run.data['method'].upper()} with the {run.data['reward']} reward, KL coefficient "
-                f"{run.args.beta}, on {len(inputs[1])} prompts")
+        return (f"[{run.name}] {get_method(run.data['method']).title} with the {run.data['reward']} reward, KL "
+                f"coefficient {run.args.beta}, on {len(inputs[1])} prompts")
 
     peft_config = get_peft_config(model_args)
     recipe = StageRecipe(kind="rl", title="RL",
                          load_inputs=load_inputs, examples=lambda run, inputs: len(inputs[1]),
                          trainer=trainer, summary=summary, describe=describe,
-                         progress=lambda run: f"[{run.name}] {run.data['method'].upper()}")
+                         progress=lambda run: f"[{run.name}] {get_method(run.data['method']).title}")
     return run_sweep(recipe, runs, script_args, model_args, peft_config, wandb_group=script_args.sweep_name)
