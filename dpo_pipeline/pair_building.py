@@ -1,4 +1,5 @@
-"""Preference pairs from scored completions: chosen is the completion the classifier rewards more."""
+"""Preference pairs from scored completions: chosen is the completion the classifier rewards more; and from the pairs,
+KTO's unpaired examples (`unpaired_examples`)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,40 @@ def pair_records(prompt_record: dict, mode: str) -> list[dict]:
         }
         for chosen, rejected in make_pairs(completions, rewards, mode)
     ]
+
+
+def unpaired_examples(pairs) -> list[dict]:
+    """KTO's unpaired examples (TRL's unpaired preference layout, tokenized: `prompt_ids`, `completion_ids`, `label`)
+    from pairs of sampled token ids (`pairs[column]` lists of `prompt_ids`, `chosen_ids`, `rejected_ids`: a
+    `datasets.Dataset` or a dict of lists). The ids are the sampled ones as they are: EOS ends a completion only where
+    it was sampled, nothing is prepended.
+
+    Each distinct completion of a prompt (prompt ids, completion ids) is one example, labelled by its pairs: desirable
+    (True) if it is the chosen one in more of its pairs than the rejected one, undesirable (False) if it is the
+    rejected one in more, left out if in as many. A completion only ever chosen is desirable, one only ever rejected
+    undesirable. In order of first appearance (a pair's chosen before its rejected).
+
+    Why once, not once per pair (TRL's `unpair_preference_dataset`) or once per role: with mode "all" (N completions
+    of distinct rewards, N(N-1)/2 pairs) the N-2 middle completions are chosen in some pairs and rejected in others.
+    An (x, y) that is both a desirable and an undesirable example adds lambda_D (1 - sigmoid(beta (r - z0))) +
+    lambda_U (1 - sigmoid(beta (z0 - r))) to KTO's loss, a constant in r when lambda_D = lambda_U: its two examples
+    pull it up and down equally and cost compute for nothing. Labelled by its majority, a completion says what its
+    pairs say of it on balance, once.
+
+    Counts per prompt: mode "all", N completions of distinct rewards: the better half desirable, the worse half
+    undesirable, N/2 + N/2 (for the DPO paper's N = 4, 6 pairs: 2 + 2, the best chosen 3 times, the second chosen
+    twice and rejected once; with odd N the median one, chosen as often as rejected, is left out). Mode
+    "best_vs_worst": 1 + 1. So desirable and undesirable examples are as many (ties in reward aside), the ratio TRL's
+    KTOTrainer advises for equal weights (Eq. (8) of the KTO paper: desirable_weight x desirable /
+    (undesirable_weight x undesirable) in [1, 4/3]). Flipped labels (label noise) move a completion's majority only
+    where enough of its pairs are flipped.
+    """
+    roles = {}  # (prompt ids, completion ids) -> [times chosen, times rejected], in order of first appearance
+    for prompt, chosen, rejected in zip(*(pairs[column] for column in TOKENIZED_COLUMNS)):
+        for completion, role in ((chosen, 0), (rejected, 1)):
+            roles.setdefault((tuple(prompt), tuple(completion)), [0, 0])[role] += 1
+    return [{"prompt_ids": list(prompt), "completion_ids": list(completion), "label": chosen > rejected}
+            for (prompt, completion), (chosen, rejected) in roles.items() if chosen != rejected]
 
 
 def flip_labels(pairs: Sequence[dict], fraction: float, seed: int) -> list[dict]:

@@ -17,10 +17,11 @@ from types import SimpleNamespace
 import trl
 import trl.trainer.dpo_trainer
 import trl.trainer.grpo_trainer
+import trl.trainer.kto_trainer
 import trl.trainer.rloo_trainer
 
 from .generation import position_ids_from_mask
-from .pair_building import TOKENIZED_COLUMNS
+from .pair_building import TOKENIZED_COLUMNS, unpaired_examples
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +207,54 @@ class UnlikelihoodTrainer(DPOTrainer):
         return terms["loss"]
 
 
+class KTOTrainer(trl.KTOTrainer):
+    """TRL's `KTOTrainer`, which also takes pairs of sampled token ids (`prompt_ids`, `chosen_ids`, `rejected_ids`) and
+    trains on their unpaired examples (`pair_building.unpaired_examples`: each distinct completion once, desirable or
+    undesirable by its pairs) as they are. TRL 1.16 prepares every dataset from text: it unpairs text pairs, appends
+    EOS to every completion and tokenizes prompt + completion again (`KTOTrainer._prepare_dataset`), which would train
+    on token sequences the policy never sampled. Here such pairs skip only that: the examples then go through the
+    rest of TRL's preparation (an example whose prompt fills max_length dropped, each completion's KL partner by
+    TRL's rotation within a batch, its advice on the desirable:undesirable ratio), its collator (prompt + completion,
+    cut at max_length, right-padded) and its loss. Any other dataset is prepared by TRL as usual.
+
+    The examples are shuffled with the run's seed before the KL partners are drawn: TRL's KTO trains in the data's
+    order (`train_sampling_strategy="sequential"`, which its KL estimate needs), and the pairs come prompt by prompt,
+    so unshuffled a batch would hold the completions of one or two prompts, and a completion's "mismatched" KL partner
+    would be another completion of its own prompt.
+
+    Its log-probabilities (the policy's, the reference model's, the precomputed ones) are computed in float32 whatever
+    the autocast dtype (`fused_heads_in_float32`).
+    """
+
+    def __init__(self, *args, **kwargs):
+        with fused_heads_in_float32(trl.trainer.kto_trainer):
+            super().__init__(*args, **kwargs)
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if not all(column in dataset.column_names for column in TOKENIZED_COLUMNS):
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        from datasets import Dataset
+
+        examples = Dataset.from_list(unpaired_examples(dataset)).shuffle(seed=args.seed).flatten_indices()
+        # TRL's steps after its tokenization, as TRL 1.16 takes them
+        if args.max_length is not None:  # a prompt that fills max_length leaves no completion token to learn from
+            examples = examples.filter(lambda example: len(example["prompt_ids"]) < args.max_length)
+        if self.calculate_KL:  # (x_1, y_n), (x_2, y_1), ..., (x_n, y_{n-1}) within each batch
+            examples = examples.map(lambda batch: {"KL_completion_ids": batch["completion_ids"][-1:] +
+                                                   batch["completion_ids"][:-1]},
+                                    batched=True, batch_size=args.per_device_train_batch_size)
+        desirable = sum(examples["label"])
+        undesirable = len(examples) - desirable
+        logger.info("KTO's %s examples: %d desirable, %d undesirable", dataset_name, desirable, undesirable)
+        ratio = args.desirable_weight * desirable / (args.undesirable_weight * undesirable or float("nan"))
+        if dataset_name == "train" and desirable != undesirable and not 1 <= ratio <= 4 / 3:
+            logger.warning("KTO: %d desirable and %d undesirable examples with weights %g and %g: TRL advises "
+                           "desirable_weight x desirable / (undesirable_weight x undesirable) in [1, 4/3] (Eq. (8) "
+                           "of the KTO paper), here %.2f", desirable, undesirable, args.desirable_weight,
+                           args.undesirable_weight, ratio)
+        return examples
+
+
 def _position_ids_from_attention_mask(module, args, kwargs):
     """Forward pre-hook (with_kwargs=True): `position_ids` from the call's attention mask where the caller gave none."""
     if kwargs.get("position_ids") is None and kwargs.get("attention_mask") is not None:
@@ -280,6 +329,12 @@ def _cpo_trainer():
     from trl.experimental.cpo import CPOTrainer
 
     return CPOTrainer
+
+
+def _orpo_trainer():
+    from trl.experimental.orpo import ORPOTrainer
+
+    return ORPOTrainer
 
 
 class SampledIdsCPOTrainer(OnSampledIds, _cpo_trainer()):
@@ -360,3 +415,7 @@ class OnlineDPOTrainer(_online_dpo_trainer()):
         if prompt_ids is not None and len(prompt_ids) == len(prompts):
             reward_kwargs["prompt_ids"] = prompt_ids
         return super()._calculate_rewards_from_functions(prompts, completions, sampled, **reward_kwargs)
+
+
+class SampledIdsORPOTrainer(OnSampledIds, _orpo_trainer()):
+    """TRL's ORPO trainer on the sampled token ids (`OnSampledIds`)."""

@@ -231,3 +231,44 @@ def test_rl_training_log_probs_are_float32_under_bf16_autocast(method, tmp_path)
         for model, logps in ((trainer.model, policy), (trainer.ref_model, reference)):
             expected = float64_head_logps(model, ids, mask, position_ids_from_mask(mask))[:, -len(completion) :]
             torch.testing.assert_close(logps.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_kto_training_log_probs_are_float32_under_bf16_autocast(tmp_path):
+    """KTO (`trainers.KTOTrainer`) under bf16 autocast on the GPT-2 with GPT-2 Large's logit magnitudes, the reference
+    loaded by TRL's KTOTrainer from the policy's folder: on one batch of the pairs' unpaired examples, the per-token
+    completion log-probs of the policy (as the loss calls it), of its KL completions and of the reference equal the
+    float64 head's on the same hidden states to 1e-5 relative, and at step 0 (the policy is the reference) every
+    implicit reward is 0 to 1e-6. Measured with TRL's bfloat16 head instead (KTOTrainer built without
+    `fused_heads_in_float32`): per-token log-probs off by up to 0.28 nats."""
+    from datasets import Dataset
+    from trl import KTOConfig
+
+    from dpo_pipeline.trainers import KTOTrainer
+    from tools.loss_differences import PAIRS, tiny_tokenizer
+
+    large_logit_gpt2().save_pretrained(tmp_path / "model")
+    pairs = Dataset.from_dict({"prompt_ids": [p for p, _, _ in PAIRS], "chosen_ids": [c for _, c, _ in PAIRS],
+                               "rejected_ids": [r for _, _, r in PAIRS]})
+    args = KTOConfig(output_dir=str(tmp_path / "out"), beta=5.0, bf16=True, use_cpu=True, report_to="none",
+                     per_device_train_batch_size=8, activation_checkpointing=False, max_length=None)
+    trainer = KTOTrainer(model=str(tmp_path / "model"), args=args, train_dataset=pairs,
+                         processing_class=tiny_tokenizer())
+    assert trainer.ref_model is not None and len(trainer.train_dataset) == 2 * len(PAIRS)
+    batch = trainer.data_collator(trainer.train_dataset.to_list())
+    seen = {"policy": [], "reference": []}
+    hooks = [model.register_forward_hook(lambda module, args, output, key=key: seen[key].append(output.log_probs))
+             for key, model in (("policy", trainer.model), ("reference", trainer.ref_model))]
+    trainer.model.train()
+    with torch.no_grad(), trainer.accelerator.autocast():
+        trainer.compute_loss(trainer.model, batch)
+        for hook in hooks:
+            hook.remove()
+        # each model's passes: the KL completions first, then the examples
+        for key, model in (("policy", trainer.model), ("reference", trainer.ref_model)):
+            assert len(seen[key]) == 2
+            for logps, prefix in zip(seen[key], ("KL_", "")):
+                completion = batch[f"{prefix}completion_mask"][:, 1:].bool()
+                expected = float64_head_logps(model, batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"])
+                torch.testing.assert_close(logps[completion].double(), expected[completion], rtol=1e-5, atol=1e-6)
+    for side in ("chosen", "rejected"):
+        assert trainer._metrics["train"][f"rewards/{side}"][-1] == pytest.approx(0, abs=1e-6)

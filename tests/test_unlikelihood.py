@@ -135,7 +135,7 @@ BAD_ENTRIES = [
     ("method=unlikelihood", "method=unlikelihood needs its weight alpha"),
     ("alpha=0.1", "alpha is a setting of method unlikelihood; add method=unlikelihood"),
     ("method=unlikelihood,alpha=0.1,beta=0.5", "beta is a DPO setting the unlikelihood loss does not read"),
-    ("method=ppo,alpha=0.1", "method=ppo is not one dpo.py trains: dpo, simpo, unlikelihood"),
+    ("method=ppo,alpha=0.1", "method=ppo is not one dpo.py trains: dpo, simpo, orpo, kto, unlikelihood"),
 ]
 
 

@@ -1,16 +1,18 @@
 """The method registry: every way of getting a policy that the frontier compares, behind one interface, found by name.
 
 A method is what a run's sweep_run.json names in `method`: DPO (with each of TRL's loss types), the reference-free
-SimPO, the unlikelihood baseline (trained by dpo.py: a sweep entry `method=<name>` chooses it), Preferred-FT (sft.py),
-online RL (rl.py), and the SFT model and best-of-N sampling (eval.py). The shared code never tests a method's name:
+SimPO and ORPO, KTO (unpaired examples of the pairs, against the reference), the unlikelihood baseline (trained by
+dpo.py: a sweep entry `method=<name>` chooses it), Preferred-FT (sft.py), online RL (rl.py), and the SFT model and
+best-of-N sampling (eval.py). The shared code never tests a method's name:
 dpo.py asks the registry for the method of each sweep entry (its settings, checks, trainer, whether it trains against
 a reference), eval.py for how its held-out implicit reward is defined, the report for its label, family and plot
 style. The built-in methods are the modules of this folder, found by listing it; a method of your own lives anywhere
 on the Python path and is named in the environment variable `DPO_PIPELINE_METHODS` (module names, comma-separated):
 
-    DPO_PIPELINE_METHODS=my_methods.orpo python dpo.py --config configs/tiny/dpo.yaml --sweep method=orpo,beta=0.1
+    DPO_PIPELINE_METHODS=my_methods.cpo python dpo.py --config configs/tiny/dpo.yaml --sweep method=cpo,beta=0.1
 
-docs/architecture.md shows SimPO, written as one file, as the worked example.
+docs/architecture.md shows SimPO, written as one file, as the worked example, and examples/cpo_method/cpo.py (TRL's
+CPO) as a method of one's own.
 """
 
 from __future__ import annotations

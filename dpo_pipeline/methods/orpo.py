@@ -1,7 +1,6 @@
-"""ORPO (Hong et al. 2024, "ORPO: Monolithic Preference Optimization without Reference Model") as a method of one's
-own, registered from this file alone: TRL's ORPO trainer (`trl.experimental.orpo`) on the pairs' sampled token ids
-(the pipeline's `trainers.OnSampledIds`), no reference model. Its loss is the SFT loss on the chosen completions plus
-beta times an odds-ratio term,
+"""ORPO (Hong et al. 2024, "ORPO: Monolithic Preference Optimization without Reference Model"): TRL's ORPO trainer
+(`trl.experimental.orpo`) on the pairs' sampled token ids (`trainers.SampledIdsORPOTrainer`), no reference model. Its
+loss is the SFT loss on the chosen completions plus beta times an odds-ratio term,
 
     L = -log pi(y_w|x) / |y_w|  -  beta log sigmoid( log odds(y_w|x) - log odds(y_l|x) ),
     log odds(y|x) = a - log(1 - exp(a)),   a = log pi(y|x) / |y|   (the average log-probability per token)
@@ -14,12 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-
-from dpo_pipeline.arguments.common import check_beta
-from dpo_pipeline.errors import PipelineError
-from dpo_pipeline.methods import Method, register_method
-from dpo_pipeline.trainers import OnSampledIds
+from ..arguments.common import check_beta
+from ..errors import PipelineError
+from . import Method, register_method
 
 
 def check(args, keys, where: str) -> None:
@@ -38,10 +34,7 @@ def prepare(args, keys):
 
 
 def trainer(*, model, args, train_dataset, eval_dataset, processing_class, peft_config, callbacks, **unused):
-    from trl.experimental.orpo import ORPOTrainer
-
-    class SampledIdsORPOTrainer(OnSampledIds, ORPOTrainer):
-        """TRL's ORPO trainer on the sampled token ids."""
+    from ..trainers import SampledIdsORPOTrainer
 
     return SampledIdsORPOTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                  processing_class=processing_class, peft_config=peft_config, callbacks=callbacks)
@@ -50,6 +43,8 @@ def trainer(*, model, args, train_dataset, eval_dataset, processing_class, peft_
 def log_odds_margin(chosen, rejected, reference_chosen, reference_rejected, chosen_lengths, rejected_lengths):
     """ORPO's implicit reward margin per pair: log odds(y_w|x) - log odds(y_l|x), from the summed log-probs and the
     lengths ([P] tensors in, [P] float64 out); no reference."""
+    import torch
+
     def log_odds(logps, lengths):
         average = logps.double() / lengths.double()
         return average - torch.log1p(-torch.exp(average).clamp(max=1 - 1e-12))
