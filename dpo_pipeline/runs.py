@@ -37,8 +37,8 @@ NOT_IN_FINGERPRINT = frozenset({
     "output_dir", "overwrite", "report_to", "wandb_project", "run_name", "logging_dir", "logging_steps",
     "logging_first_step", "logging_strategy", "save_steps", "save_strategy", "save_total_limit", "disable_tqdm",
     "dataloader_num_workers", "resume_from_checkpoint", "push_to_hub", "hub_model_id", "hub_token", "hub_strategy",
-    "hub_private_repo", "sweep", "sweep_name", "classifier_batch_size", "kl_batch_size", "eval_pairs_file",
-    "max_eval_pairs", "eval_strategy", "eval_steps", "per_device_eval_batch_size",
+    "hub_private_repo", "sweep", "sweep_name", "sweep_shard", "classifier_batch_size", "kl_batch_size",
+    "eval_pairs_file", "max_eval_pairs", "eval_strategy", "eval_steps", "per_device_eval_batch_size",
     "precompute_ref_batch_size", "include_checkpoints", "dpo_output_dir",
     # eval.py: which extra measurements and report items; each has a cache key of its own
     "heldout_pairs_file", "best_of_n", "best_of_n_prompts", "win_rate_tie_tolerance", "judge_model_path",

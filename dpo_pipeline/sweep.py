@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .arguments.common import check_beta, replace_config  # noqa: F401 (the stages' imports)
+from .arguments.common import check_beta, parse_sweep_shard, replace_config  # noqa: F401 (the stages' imports)
 from .checkpoints import (
     check_free_disk,
     checkpoint_step,
@@ -218,6 +218,18 @@ def plan_sweep(training_args, entries: list[str], sweep_name: str, *, data_keys:
     if len(set(names)) != len(names):
         raise PipelineError(f"sweep has duplicate entries: {', '.join(names)}")
     return planned
+
+
+def shard_of(planned: list, shard: str | None) -> list:
+    """The entries of `planned` that sweep_shard k/n gives this command: k, k + n, k + 2n, ... (all when unset).
+    A stage checks every entry first, so that no shard starts a sweep another shard would find wrong."""
+    if shard is None:
+        return planned
+    index, shards = parse_sweep_shard(shard)
+    if not planned[index::shards]:
+        entries = f"{len(planned)} entr{'y' if len(planned) == 1 else 'ies'}"
+        raise PipelineError(f"sweep_shard {shard} leaves this command no run: the sweep has {entries}")
+    return planned[index::shards]
 
 
 @dataclass

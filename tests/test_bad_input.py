@@ -242,6 +242,11 @@ CASES = [
      ["broken.yaml line 2 is not valid YAML"]),
     ("a malformed sweep entry", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--sweep", "beta"),
      ["sweep entry 'beta'", "key=value"]),
+    ("a sweep shard that is not k/n", dpo, lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--sweep_shard", "2/2"),
+     ["sweep_shard must be k/n with 0 <= k < n", "'2/2'"]),
+    ("a sweep shard with no entry of the sweep", dpo,
+     lambda w, a: dpo_args(w, a, w / "pairs.jsonl", "--sweep_shard", "1/3"),
+     ["sweep_shard 1/3 leaves this command no run", "the sweep has 1 entry"]),
     ("a sweep folder with no finished run", eval_script,
      lambda w, a: eval_args(w, a, "--dpo_output_dir", w / "empty-data"), ["dpo_output_dir", "no finished run"]),
     # ModelConfig flags do what they say or are refused
@@ -309,6 +314,7 @@ def test_bad_input_gets_one_line_exit_2_and_changes_nothing(script, make_args, f
 
 # A sample of the cases above, run as the command lines users type: exit code 2, one line, no traceback.
 COMMAND_LINE_CASES = ["negative learning rate", "zero epochs", "a string label that is no class",
+                      "a sweep shard that is not k/n",
                       "QLoRA without bitsandbytes or a GPU"]
 
 

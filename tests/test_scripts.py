@@ -167,6 +167,33 @@ def test_dpo_resumes_interrupted_runs_and_skips_finished_ones(dpo_dir, tiny_asse
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6)
 
 
+def test_sweep_shards_train_disjoint_runs_that_an_unsharded_command_then_skips(dpo_dir, tiny_assets, pairs_dir,
+                                                                              tmp_path, capfd):
+    """Two commands (a SLURM array of two) share one sweep folder: shard 0/2 takes beta=0.1 (finished already here)
+    and leaves beta=1.0 alone, shard 1/2 trains beta=1.0 to the unsharded run's weights, and the whole sweep run
+    afterwards finds both finished: sweep_shard is no part of a run's fingerprint."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "sweep"
+    shutil.copytree(dpo_dir / "beta-0.1", out / "beta-0.1")
+    capfd.readouterr()
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, out, "--sweep_shard", "0/2"))
+    assert "[beta-0.1] finished already; skipping" in capfd.readouterr().err
+    assert not (out / "beta-1.0").exists()
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, out, "--sweep_shard", "1/2"))
+    log = capfd.readouterr().err
+    assert "beta-0.1" not in log
+    sharded = load_file(out / "beta-1.0" / "model.safetensors")
+    for name, tensor in load_file(dpo_dir / "beta-1.0" / "model.safetensors").items():
+        torch.testing.assert_close(sharded[name], tensor, rtol=0, atol=1e-6)
+    run(dpo, *dpo_args(tiny_assets, pairs_dir, out))
+    log = capfd.readouterr().err
+    assert "[beta-0.1] finished already; skipping" in log and "[beta-1.0] finished already; skipping" in log
+
+
 def test_finished_runs_keep_weights_only_checkpoints(dpo_dir):
     """Disk: the frontier needs only each checkpoint's weights and nothing resumes a finished run, so every
     checkpoint of a finished run is cut down to its weights, config and trainer state."""

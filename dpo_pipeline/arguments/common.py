@@ -31,6 +31,21 @@ class TrackingArguments:
     )
 
 
+def parse_sweep_shard(shard: str | None) -> tuple[int, int] | None:
+    """`k/n` (sweep_shard) as (k, n) with 0 <= k < n; None when unset. A malformed one is refused in one line."""
+    if shard is None:
+        return None
+    first, _, count = str(shard).partition("/")
+    try:
+        index, shards = int(first), int(count)
+    except ValueError:
+        index, shards = -1, 0
+    if not 0 <= index < shards:
+        raise PipelineError(f"sweep_shard must be k/n with 0 <= k < n (e.g. 0/2 and 1/2 for two commands), got "
+                            f"{shard!r}")
+    return index, shards
+
+
 def derive_gradient_accumulation(config) -> None:
     """With `global_batch_size` G set, gradient_accumulation_steps = G / (per_device_train_batch_size x processes):
     the optimizer sees G examples per step on one GPU or on many. A launch where that is not a whole number is

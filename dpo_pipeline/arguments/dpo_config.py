@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig, ScriptArguments
 
 from ..errors import PipelineError
-from .common import PipelineTrainingArguments, TrackingArguments, refuse_streaming
+from .common import PipelineTrainingArguments, TrackingArguments, parse_sweep_shard, refuse_streaming
 
 @dataclass
 class DPOTrainingConfig(PipelineTrainingArguments, DPOConfig):
@@ -41,6 +41,12 @@ class DPOScriptArguments(ScriptArguments, TrackingArguments):
         default=None,
         metadata={"help": "wandb group of the sweep's runs; by default <scale>/<folder>, e.g. tiny/dpo."},
     )
+    sweep_shard: str | None = field(
+        default=None,
+        metadata={"help": "k/n: train only every n-th entry of the sweep, from entry k (0-based): n commands (or a "
+                          "SLURM array, `--sweep_shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT` with "
+                          "--array=0-<n-1>) share one sweep folder, each its own runs. Every entry is still checked."},
+    )
     eval_pairs_file: str | None = field(
         default=None,
         metadata={
@@ -65,6 +71,7 @@ class DPOScriptArguments(ScriptArguments, TrackingArguments):
         refuse_streaming(self)
         if not self.sweep:
             raise PipelineError("sweep is empty: give at least one run, e.g. beta=0.1")
+        parse_sweep_shard(self.sweep_shard)
         for name in ("max_train_pairs", "max_eval_pairs"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise PipelineError(f"{name} must be positive, got {getattr(self, name)}")

@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig, ScriptArguments
 
 from ..errors import PipelineError
-from .common import DEFAULT_CLASSIFIER, PipelineTrainingArguments, TrackingArguments, refuse_streaming
+from .common import (
+    DEFAULT_CLASSIFIER,
+    PipelineTrainingArguments,
+    TrackingArguments,
+    parse_sweep_shard,
+    refuse_streaming,
+)
 
 RL_METHODS = ("rloo", "grpo", "online_dpo")
 RL_REWARDS = ("classifier", "reward_model")
@@ -71,11 +77,18 @@ class RLScriptArguments(ScriptArguments, TrackingArguments):
                           "beta=0.05`. Each run trains into output_dir/<entry>, where eval.py finds it."},
     )
     sweep_name: str | None = field(default=None, metadata={"help": "wandb group of the sweep's runs."})
+    sweep_shard: str | None = field(
+        default=None,
+        metadata={"help": "k/n: train only every n-th entry of the sweep, from entry k (0-based): n commands (or a "
+                          "SLURM array, `--sweep_shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT` with "
+                          "--array=0-<n-1>) share one sweep folder, each its own runs. Every entry is still checked."},
+    )
     max_prompts: int | None = field(default=None, metadata={"help": "Train on only this many prompts."})
 
     def __post_init__(self):
         refuse_streaming(self)
         if not self.sweep:
             raise PipelineError("sweep is empty: give at least one run, e.g. beta=0.05")
+        parse_sweep_shard(self.sweep_shard)
         if self.max_prompts is not None and self.max_prompts < 1:
             raise PipelineError(f"max_prompts must be positive, got {self.max_prompts}")

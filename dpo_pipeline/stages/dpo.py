@@ -32,6 +32,7 @@ from ..sweep import (
     parse_sweep_entry,
     plan_sweep,
     run_sweep,
+    shard_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ def run_dpo_sweep(script_args: DPOScriptArguments, training_args, model_args) ->
         if method.name != DEFAULT_METHOD:  # a method's own loss and settings are no config field: they mark its result
             extra.update(method=method.name, **keys)
         runs.append(SweepRun(name, args, overrides, extra, info, data=(pairs_source, method, keys)))
+    runs = shard_of(runs, script_args.sweep_shard)
 
     def load_inputs():
         pairs = {path: load_preferences(path, split, config_name, script_args.max_train_pairs, training_args.seed,

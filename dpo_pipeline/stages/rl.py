@@ -46,6 +46,7 @@ from ..sweep import (
     keep_hub_token_out_of_checkpoints,
     plan_sweep,
     run_sweep,
+    shard_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -268,6 +269,7 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
         # a classifier run trains on the standardised true reward: not the run an earlier version trained on P(POSITIVE)
         scale = {"reward_scale": "sd units of the pairs' SFT samples"} if choice["reward"] == "classifier" else {}
         runs.append(SweepRun(name, args, overrides, {**fingerprints, "choice": choice, **scale}, info, data=choice))
+    runs = shard_of(runs, script_args.sweep_shard)
 
     def load_inputs():
         tokenizer = load_tokenizer(model_args.model_name_or_path, "model_name_or_path", trust,
