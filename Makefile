@@ -3,6 +3,8 @@
 #   make demo-chat  the chat task offline: a tiny chat model, DPO on conversational pairs, a judged report
 #   make study      the demo plus 3 training seeds of each DPO beta and RL setting, the paper's baselines
 #                   (Preferred-FT, Unlikelihood, RLOO with a learned and the true reward) and an LLM judge's win rates
+#   make methods    the method leaderboard: TRL's preference methods (IPO, SLiC, robust DPO, NCA, APO, SimPO, ORPO,
+#                   KTO) and online DPO with both rewards beside DPO, 2 knob values x 3 seeds each (after the demo)
 #   make losses     IPO and robust DPO beside the demo's DPO runs (after the demo)
 #   make label-noise  DPO on pairs with 20% and 40% of their labels flipped (after the demo)
 #   make test       the test suite
@@ -30,7 +32,7 @@ endef
 TIMINGS := runs/tiny/timings
 CHAT_TIMINGS := runs/chat-tiny/timings
 
-.PHONY: install assets sft pairs dpo eval demo preferred-ft unlikelihood reward-model rl judge dpo-study study losses label-noise test test-durations results clean-demo \
+.PHONY: install assets sft pairs dpo eval demo preferred-ft unlikelihood reward-model rl judge dpo-study study methods methods-online losses label-noise test test-durations results clean-demo \
 	bench \
 	chat-assets chat-sft chat-dpo chat-eval demo-chat hub-standin rehearsal
 
@@ -107,6 +109,30 @@ study: demo
 	@test -e $(TIMINGS)/study.seconds || echo $$(( $$(date +%s) - $$(cat $(TIMINGS)/.study-start) )) > $(TIMINGS)/study.seconds
 	@echo "Study finished: report in runs/tiny/eval/report.md"
 STUDY_EVAL = $(if $(filter 1,$(STUDY_JOBS)),$(PY),$(PY) -m torch.distributed.run --standalone --nproc_per_node $(STUDY_JOBS)) eval.py --config $(CONFIGS)/eval.yaml --judge_model_path runs/tiny/judge
+
+# The method leaderboard (configs/tiny/methods.yaml, methods_online.yaml): the offline methods' sweep split into
+# STUDY_JOBS shards (dpo.py --sweep_shard k/n, one folder), the study's DPO seeds, the reward model and online DPO,
+# STUDY_JOBS at a time and the longest first (the sub-make is told STUDY_JOBS: nproc under OMP_NUM_THREADS=1 says 1); then eval.py measures the new final models (their checkpoints are not
+# points of the leaderboard) and make results ranks the methods by true reward at matched KL.
+METHOD_SHARDS := $(shell seq 0 $$(( $(STUDY_JOBS) - 1 )))
+define method_shard
+methods-shard-$(1): pairs
+	$$(call timed,$$(TIMINGS)/methods-shard-$(1)-of-$$(STUDY_JOBS).seconds,$$(PY) dpo.py --config $$(CONFIGS)/methods.yaml --sweep_shard $(1)/$$(STUDY_JOBS))
+.PHONY: methods-shard-$(1)
+endef
+$(foreach shard,$(METHOD_SHARDS),$(eval $(call method_shard,$(shard))))
+
+methods-online: reward-model
+	$(call timed,$(TIMINGS)/methods-online.seconds,$(PY) rl.py --config $(CONFIGS)/methods_online.yaml)
+
+METHOD_RUNS := $(addprefix methods-shard-,$(METHOD_SHARDS)) dpo-study methods-online
+methods: demo
+	@mkdir -p $(TIMINGS); date +%s > $(TIMINGS)/.methods-start
+	OMP_NUM_THREADS=$(STUDY_THREADS) $(MAKE) --no-print-directory -j$(STUDY_JOBS) STUDY_JOBS=$(STUDY_JOBS) $(METHOD_RUNS)
+	$(call timed,$(TIMINGS)/eval-methods.seconds,OMP_NUM_THREADS=$(STUDY_THREADS) $(METHODS_EVAL))
+	@test -e $(TIMINGS)/methods.seconds || echo $$(( $$(date +%s) - $$(cat $(TIMINGS)/.methods-start) )) > $(TIMINGS)/methods.seconds
+	@echo "Methods finished: report in runs/tiny/eval/report.md; make results writes the leaderboard into the README"
+METHODS_EVAL = $(if $(filter 1,$(STUDY_JOBS)),$(PY),$(PY) -m torch.distributed.run --standalone --nproc_per_node $(STUDY_JOBS)) eval.py --config $(CONFIGS)/eval.yaml --include_checkpoints false
 
 # Other preference losses (configs/tiny/dpo_losses.yaml: IPO, robust DPO); eval.py measures only the new models.
 losses: demo
