@@ -24,8 +24,9 @@ def script_types(config_path: Path):
         from dpo_pipeline.tasks.sentiment.config import EmbeddedAssetsArguments
 
         return [ChatAssetsArguments if config_path.parent.name == "chat-tiny" else EmbeddedAssetsArguments]
-    module = {"sft": "sft", "preferred_ft": "sft", "judge": "sft", "pairs": "preference_pairs", "dpo": "dpo", "dpo_study": "dpo", "dpo_losses": "dpo",
-              "dpo_label_noise": "dpo",
+    module = {"sft": "sft", "preferred_ft": "sft", "judge": "sft", "pairs": "preference_pairs", "dpo": "dpo",
+              "dpo_study": "dpo", "dpo_losses": "dpo", "dpo_label_noise": "dpo", "methods": "dpo",
+              "methods_online": "rl",
               "unlikelihood": "dpo", "eval": "eval", "reward_model": "reward_model", "rl": "rl"}[stage]
     return importlib.import_module(module).dataclass_types()
 
@@ -34,8 +35,8 @@ def test_there_are_configs_for_every_scale():
     scales = {path.parent.name for path in CONFIGS}
     assert {"tiny", "gpt2-large", "paper", "chat-tiny", "ultrafeedback"} <= scales
     assert {path.stem for path in CONFIGS if path.parent.name == "tiny"} == {
-        "assets", "sft", "pairs", "dpo", "eval", "preferred_ft", "dpo_study", "dpo_losses", "dpo_label_noise", "reward_model", "rl",
-        "unlikelihood", "judge"}
+        "assets", "sft", "pairs", "dpo", "eval", "preferred_ft", "dpo_study", "dpo_losses", "dpo_label_noise",
+        "reward_model", "rl", "unlikelihood", "judge", "methods", "methods_online"}
 
 
 def test_the_study_extends_the_demo_sweep_with_the_same_training_settings():
@@ -53,6 +54,11 @@ def test_the_study_extends_the_demo_sweep_with_the_same_training_settings():
     rl = yaml.safe_load((REPO / "configs/tiny/rl.yaml").read_text())
     settings = [entry for entry in rl["sweep"] if "seed=" not in entry]
     assert {f"{entry},seed={seed}" for entry in settings for seed in (1, 2)} == set(rl["sweep"]) - set(settings)
+    methods = yaml.safe_load((REPO / "configs/tiny/methods.yaml").read_text())  # make methods: the leaderboard
+    assert {k: v for k, v in methods.items() if k != "sweep"} == {k: v for k, v in demo.items() if k != "sweep"}
+    for sweep in (methods["sweep"], yaml.safe_load((REPO / "configs/tiny/methods_online.yaml").read_text())["sweep"]):
+        settings = [entry for entry in sweep if "seed=" not in entry]
+        assert {f"{entry},seed={seed}" for entry in settings for seed in (1, 2)} == set(sweep) - set(settings)
     label_noise = yaml.safe_load((REPO / "configs/tiny/dpo_label_noise.yaml").read_text())
     assert {k: v for k, v in label_noise.items() if k != "sweep"} == {k: v for k, v in demo.items() if k != "sweep"}
     pairs = yaml.safe_load((REPO / "configs/tiny/pairs.yaml").read_text())

@@ -91,6 +91,26 @@ def test_rl_and_preferred_ft_measure_at_each_save_step(tiny_pipeline, tmp_path, 
     assert [r["step"] for r in records] == [0, 1, 2] and records[-1]["live/kl"] > 0
 
 
+@pytest.mark.parametrize("script, config, sweep, steps", [
+    ("dpo.py", "methods.yaml", ["method=kto,beta=0.5", "method=orpo,beta=0.1", "method=simpo,beta=0.5,gamma=0.5"],
+     ["--max_steps", "4", "--eval_steps", "2", "--save_steps", "2"]),
+    ("rl.py", "methods_online.yaml", ["method=online_dpo,reward=classifier,beta=0.05"],
+     ["--max_steps", "2", "--save_steps", "1"]),
+])
+def test_every_method_of_the_leaderboard_has_its_live_figures(tiny_pipeline, tmp_path, script, config, sweep, steps):
+    """The methods make methods trains on TRL's other trainers (KTO, ORPO, SimPO through CPO: configs of TRL's own
+    classes; online DPO), as shipped: live figures at step 0 and at each evaluation or save step."""
+    workspace = tiny_workspace(tiny_pipeline, "rl", tmp_path / "ws")
+    run_command(script, "--config", CONFIGS / config, "--sweep", *sweep, *steps, "--report_to", "none",
+                *TRAINING_ON_CPU, cwd=workspace)
+    every = int(steps[steps.index("--save_steps") + 1]) if script == "rl.py" else 2
+    for run in sorted((workspace / "runs/tiny/dpo").glob("method-*")):
+        records = live_records(run)
+        assert [r["step"] for r in records] == list(range(0, int(steps[1]) + 1, every)), run.name
+        assert records[-1]["live/kl"] > 0
+    assert len(list((workspace / "runs/tiny/dpo").glob("method-*"))) == len(sweep)
+
+
 def test_without_the_eval_configs_inputs_the_run_trains_without_it(tmp_path, caplog):
     """An eval config whose dataset is not there: the live evaluation turns itself off at the start, with a warning
     naming the config and the missing path, instead of stopping the training."""

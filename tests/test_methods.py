@@ -188,14 +188,14 @@ def test_kto_trainer_prepares_pairs_of_ids_as_the_examples_with_trls_kl_partners
 def test_kto_config_is_dpo_pys_with_ktos_settings_and_what_kto_does_not_read_is_refused(tmp_path):
     """`method=kto`'s KTOConfig carries dpo.py's training settings, KTO's loss and weights and TRL's sequential
     batches; a DPO-only setting, a weight that is no positive number or a batch of one example is one line."""
-    from trl import DPOConfig
-
+    from dpo_pipeline.arguments import DPOTrainingConfig
     from dpo_pipeline.errors import PipelineError
     from dpo_pipeline.methods import series_label, sweep_entry_method
 
-    def config(**changes):
-        return DPOConfig(**{"output_dir": str(tmp_path), "bf16": False, "beta": 0.1, "learning_rate": 1e-3,
-                            "max_length": 32, "per_device_train_batch_size": 8, "seed": 7, **changes})
+    def config(**changes):  # dpo.py's config as parsed
+        return DPOTrainingConfig(**{"output_dir": str(tmp_path), "bf16": False, "beta": 0.1, "learning_rate": 1e-3,
+                                    "max_length": 32, "per_device_train_batch_size": 8, "seed": 7,
+                                    "live_eval_config": "configs/tiny/eval.yaml", **changes})
 
     kto, keys = sweep_entry_method({"method": "kto", "beta": "0.1", "desirable_weight": "1.33"}, "entry")
     kto.check(config(), keys, "entry")
@@ -205,6 +205,7 @@ def test_kto_config_is_dpo_pys_with_ktos_settings_and_what_kto_does_not_read_is_
     assert (prepared.beta, prepared.learning_rate, prepared.max_length, prepared.seed, prepared.bf16) == \
         (0.1, 1e-3, 32, 7, False)
     assert (prepared.desirable_weight, prepared.undesirable_weight) == (1.33, 1.0)
+    assert prepared.live_eval_config == "configs/tiny/eval.yaml"  # the run's callbacks read it: its dashboard
     assert series_label({"method": "kto", **kto.settings(prepared, keys)}) == "KTO β=0.1 λD=1.33"
     for changes, message in (({"loss_type": ["ipo"]}, "entry: loss_type is a setting TRL's KTOTrainer does not read"),
                              ({"label_smoothing": 0.1, "truncation_mode": "keep_end"},

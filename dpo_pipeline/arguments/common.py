@@ -185,6 +185,20 @@ class PipelineTrainingArguments:
         super().__post_init__()
 
 
+def trainer_config(config_class: type, args, *, leave_out=(), **settings):
+    """`config_class` (another TRL trainer's config: KTOConfig, ORPOConfig, CPOConfig) with the training settings of
+    `args` (a dpo.py config): every field the two share but `leave_out`, and the method's own `settings`; plus the
+    pipeline's settings (`PipelineTrainingArguments`: the live evaluation, global_batch_size), which the run's
+    callbacks read: TRL's class has no field for them, and a copy without them would train without its dashboard.
+    They are attributes of the instance, so that the Trainer's pickled training_args.bin loads as TRL's class."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
+              if f.init and hasattr(args, f.name) and f.name not in leave_out and f.name not in settings}
+    config = config_class(**values, **settings)
+    for pipeline_field in dataclasses.fields(PipelineTrainingArguments):
+        setattr(config, pipeline_field.name, getattr(args, pipeline_field.name))
+    return remember_the_machine(args, config)
+
+
 def check_json_fields(config) -> None:
     """The settings transformers and TRL read as JSON when they are given as text on the command line
     (`model_init_kwargs`, `accelerator_config`, ...): text that is no JSON object is one line naming the setting, not
@@ -220,8 +234,13 @@ def replace_config(training_args, **changes):
     """`dataclasses.replace` of a training config, keeping what its first parse found of the machine: bf16 asked
     for without a GPU (`PipelineTrainingArguments`) is said when the run starts, not forgotten by the copy (whose own
     parse sees bf16 already off)."""
-    copy = dataclasses.replace(training_args, **changes)
-    if getattr(training_args, "bf16_without_gpu", False):
+    return remember_the_machine(training_args, dataclasses.replace(training_args, **changes))
+
+
+def remember_the_machine(parsed, copy):
+    """`copy` of the config `parsed`, told what the first parse found of the machine: bf16 asked for without a GPU
+    (`PipelineTrainingArguments`), which the copy's own parse, seeing bf16 off already, cannot know."""
+    if getattr(parsed, "bf16_without_gpu", False):
         copy.bf16_without_gpu = True
     return copy
 

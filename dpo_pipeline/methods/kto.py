@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from ..arguments.common import check_beta
+from ..arguments.common import check_beta, trainer_config
 from ..errors import PipelineError
 from . import Method, log_ratio_margin, register_method
 
@@ -69,11 +69,9 @@ def prepare(args, keys):
     weights, and its batches in the data's order (TRL's default, which its KL estimate needs)."""
     from trl import KTOConfig
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(KTOConfig)
-              if f.init and hasattr(args, f.name) and f.name not in ("loss_type", "train_sampling_strategy")}
-    return KTOConfig(**values, loss_type="kto", train_sampling_strategy="sequential",
-                     desirable_weight=keys.get("desirable_weight", DEFAULT_WEIGHT),
-                     undesirable_weight=keys.get("undesirable_weight", DEFAULT_WEIGHT))
+    return trainer_config(KTOConfig, args, loss_type="kto", train_sampling_strategy="sequential",
+                          desirable_weight=keys.get("desirable_weight", DEFAULT_WEIGHT),
+                          undesirable_weight=keys.get("undesirable_weight", DEFAULT_WEIGHT))
 
 
 def trainer(*, keys, reference_cache=None, **kwargs):

@@ -11,9 +11,8 @@ and its implicit reward, which ranks the held-out pairs, is the log odds of a co
 
 from __future__ import annotations
 
-import dataclasses
 
-from ..arguments.common import check_beta
+from ..arguments.common import check_beta, trainer_config
 from ..errors import PipelineError
 from . import Method, register_method
 
@@ -28,9 +27,7 @@ def prepare(args, keys):
     """TRL's ORPOConfig with every training setting dpo.py's config shares with it."""
     from trl.experimental.orpo import ORPOConfig
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ORPOConfig)
-              if f.init and hasattr(args, f.name) and f.name not in ("loss_type", "label_smoothing")}
-    return ORPOConfig(**values)
+    return trainer_config(ORPOConfig, args, leave_out=("loss_type", "label_smoothing"))
 
 
 def trainer(*, model, args, train_dataset, eval_dataset, processing_class, peft_config, callbacks, **unused):

@@ -14,10 +14,9 @@ This file and its registration are all there is to the method: the worked exampl
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
-from ..arguments.common import check_beta
+from ..arguments.common import check_beta, trainer_config
 from ..errors import PipelineError
 from . import Method, register_method
 
@@ -47,9 +46,8 @@ def prepare(args, keys):
     loss, no behaviour-cloning term (cpo_alpha 0), beta and gamma."""
     from trl.experimental.cpo import CPOConfig
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(CPOConfig)
-              if f.init and hasattr(args, f.name) and f.name not in ("loss_type", "label_smoothing")}
-    return CPOConfig(**values, loss_type="simpo", cpo_alpha=0.0, simpo_gamma=keys.get("gamma", DEFAULT_GAMMA))
+    return trainer_config(CPOConfig, args, leave_out=("label_smoothing",), loss_type="simpo", cpo_alpha=0.0,
+                          simpo_gamma=keys.get("gamma", DEFAULT_GAMMA))
 
 
 def trainer(*, model, args, train_dataset, eval_dataset, processing_class, peft_config, callbacks, keys, **unused):

@@ -2,8 +2,8 @@
 dataset in TRL's layouts. A sweep entry chooses its method (`method=<name>`, default DPO) from the method registry
 (`dpo_pipeline/methods`): DPO with any of TRL's loss types (the reference model is the model the policy starts from,
 with LoRA the same model with its adapters disabled, or `ref_model_name_or_path`), SimPO, ORPO, KTO, the unlikelihood
-baseline, or a method of your own; this stage asks the method for its settings, checks, trainer and record and tests no method's
-name."""
+baseline, or a method of your own; this stage asks the method for its settings, checks, trainer and record and
+tests no method's name."""
 
 from __future__ import annotations
 

@@ -95,7 +95,8 @@ def classifier_reward_scale(pairs: list[dict], classifier: SentimentClassifier |
     `rejected_reward`: the same classifier on prompt + completion); pairs without them are scored by `classifier`."""
     import statistics
 
-    keys = ("prompt_ids", "chosen_ids", "rejected_ids") if "prompt_ids" in pairs[0] else ("prompt", "chosen", "rejected")
+    tokenized = "prompt_ids" in pairs[0]
+    keys = ("prompt_ids", "chosen_ids", "rejected_ids") if tokenized else ("prompt", "chosen", "rejected")
     recorded = all("chosen_reward" in pair and "rejected_reward" in pair for pair in pairs)
     scores = {}
     for pair in pairs:

@@ -15,10 +15,9 @@ choose it; beta traces its curve.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
-from dpo_pipeline.arguments.common import check_beta
+from dpo_pipeline.arguments.common import check_beta, trainer_config
 from dpo_pipeline.errors import PipelineError
 from dpo_pipeline.methods import Method, register_method
 
@@ -47,9 +46,8 @@ def prepare(args, keys):
     cloning weight."""
     from trl.experimental.cpo import CPOConfig
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(CPOConfig)
-              if f.init and hasattr(args, f.name) and f.name not in ("loss_type", "label_smoothing")}
-    return CPOConfig(**values, loss_type="sigmoid", cpo_alpha=keys.get("cpo_alpha", DEFAULT_CPO_ALPHA))
+    return trainer_config(CPOConfig, args, leave_out=("label_smoothing",), loss_type="sigmoid",
+                          cpo_alpha=keys.get("cpo_alpha", DEFAULT_CPO_ALPHA))
 
 
 def trainer(*, model, args, train_dataset, eval_dataset, processing_class, peft_config, callbacks, **unused):
