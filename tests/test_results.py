@@ -190,3 +190,17 @@ def test_the_leaderboard_reads_each_method_along_its_own_curve_worked_by_hand(tm
     assert "≈" not in "".join(table)
     close = [line for line in leaderboard(write(0.02), [sft], tmp_path / "sweep") if line.startswith("| 1 ")]
     assert close[0].split(" | ")[3] == "0.775 ± 0.000 ≈"  # RLOO's interval at KL 5 reaches DPO's
+
+
+def test_make_methods_wall_time_and_its_steps_come_from_the_recorded_times(tmp_path):
+    """The steps of make methods ran two at a time: its line says the recorded wall time, not their sum."""
+    from tools.results import methods_timing
+
+    assert methods_timing(tmp_path) == ""  # not finished once yet
+    for step, seconds in {"methods": 1500, "methods-shard-0-of-2": 900, "methods-shard-1-of-2": 880,
+                          "dpo-study": 250, "eval-methods": 300}.items():
+        (tmp_path / f"{step}.seconds").write_text(f"{seconds}\n")
+    line = methods_timing(tmp_path)
+    assert line.startswith("`make methods` after the demo: 25 min 00 s (")
+    assert ("methods-shard-0-of-2 15 min 00 s, methods-shard-1-of-2 14 min 40 s, dpo-study 4 min 10 s, "
+            "eval-methods 5 min 00 s)") in line

@@ -317,6 +317,20 @@ def read_groups(seeds_file: Path) -> list[dict]:
              for key, value in group.items()} for group in csv.DictReader(seeds_file.open())]
 
 
+def methods_timing(timings: Path) -> str:
+    """The line of `make methods`' wall time (its steps ran STUDY_JOBS at a time: their sum is not its wall time),
+    with each step's own; "" before it has finished once."""
+    wall = read_seconds(timings / "methods.seconds")
+    if wall is None:
+        return ""
+    steps = [(path.stem, read_seconds(path)) for path in sorted(timings.glob("methods-shard-*.seconds"))]
+    steps += [(name, read_seconds(timings / f"{name}.seconds"))
+              for name in ("dpo-study", "reward-model", "methods-online", "eval-methods")]
+    said = ", ".join(f"{name} {minutes(seconds)}" for name, seconds in steps if seconds is not None)
+    return (f"`make methods` after the demo: {minutes(wall)} (its training steps two at a time, one core each, then "
+            f"the evaluation of the new final models on two processes; each step's own wall time: {said}).")
+
+
 def training_cost(sweep: Path, runs: list[str]) -> tuple[float | None, int]:
     """(the mean training seconds of `runs`: the Trainer's train_runtime in their metrics.jsonl, the completions they
     sampled while training: their summaries' completions_sampled, 0 for a method that trains on the pairs)."""
@@ -481,13 +495,19 @@ def demo_section(root: Path, venv: Path) -> tuple[list[str], list[str]]:
         else:
             study_time = ((f"After the demo, {minutes(study_total)} more" if study_total is not None
                            else "After the demo") + (f" ({', '.join(study_steps)})" if study_steps else ""))
-        docs += ["## make study", "", study_time + ". Final models:", "", *sentiment_table(rows), ""]
+        methods_time = methods_timing(root / "runs/tiny/timings")
+        if methods_time and study_wall is None:  # make methods alone: the study's steps it ran are in its own line
+            study_time = ""
+        title = "make study" if not methods_time else "make methods" if study_wall is None else \
+            "make study and make methods"
+        docs += [f"## {title}", "", " ".join(part for part in (study_time and study_time + ".", methods_time) if part)
+                 + " Final models:", "", *sentiment_table(rows), ""]
         seeds = seeds_table(figures / "frontier_seeds.csv")
         if seeds:
             intro = ("Over training seeds (the same pairs; final models; ± is the standard error over seeds, sd their "
                      "spread; from frontier_seeds.csv):")
             docs += [intro, "", *seeds, ""]
-            readme += ["`make study`, the settings trained with 3 seeds: " + intro[0].lower() + intro[1:], "",
+            readme += [f"`{title}`, the settings trained with 3 seeds: " + intro[0].lower() + intro[1:], "",
                        *seeds, ""]
             claims = claims_against_the_dpo_curve(figures / "frontier_seeds.csv", rows)
             if claims:
@@ -496,7 +516,7 @@ def demo_section(root: Path, venv: Path) -> tuple[list[str], list[str]]:
             board = leaderboard(figures / "frontier_seeds.csv", rows, root / "runs/tiny/dpo")
             if board:
                 docs += ["### The method leaderboard", "", *board]
-                readme += [*board]
+                readme += [*([methods_time, ""] if methods_time else []), *board]
         reward_model = summary(root / "runs/tiny/reward_model")
         if "heldout_accuracy" in reward_model:
             docs += ["The reward model the RLOO \"reward model\" runs train against (`reward_model.py`, learned "
