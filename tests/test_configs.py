@@ -200,3 +200,36 @@ def test_readme_and_docs_commands_name_existing_scripts_configs_and_pages():
     assert "make demo" in readme and "make test" in readme
     assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("scale", ["tiny", "gpt2-large"])
+def test_the_leaderboard_configs_pass_their_methods_checks_with_two_knob_values_and_three_seeds(scale, tmp_path):
+    """Every entry of methods.yaml as dpo.py plans it: its method's checks pass, its trainer's config keeps the live
+    evaluation; at least 8 methods besides DPO, each at 2 knob values x 3 seeds; online DPO with both rewards."""
+    import dpo
+    import rl
+    from dpo_pipeline.methods import method_sweep_keys, series_of, sweep_entry_method
+    from dpo_pipeline.stages.dpo import DATA_SWEEP_KEYS
+    from dpo_pipeline.sweep import plan_sweep
+
+    config = REPO / "configs" / scale / "methods.yaml"
+    script_args, training_args, _ = parse_config(dpo.dataclass_types(), ["--config", str(config), "--output_dir",
+                                                                         str(tmp_path)])
+    settings_per_series: dict[str, set] = {}
+    for name, overrides, args in plan_sweep(training_args, script_args.sweep, "methods",
+                                            data_keys=DATA_SWEEP_KEYS + method_sweep_keys()):
+        method, keys = sweep_entry_method(overrides, name)
+        method.check(args, keys, name)
+        prepared = method.prepare(args, keys)
+        assert prepared.live_eval_config == training_args.live_eval_config
+        settings = {"method": method.name, **method.settings(prepared, keys)}
+        knob = tuple(sorted((key, str(value)) for key, value in overrides.items() if key != "seed"))
+        settings_per_series.setdefault(series_of(settings), []).append((knob, overrides.get("seed", "0")))
+    assert len(settings_per_series) >= 8 and "DPO" not in settings_per_series
+    for series, runs in settings_per_series.items():
+        knobs = {knob for knob, _ in runs}
+        assert len(knobs) == 2 and sorted(runs) == sorted((knob, seed) for knob in knobs for seed in "012"), series
+    online_args = parse_config(rl.dataclass_types(), ["--config", str(config.with_name("methods_online.yaml"))])[0]
+    entries = [dict(part.split("=") for part in entry.split(",")) for entry in online_args.sweep]
+    assert {entry["method"] for entry in entries} == {"online_dpo"}
+    assert {entry["reward"] for entry in entries} == {"classifier", "reward_model"}
