@@ -46,6 +46,12 @@ class BenchArguments:
         metadata={"help": "The sft, pairs, dpo and eval configs of a pipeline whose end-to-end time is estimated from "
                           "the stage figures; empty for no estimate."},
     )
+    methods_configs: list[str] = field(
+        default_factory=lambda: ["configs/gpt2-large/methods.yaml", "configs/gpt2-large/methods_online.yaml",
+                                 "configs/gpt2-large/pairs.yaml", "configs/gpt2-large/eval.yaml"],
+        metadata={"help": "The method leaderboard's dpo.py and rl.py configs, and the pairs and eval configs of its "
+                          "pairs and evaluation, estimated from the same stage figures; empty for no estimate."},
+    )
     sft_examples: int = field(default=25_000, metadata={"help": "SFT dataset size for the estimate (IMDb train)."})
     sft_mean_tokens: float = field(
         default=270.0,
@@ -94,7 +100,9 @@ class BenchArguments:
                                 f"{', '.join(CACHE_IMPLEMENTATIONS)}")
         if self.pipeline_configs and len(self.pipeline_configs) != 4:
             raise PipelineError("pipeline_configs needs 4 files (the sft, pairs, dpo and eval configs) or none")
+        if self.methods_configs and len(self.methods_configs) != 4:
+            raise PipelineError("methods_configs needs 4 files (the dpo.py, rl.py, pairs and eval configs) or none")
         config_files = [entry.partition(":")[0] for entry in self.sft_configs + self.dpo_configs]
-        for path in [*self.pipeline_configs, *config_files]:
+        for path in [*self.pipeline_configs, *self.methods_configs, *config_files]:
             if not os.path.isfile(path):
                 raise PipelineError(f"config file {path} does not exist")

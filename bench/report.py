@@ -46,6 +46,11 @@ def summary_table(results: dict) -> str:
     estimate = results.get("estimate")
     if estimate:
         lines += ["", estimate_line(estimate)]
+        if estimate.get("methods"):
+            methods = estimate["methods"]
+            parts = ", ".join(f"{stage} {seconds / 60:.1f}" for stage, seconds in methods["seconds"].items())
+            lines += ["", f"Method leaderboard estimate for {', '.join(methods['configs'])}: "
+                          f"{methods['total_seconds'] / 60:.1f} min ({parts} min; model loading not counted)"]
     return "\n".join(lines)
 
 

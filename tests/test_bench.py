@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from bench.estimate import PipelineWorkload, pipeline_estimate, pipeline_workload
+from bench.estimate import (
+    MethodsWorkload,
+    PipelineWorkload,
+    methods_estimate,
+    methods_workload_of,
+    pipeline_estimate,
+    pipeline_workload,
+)
 from bench.harness import config_label, forward_flops_per_token, synthetic_tokenizer
 from dpo_pipeline.cli import parse_config
 from tests.conftest import REPO
@@ -67,6 +74,10 @@ def test_the_harness_times_every_stage_at_tiny_scale(tmp_path):
     # at the DPO config's own batch (32 pairs) and the eval config's KV cache
     assert estimate["rates"]["dpo_pairs_per_s"] == stages["dpo"]["tiny/dpo @ 32"]["pairs_per_s"]
     assert estimate["rates"]["completions_per_s"] == stages["sample"]["dynamic cache"]["completions_per_s"]
+    methods = estimate["methods"]  # the leaderboard's: 48 offline runs of the demo's pairs, 12 online DPO runs
+    assert (methods["workload"]["offline_runs"], methods["workload"]["online_runs"]) == (48, 12)
+    assert methods["workload"]["eval_models"] == 60 and min(methods["seconds"].values()) > 0
+    assert "Method leaderboard estimate for configs/tiny/methods.yaml" in run.stdout
 
 
 def test_config_labels_name_the_file_and_its_overrides():
@@ -84,6 +95,16 @@ def test_end_to_end_estimate_worked_by_hand():
     # scoring, KL of the 2 models other than SFT 2 x 10 / 5 = 4 s, held-out log-probs 3 x 20 / (2 x 5) = 6 s.
     assert estimate["seconds"] == pytest.approx({"sft": 10, "pairs": 15, "dpo": 10, "eval": 20.5})
     assert estimate["total_seconds"] == pytest.approx(55.5)
+
+
+def test_method_leaderboard_estimate_worked_by_hand():
+    work = MethodsWorkload(offline_runs=4, pairs_per_run=300, online_runs=2, prompts_per_online_run=50, eval_models=6,
+                           eval_samples_per_model=10)
+    estimate = methods_estimate(work, dpo_pairs_per_s=60, completions_per_s=10, texts_per_s=20, kl_sequences_per_s=5)
+    # offline: 4 runs x 300 pairs / 60 = 20 s. online: 2 runs x 50 prompts x (2 completions x (0.1 s sampled + 0.05 s
+    # scored) + 1/60 s of DPO step) = 100 x 0.31667 = 31.667 s. eval: 6 models x 10 samples x (0.1 + 0.05 + 0.2) = 21 s.
+    assert estimate["seconds"] == pytest.approx({"offline": 20, "online": 31.6667, "eval": 21}, rel=1e-4)
+    assert estimate["total_seconds"] == pytest.approx(72.6667, rel=1e-4)
 
 
 def test_the_paper_workload_worked_by_hand(monkeypatch):
@@ -106,3 +127,15 @@ def test_the_paper_workload_worked_by_hand(monkeypatch):
         "sft_tokens": 6_750_000, "pair_completions": 104_000, "dpo_runs": 4, "dpo_pairs_per_run": 150_000,
         "eval_models": 49, "eval_samples_per_model": 4_000, "heldout_sequences_per_model": 12_000,
         "best_of_n_samples": 64_000}
+
+
+def test_the_full_scale_leaderboard_workload_worked_by_hand(monkeypatch):
+    """What configs/gpt2-large/methods.yaml and methods_online.yaml ask (the estimate's input)."""
+    monkeypatch.chdir(REPO)
+    work = methods_workload_of("configs/gpt2-large/methods.yaml", "configs/gpt2-large/methods_online.yaml",
+                               "configs/gpt2-large/pairs.yaml", "configs/gpt2-large/eval.yaml")
+    # 8 methods x 2 knob values x 3 seeds = 48 runs of 1,000 prompts x 6 pairs x 3 epochs; online DPO: 2 rewards x
+    # 2 betas x 3 seeds = 12 runs of 1,000 prompts x 1 epoch; 60 new final models x 500 prompts x 4 samples.
+    assert dataclasses.asdict(work) == {"offline_runs": 48, "pairs_per_run": 18_000, "online_runs": 12,
+                                        "prompts_per_online_run": 1_000, "eval_models": 60,
+                                        "eval_samples_per_model": 2_000}
