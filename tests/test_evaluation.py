@@ -440,3 +440,35 @@ def test_the_win_rate_is_against_independent_sft_samples_as_brute_force_finds(ti
     mine, theirs = store.read_samples("nudged/step-1"), store.read_samples(SFT_COMPARISON_RUN)
     same = sum(mine[key]["completion_token_ids"] == theirs[key]["completion_token_ids"] for key in mine) / len(mine)
     assert same <= 2 * true_identical + 0.02, (same, true_identical)
+
+
+def test_a_frontier_of_many_methods_has_one_panel_per_family_each_with_the_dpo_curve(tmp_path, monkeypatch):
+    """The leaderboard's frontier (11 series): one panel per method family on shared axes, DPO's seed means drawn
+    as a grey line in every panel but DPO's own, every series in its family's panel; a few series: one panel."""
+    from dpo_pipeline import report
+
+    settings = [("dpo", {"beta": b}) for b in (0.05, 0.5)] + [
+        ("dpo", {"beta": b, "loss_type": loss}) for loss in ("ipo", "hinge", "nca_pair", "apo_zero") for b in (.1, 1)]
+    settings += [("kto", {"beta": b}) for b in (0.05, 0.5)] + [("orpo", {"beta": b}) for b in (0.1, 1.0)]
+    settings += [("simpo", {"beta": b, "gamma": 0.5}) for b in (0.5, 1.0)]
+    settings += [("online_dpo", {"beta": b, "loss_type": reward}) for reward in ("classifier", "reward_model")
+                 for b in (0.05, 0.5)]
+    rows = [{"run": "sft", "method": "sft", "is_final": True, "step": 0, "kl": 0.0, "reward": 0.55}]
+    for index, (method, setting) in enumerate(settings):
+        for seed in (0, 1):
+            rows.append({"run": f"{method}-{index}-{seed}", "method": method, "is_final": True, "step": 72,
+                         "setting": f"{method}-{index}", "seed": seed, "kl": 2.0 + index / 3 + seed / 10,
+                         "reward": 0.6 + index / 100, "label_noise": 0.0, **setting})
+    figures = []
+    monkeypatch.setattr(report, "_save", lambda figure, path: figures.append(figure))
+    report.plot_frontier(rows, tmp_path / "frontier.png", "many methods")
+    panels = [axes for axes in figures[0].axes if axes.axison]
+    assert [axes.get_title() for axes in panels] == ["reference", "reference-free", "online RL"]
+    labels = [[line.get_label() for line in axes.get_lines()] for axes in panels]
+    assert "DPO (seed means)" not in labels[0] and all("DPO (seed means)" in panel for panel in labels[1:])
+    legends = [" ".join(text.get_text() for text in axes.get_legend().get_texts()) for axes in panels]
+    assert "IPO" in legends[0] and "KTO" in legends[0] and "SimPO" in legends[1] and "ORPO" in legends[1]
+    assert "online DPO (true reward)" in legends[2] and "online DPO (reward model)" in legends[2]
+    few = [row for row in rows if row["method"] in ("sft", "dpo") and row.get("loss_type") is None]
+    report.plot_frontier(few, tmp_path / "few.png", "DPO only")
+    assert len([axes for axes in figures[1].axes if axes.axison]) == 1
