@@ -204,3 +204,29 @@ def test_make_methods_wall_time_and_its_steps_come_from_the_recorded_times(tmp_p
     assert line.startswith("`make methods` after the demo: 25 min 00 s (")
     assert ("methods-shard-0-of-2 15 min 00 s, methods-shard-1-of-2 14 min 40 s, dpo-study 4 min 10 s, "
             "eval-methods 5 min 00 s)") in line
+
+
+def test_the_leaderboard_ranks_every_method_at_the_largest_kl_all_reach_and_reads_a_methods_own_settings(tmp_path):
+    """DPO as above, (2, 0.7) and (10, 0.9); SimPO (γ=0.5, a column of its own in frontier_seeds.csv) at (1, 0.52)
+    and (3, 0.58): it stops short of KL 5, so the methods are ranked at KL 2, where both have a reading: DPO 0.7,
+    SimPO 0.52 + 0.06 x 1/2 = 0.55; SimPO's KL 5 and 10 cells are "—", its series named with its γ as a number."""
+    from tools.results import leaderboard
+
+    seeds = tmp_path / "frontier_seeds.csv"
+    rows = [("beta-0.1", "DPO β=0.1", "dpo", 0.1, "", "sigmoid", 2.0, 0.7),
+            ("beta-0.05", "DPO β=0.05", "dpo", 0.05, "", "sigmoid", 10.0, 0.9),
+            ("simpo-a", "SimPO β=2 γ=0.5", "simpo", 2.0, "0.5", "simpo", 1.0, 0.52),
+            ("simpo-b", "SimPO β=1 γ=0.5", "simpo", 1.0, "0.5", "simpo", 3.0, 0.58)]
+    with seeds.open("w") as handle:
+        handle.write("setting,label,method,beta,gamma,loss_type,label_smoothing,label_noise,num_seeds,seeds,runs,"
+                     "reward_mean,reward_sd,reward_se,kl_mean,kl_sd,kl_se\n")
+        for setting, label, method, beta, gamma, loss, kl, reward in rows:
+            handle.write(f"{setting},{label},{method},{beta},{gamma},{loss},,0.0,3,0 1 2,{setting},{reward},0,1e-4,"
+                         f"{kl},0,0\n")
+    sft = {"run": "sft", "method": "sft", "reward": 0.5, "reward_sem": 0.0, "kl": 0.0, "is_final": True}
+    lines = leaderboard(seeds, [sft], tmp_path / "sweep")
+    assert "Ranked at KL 2, the largest of these KLs that every method reaches:" in lines[0]
+    assert lines[2].startswith("| rank at KL 2 | method |")
+    table = [line for line in lines if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert table[0].startswith("| 1 | DPO | 0.700 ± 0.000 | 0.775 ± 0.000 | 0.900 ± 0.000 |")
+    assert table[1].startswith("| 2 | SimPO γ=0.5 | 0.550 ± 0.000 | — | — | SimPO β=1 γ=0.5: 3.0, 0.580")

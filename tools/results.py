@@ -310,11 +310,21 @@ MATCHED_KLS = (2.0, 5.0, 10.0)
 
 
 def read_groups(seeds_file: Path) -> list[dict]:
-    """frontier_seeds.csv's settings, their figures as numbers."""
-    numbers = ("beta", "label_smoothing", "label_noise")
-    return [{key: (float(value) if (key.endswith(("_mean", "_se", "_sd")) or key in numbers)
-                   and value not in ("", None) else value)
-             for key, value in group.items()} for group in csv.DictReader(seeds_file.open())]
+    """frontier_seeds.csv's settings, their figures and settings as numbers (a method's own settings, SimPO's gamma
+    or KTO's weights, as its label and series format them)."""
+    from dpo_pipeline.report import method_setting_columns
+
+    numbers = ("beta", "label_smoothing", "label_noise", *method_setting_columns())
+
+    def parsed(key: str, value):
+        if value in ("", None) or not (key.endswith(("_mean", "_se", "_sd")) or key in numbers):
+            return value
+        try:
+            return float(value)
+        except ValueError:  # a method's setting that is a word
+            return value
+
+    return [{key: parsed(key, value) for key, value in group.items()} for group in csv.DictReader(seeds_file.open())]
 
 
 def methods_timing(timings: Path) -> str:
@@ -380,9 +390,10 @@ def leaderboard(seeds_file: Path, rows: list[dict], sweep: Path, kls=MATCHED_KLS
                          "reward_mean": best_of_n[-1]["reward"], "reward_se": best_of_n[-1].get("reward_sem") or 0.0,
                          "runs": ""}]
     header = " | ".join(f"reward at KL {kl:g} (95%)" for kl in kls)
-    lines = [f"| rank at KL {kls[len(kls) // 2]:g} | method | {header} | most rewarded setting: KL, reward | "
+    # every method ranked: at the largest matched KL that all of them reach
+    middle = max((kl for kl in kls if all(readings[name][kl] is not None for name in readings)), default=kls[0])
+    lines = [f"| rank at KL {middle:g} | method | {header} | most rewarded setting: KL, reward | "
              "training s / run | sampled / run |", "|---|---|" + "---|" * len(kls) + "---|---|---|"]
-    middle = kls[len(kls) // 2]
     order = sorted(series, key=lambda name: -(readings[name][middle] or {"reward": -1.0})["reward"])
     for rank, name in enumerate(order, start=1):
         cells = []
@@ -410,7 +421,8 @@ def leaderboard(seeds_file: Path, rows: list[dict], sweep: Path, kls=MATCHED_KLS
     intro = (f"Which method at what KL (`make results` from frontier_seeds.csv: each method's settings over training "
              f"seeds, read along its own curve from the SFT model at the matched KL, every KL and reward error carried "
              f"in; ± one standard error, ≈: its 95% interval overlaps the next method's at that KL, so the two are not "
-             f"separated; —: the method's settings do not reach that KL). Ranked at KL {middle:g}:")
+             f"separated; —: the method's settings do not reach that KL). Ranked at KL {middle:g}, the largest of "
+             f"these KLs that every method reaches:")
     return [intro, "", *lines, ""]
 
 
