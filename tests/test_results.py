@@ -201,7 +201,7 @@ def test_make_methods_wall_time_and_its_steps_come_from_the_recorded_times(tmp_p
                           "dpo-study": 250, "eval-methods": 300}.items():
         (tmp_path / f"{step}.seconds").write_text(f"{seconds}\n")
     line = methods_timing(tmp_path)
-    assert line.startswith("`make methods` after the demo: 25 min 00 s (")
+    assert line.startswith("`make methods`: 25 min 00 s of wall time (")
     assert ("methods-shard-0-of-2 15 min 00 s, methods-shard-1-of-2 14 min 40 s, dpo-study 4 min 10 s, "
             "eval-methods 5 min 00 s)") in line
 

@@ -337,8 +337,9 @@ def methods_timing(timings: Path) -> str:
     steps += [(name, read_seconds(timings / f"{name}.seconds"))
               for name in ("dpo-study", "reward-model", "methods-online", "eval-methods")]
     said = ", ".join(f"{name} {minutes(seconds)}" for name, seconds in steps if seconds is not None)
-    return (f"`make methods` after the demo: {minutes(wall)} (its training steps two at a time, one core each, then "
-            f"the evaluation of the new final models on two processes; each step's own wall time: {said}).")
+    return (f"`make methods`: {minutes(wall)} of wall time (its training steps two at a time, one core each, then "
+            f"the evaluation of the new final models on two processes; each step's own wall time when it first ran, "
+            f"by this target or by make study before it: {said}).")
 
 
 def training_cost(sweep: Path, runs: list[str]) -> tuple[float | None, int]:
