@@ -65,6 +65,7 @@ RUN_HERE = {config for _, config, _ in SENTIMENT + SENTIMENT_24GB + CHAT}
 # Configs whose Hub repositories are those of a config run above (they differ in batches, steps or the sweep).
 SAME_HUB_IDS_AS = {"paper/eval.yaml": "gpt2-large/eval.yaml",
                    "gpt2-large/rl.yaml": "gpt2-large/eval.yaml", "paper/rl.yaml": "gpt2-large/eval.yaml",
+                   "gpt2-large/methods_online.yaml": "gpt2-large/eval.yaml",  # the classifier online DPO ranks by
                    "ultrafeedback/dpo_full_8x80gb.yaml": "ultrafeedback/dpo_lora_24gb.yaml",
                    # the reward models start from the base model, as SFT does
                    "gpt2-large/reward_model.yaml": "gpt2-large/sft.yaml", "paper/reward_model.yaml": "gpt2-large/sft.yaml"}

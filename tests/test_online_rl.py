@@ -493,3 +493,39 @@ def test_online_dpo_log_probs_are_float32_under_bf16_autocast(tiny_assets, pairs
     logps.sum().backward()
     assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
     assert "forward" not in vars(head)
+
+
+def test_the_reward_models_new_weights_are_seeded_whatever_ran_before(tiny_pipeline, tmp_path, monkeypatch):
+    """The reward model's one-output head and its pad token's embedding row are new weights: the same command gives
+    the same ones, whatever drew from torch's generator earlier in the process (two clones of one commit trained
+    two different reward models before they were seeded). The model the stage hands to TRL's RewardTrainer is
+    recorded, and the stage stopped there."""
+    import torch
+    import trl
+
+    import reward_model
+    from dpo_pipeline.cli import parse_config
+    from tests.conftest import tiny_workspace
+    from tests.helpers import REPO
+
+    class Stop(Exception):
+        pass
+
+    handed = []
+
+    def record(*, model, **unused):
+        handed.append({name: tensor.detach().clone() for name, tensor in model.state_dict().items()})
+        raise Stop
+
+    monkeypatch.setattr(trl, "RewardTrainer", record)
+    for draws in (1, 1000):
+        workspace = tiny_workspace(tiny_pipeline, "reward_model", tmp_path / f"ws-{draws}")
+        monkeypatch.chdir(workspace)
+        torch.randn(draws)  # what ran before in the process
+        with pytest.raises(Stop):
+            reward_model.main(*parse_config(reward_model.dataclass_types(), [
+                "--config", str(REPO / "configs/tiny/reward_model.yaml"), "--report_to", "none", *TRAINING_ON_CPU]))
+    first, second = handed
+    assert first.keys() == second.keys() and "score.weight" in first
+    for name in first:
+        assert torch.equal(first[name], second[name]), name

@@ -84,7 +84,7 @@ def run_reward_model(script_args: RewardModelScriptArguments, training_args, mod
     """Train a reward model (a sequence classifier with one output, from `model_name_or_path`) on the pairs with
     TRL's `RewardTrainer`; its accuracy on the validation split and on the held-out pairs, and the mean and sd of
     its scores on SFT samples, go to the summary."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardTrainer, get_peft_config
     from trl.trainer.utils import create_model_from_path
 
@@ -128,6 +128,9 @@ def run_reward_model(script_args: RewardModelScriptArguments, training_args, mod
         kwargs = {**model_init_kwargs(model_args, trust, given_init_kwargs), "num_labels": 1}
         if training_args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
             kwargs["device_map"] = None  # as TRL loads it: data-parallel training places the model itself
+        # the one-output head and the pad token's embedding row are new weights: seeded here, as the Trainer seeds
+        # only after the model exists (unseeded, the same command gave another reward model on every run)
+        set_seed(run.args.seed)
         model = create_model_from_path(model_args.model_name_or_path, AutoModelForSequenceClassification, **kwargs)
         return RewardTrainer(model=fit_embeddings_to_tokenizer(model, tokenizer), args=run.args,
                              train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
