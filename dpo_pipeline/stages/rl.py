@@ -269,7 +269,10 @@ def run_rl_sweep(script_args: RLScriptArguments, training_args, model_args) -> l
                         if choice["reward"] == "reward_model" else None)
         # a classifier run trains on the standardised true reward: not the run an earlier version trained on P(POSITIVE)
         scale = {"reward_scale": "sd units of the pairs' SFT samples"} if choice["reward"] == "classifier" else {}
-        runs.append(SweepRun(name, args, overrides, {**fingerprints, "choice": choice, **scale}, info, data=choice))
+        # a run's inputs only: a reward model trained again leaves the true-reward runs finished
+        inputs = {key: value for key, value in fingerprints.items()
+                  if key != "reward_model" or choice["reward"] == "reward_model"}
+        runs.append(SweepRun(name, args, overrides, {**inputs, "choice": choice, **scale}, info, data=choice))
     runs = shard_of(runs, script_args.sweep_shard)
 
     def load_inputs():
