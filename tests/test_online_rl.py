@@ -349,6 +349,32 @@ def test_online_dpo_trains_with_the_true_and_the_learned_reward_and_eval_puts_bo
     assert "online DPO (true reward) β=0.1" in report and "online DPO (reward model) β=0.1" in report
 
 
+def test_a_reward_model_trained_again_leaves_the_true_reward_runs_finished(online_dpo_sweep, tiny_assets, pairs_dir,
+                                                                           reward_model, tmp_path):  # noqa: F811
+    """The mixed sweep's command again after the reward model was trained again in its folder (its record changed):
+    the true-reward run does not depend on it and stays finished; the reward-model run is no longer the run its
+    folder holds, and is refused in one line (not silently kept)."""
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(online_dpo_sweep, sweep)
+    shutil.rmtree(sweep / "method-online_dpo_reward-reward_model_beta-0.1")
+    record_file = reward_model / "stage_complete.json"
+    record = record_file.read_text()
+    changed = json.loads(record)
+    changed["summary"]["train_loss"] = 0.123  # another training of it
+    try:
+        record_file.write_text(json.dumps(changed))
+        result = run_command("rl.py", *online_dpo_args(tiny_assets, pairs_dir, sweep, reward_model,
+                                                       ONLINE_DPO_ENTRIES[0]),
+                             "--live_eval_config", online_dpo_sweep.parent / "eval.yaml", "--live_eval_prompts", 2,
+                             cwd=tmp_path, check=False)
+    finally:
+        record_file.write_text(record)  # the module's reward model, as the other tests read it
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[method-online_dpo_reward-classifier_beta-0.1] finished already; skipping" in result.stderr
+
+
 def test_online_dpo_ranks_pairs_sampled_from_the_weights_of_the_step_that_trains_on_them(tiny_assets, pairs_dir,
                                                                                          tmp_path, monkeypatch):
     """Three steps, spied on: every `generate` call (which model's weights sampled, what it sampled), the reward
