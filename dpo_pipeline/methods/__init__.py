@@ -18,6 +18,7 @@ CPO) as a method of one's own.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import pkgutil
 from collections.abc import Callable, Mapping
@@ -30,6 +31,21 @@ METHOD_MODULES_VARIABLE = "DPO_PIPELINE_METHODS"
 DEFAULT_METHOD = "dpo"
 
 FAMILIES = ("reference", "baseline", "reference-free", "online RL", "sampling")
+
+
+def number_key(key: str, *, above_zero: bool = False) -> Callable[[str], float]:
+    """The parser of a method's numeric sweep key (`Method.sweep_keys`): a finite number >= 0 (> 0 with
+    `above_zero`), else a ValueError naming the key, which the sweep turns into one line."""
+    def parse(raw: str) -> float:
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ValueError(f"{key}={raw!r} is not a number") from None
+        if not math.isfinite(number) or (number <= 0 if above_zero else number < 0):
+            raise ValueError(f"{key} must be a finite number {'>' if above_zero else '>='} 0, got {raw!r}")
+        return number
+
+    return parse
 
 
 def log_ratio_margin(chosen, rejected, reference_chosen, reference_rejected, chosen_lengths, rejected_lengths):

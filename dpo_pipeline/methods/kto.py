@@ -18,11 +18,10 @@ its two terms otherwise, TRL's defaults 1); beta traces its curve.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from ..arguments.common import check_beta, trainer_config
 from ..errors import PipelineError
-from . import Method, log_ratio_margin, register_method
+from . import Method, log_ratio_margin, number_key, register_method
 
 DEFAULT_WEIGHT = 1.0  # TRL's KTOConfig default, desirable and undesirable alike
 # dpo.py's settings TRL's KTOTrainer does not read: the DPO losses' options, the DPO collator's truncation and
@@ -31,19 +30,6 @@ DEFAULT_WEIGHT = 1.0  # TRL's KTOConfig default, desirable and undesirable alike
 UNREAD_OPTIONS = ("loss_type", "loss_weights", "label_smoothing", "f_divergence_type", "f_alpha_divergence_coef",
                   "discopop_tau", "ld_alpha", "use_weighting", "truncation_mode", "padding_free",
                   "train_sampling_strategy")
-
-
-def parse_weight(key: str):
-    def parse(raw: str) -> float:
-        try:
-            weight = float(raw)
-        except ValueError:
-            raise ValueError(f"{key}={raw!r} is not a number") from None
-        if not math.isfinite(weight) or weight <= 0:
-            raise ValueError(f"{key} must be a finite number > 0, got {raw!r}")
-        return weight
-
-    return parse
 
 
 def check(args, keys, where: str) -> None:
@@ -92,8 +78,8 @@ def label(settings) -> str:
 METHOD = register_method(Method(
     name="kto", order=12, title="KTO", family="reference", label=label, marker=">", linestyle=(0, (1, 2, 4, 2)),
     knob="beta", held_out_margin=log_ratio_margin, trainer=trainer,
-    sweep_keys={"desirable_weight": parse_weight("desirable_weight"),
-                "undesirable_weight": parse_weight("undesirable_weight")},
+    sweep_keys={"desirable_weight": number_key("desirable_weight", above_zero=True),
+                "undesirable_weight": number_key("undesirable_weight", above_zero=True)},
     check=check, prepare=prepare, uses_reference=True,
     settings=lambda args, keys: {"beta": args.beta, "loss_type": ["kto"], "label_smoothing": None,
                                  "desirable_weight": args.desirable_weight,

@@ -14,23 +14,12 @@ This file and its registration are all there is to the method: the worked exampl
 
 from __future__ import annotations
 
-import math
 
 from ..arguments.common import check_beta, trainer_config
 from ..errors import PipelineError
-from . import Method, register_method
+from . import Method, number_key, register_method
 
 DEFAULT_GAMMA = 0.5  # TRL's CPOConfig default (simpo_gamma)
-
-
-def parse_gamma(raw: str) -> float:
-    try:
-        gamma = float(raw)
-    except ValueError:
-        raise ValueError(f"gamma={raw!r} is not a number") from None
-    if not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"gamma must be a finite number >= 0, got {raw!r}")
-    return gamma
 
 
 def check(args, keys, where: str) -> None:
@@ -69,7 +58,7 @@ METHOD = register_method(Method(
     label=lambda settings: f"SimPO β={settings['beta']:g} γ={settings.get('gamma', DEFAULT_GAMMA):g}",
     marker="P", linestyle=(0, (4, 1, 1, 1)), knob="beta", held_out_margin=length_normalised_margin,
     series=lambda settings: f"SimPO γ={settings.get('gamma', DEFAULT_GAMMA):g}",
-    trainer=trainer, sweep_keys={"gamma": parse_gamma}, check=check, prepare=prepare, uses_reference=False,
+    trainer=trainer, sweep_keys={"gamma": number_key("gamma")}, check=check, prepare=prepare, uses_reference=False,
     settings=lambda args, keys: {"beta": args.beta, "loss_type": ["simpo"], "label_smoothing": None,
                                  "gamma": keys.get("gamma", DEFAULT_GAMMA)},
     logged="rewards/",

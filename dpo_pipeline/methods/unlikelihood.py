@@ -6,11 +6,10 @@ model. A dpo.py sweep entry `method=unlikelihood,alpha=0.1` trains it (`configs/
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from ..arguments.common import replace_config
 from ..errors import PipelineError
-from . import Method, log_ratio_margin, register_method
+from . import Method, log_ratio_margin, number_key, register_method
 from .dpo import check_padding
 
 # DPOConfig options that only the DPO losses read: an unlikelihood run given one away from its default would train
@@ -18,16 +17,6 @@ from .dpo import check_padding
 DPO_ONLY_OPTIONS = ("beta", "loss_type", "loss_weights", "label_smoothing", "f_divergence_type",
                     "f_alpha_divergence_coef", "discopop_tau", "ld_alpha", "use_weighting", "sync_ref_model",
                     "ref_model_mixup_alpha", "ref_model_sync_steps")
-
-
-def parse_alpha(raw: str) -> float:
-    try:
-        alpha = float(raw)
-    except ValueError:
-        raise ValueError(f"alpha={raw!r} is not a number") from None
-    if not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"alpha must be a finite number >= 0, got {raw!r}")
-    return alpha
 
 
 def check(args, keys, where: str) -> None:
@@ -65,7 +54,7 @@ METHOD = register_method(Method(
     knob="alpha",
     # no implicit reward of its own: held-out accuracy ranks pairs by the log-ratio to the SFT model, as for DPO
     held_out_margin=log_ratio_margin,
-    trainer=trainer, sweep_keys={"alpha": parse_alpha}, check=check, prepare=prepare, uses_reference=False,
+    trainer=trainer, sweep_keys={"alpha": number_key("alpha")}, check=check, prepare=prepare, uses_reference=False,
     settings=lambda args, keys: {"beta": None, "loss_type": ["unlikelihood"], "label_smoothing": None, **keys},
     logged="logps/",
 ))

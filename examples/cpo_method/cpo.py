@@ -15,23 +15,12 @@ choose it; beta traces its curve.
 
 from __future__ import annotations
 
-import math
 
 from dpo_pipeline.arguments.common import check_beta, trainer_config
 from dpo_pipeline.errors import PipelineError
-from dpo_pipeline.methods import Method, register_method
+from dpo_pipeline.methods import Method, number_key, register_method
 
 DEFAULT_CPO_ALPHA = 1.0  # TRL's CPOConfig default
-
-
-def parse_cpo_alpha(raw: str) -> float:
-    try:
-        alpha = float(raw)
-    except ValueError:
-        raise ValueError(f"cpo_alpha={raw!r} is not a number") from None
-    if not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"cpo_alpha must be a finite number >= 0, got {raw!r}")
-    return alpha
 
 
 def check(args, keys, where: str) -> None:
@@ -70,7 +59,7 @@ def label(settings) -> str:
 
 METHOD = register_method(Method(
     name="cpo", order=13, title="CPO", family="reference-free", label=label, marker="h", linestyle=(0, (6, 2)),
-    knob="beta", held_out_margin=log_prob_margin, trainer=trainer, sweep_keys={"cpo_alpha": parse_cpo_alpha},
+    knob="beta", held_out_margin=log_prob_margin, trainer=trainer, sweep_keys={"cpo_alpha": number_key("cpo_alpha")},
     check=check, prepare=prepare, uses_reference=False,
     settings=lambda args, keys: {"beta": args.beta, "loss_type": ["cpo"], "label_smoothing": None,
                                  "cpo_alpha": keys.get("cpo_alpha", DEFAULT_CPO_ALPHA)},
