@@ -31,6 +31,11 @@ class TrackingArguments:
     )
 
 
+SWEEP_SHARD_HELP = ("k/n: train only every n-th entry of the sweep, from entry k (0-based): n commands (or a SLURM "
+                    "array, `--sweep_shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT` with --array=0-<n-1>) share "
+                    "one sweep folder, each its own runs. Every entry is still checked.")
+
+
 def parse_sweep_shard(shard: str | None) -> tuple[int, int] | None:
     """`k/n` (sweep_shard) as (k, n) with 0 <= k < n; None when unset. A malformed one is refused in one line."""
     if shard is None:

@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from trl import DPOConfig, ScriptArguments
 
 from ..errors import PipelineError
-from .common import PipelineTrainingArguments, TrackingArguments, parse_sweep_shard, refuse_streaming
+from .common import (
+    SWEEP_SHARD_HELP,
+    PipelineTrainingArguments,
+    TrackingArguments,
+    parse_sweep_shard,
+    refuse_streaming,
+)
 
 @dataclass
 class DPOTrainingConfig(PipelineTrainingArguments, DPOConfig):
@@ -41,12 +47,7 @@ class DPOScriptArguments(ScriptArguments, TrackingArguments):
         default=None,
         metadata={"help": "wandb group of the sweep's runs; by default <scale>/<folder>, e.g. tiny/dpo."},
     )
-    sweep_shard: str | None = field(
-        default=None,
-        metadata={"help": "k/n: train only every n-th entry of the sweep, from entry k (0-based): n commands (or a "
-                          "SLURM array, `--sweep_shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT` with "
-                          "--array=0-<n-1>) share one sweep folder, each its own runs. Every entry is still checked."},
-    )
+    sweep_shard: str | None = field(default=None, metadata={"help": SWEEP_SHARD_HELP})
     eval_pairs_file: str | None = field(
         default=None,
         metadata={

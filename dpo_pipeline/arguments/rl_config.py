@@ -10,6 +10,7 @@ from trl import GRPOConfig, ScriptArguments
 from ..errors import PipelineError
 from .common import (
     DEFAULT_CLASSIFIER,
+    SWEEP_SHARD_HELP,
     PipelineTrainingArguments,
     TrackingArguments,
     parse_sweep_shard,
@@ -77,12 +78,7 @@ class RLScriptArguments(ScriptArguments, TrackingArguments):
                           "beta=0.05`. Each run trains into output_dir/<entry>, where eval.py finds it."},
     )
     sweep_name: str | None = field(default=None, metadata={"help": "wandb group of the sweep's runs."})
-    sweep_shard: str | None = field(
-        default=None,
-        metadata={"help": "k/n: train only every n-th entry of the sweep, from entry k (0-based): n commands (or a "
-                          "SLURM array, `--sweep_shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT` with "
-                          "--array=0-<n-1>) share one sweep folder, each its own runs. Every entry is still checked."},
-    )
+    sweep_shard: str | None = field(default=None, metadata={"help": SWEEP_SHARD_HELP})
     max_prompts: int | None = field(default=None, metadata={"help": "Train on only this many prompts."})
 
     def __post_init__(self):
